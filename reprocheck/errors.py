@@ -1,0 +1,45 @@
+"""One exception root; every subclass carries an exit code and a how-to-fix text.
+
+The CLI catches only :class:`ReprocheckError`, prints ``str(error)`` on one line and
+exits with ``error.exit_code``. A traceback shown to a user is a bug.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_DRIFT = 1
+EXIT_ERROR = 2
+
+
+class ReprocheckError(Exception):
+    """Root of every error reprocheck reports to a user."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, *, fix: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.fix})" if self.fix else self.message
+
+
+class ConfigError(ReprocheckError):
+    """The configuration file is missing, malformed or names something absent."""
+
+
+class EngineUnavailable(ReprocheckError):
+    """The container engine cannot be reached."""
+
+
+class ImageBuildError(ReprocheckError):
+    """An environment's image could not be built or bootstrapped."""
+
+
+class RunNotFound(ReprocheckError):
+    """A stored run or baseline named by the user does not exist."""
+
+
+class OutputError(ReprocheckError):
+    """An output file cannot be read safely."""
