@@ -29,7 +29,7 @@ class ConfigError(ReprocheckError):
     """The configuration file is missing, malformed or names something absent."""
 
 
-class EngineUnavailable(ReprocheckError):
+class EngineUnavailableError(ReprocheckError):
     """The container engine cannot be reached."""
 
 
@@ -37,7 +37,7 @@ class ImageBuildError(ReprocheckError):
     """An environment's image could not be built or bootstrapped."""
 
 
-class RunNotFound(ReprocheckError):
+class RunNotFoundError(ReprocheckError):
     """A stored run or baseline named by the user does not exist."""
 
 

@@ -1,0 +1,103 @@
+"""The engine boundary: frozen specs in, frozen outcomes out.
+
+Everything the runner needs from a container engine goes through :class:`ContainerEngine`,
+so Podman (through its Docker-compatible socket), Swarm jobs or a remote engine are
+one module each, and unit tests can use a fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+LABEL = (
+    "io.reprocheck"  # every container and image we create carries it, so a sweep finds leftovers
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerSpec:
+    """One hermetic container run: command, mounts and limits."""
+
+    image: str
+    command: tuple[str, ...]
+    mounts: tuple[Mount, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+    user: str = "65534:65534"
+    memory: str = "16g"
+    cpus: float | None = None
+    pids_limit: int = 4096
+    network: str = "none"
+    read_only: bool = True
+    shm_size: str = "1g"
+    timeout: float = 3600.0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    platform: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerOutcome:
+    exit_code: int | None
+    timed_out: bool
+    oom_killed: bool
+    log: str
+    duration: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInfo:
+    ref: str
+    id: str
+    created: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    size: int = 0
+    architecture: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildRequest:
+    context_tar: Path
+    tag: str
+    dockerfile: str = "Dockerfile"
+    buildargs: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    platform: str | None = None
+
+
+LineCallback = Callable[[str], None]
+
+
+class ContainerEngine(Protocol):
+    name: str
+
+    def image(self, ref: str) -> ImageInfo | None:
+        """The local image ``ref``, or None when it is not present."""
+
+    def images(self, label: str) -> list[ImageInfo]:
+        """Local images carrying ``label``."""
+
+    def pull(self, ref: str) -> ImageInfo | None:
+        """Pull ``ref``; None when no registry can provide it."""
+
+    def build(self, request: BuildRequest, on_line: LineCallback) -> ImageInfo:
+        """Build with the engine's layer cache; raise ImageBuildError with the failing step."""
+
+    def import_rootfs(self, tarball: Path, ref: str, changes: tuple[str, ...]) -> ImageInfo:
+        """Create image ``ref`` from a root filesystem tarball."""
+
+    def run(self, spec: ContainerSpec) -> ContainerOutcome:
+        """Run one container to completion (or timeout), always removing it afterwards."""
+
+    def sweep(self) -> int:
+        """Remove leftover containers carrying :data:`LABEL`; return how many."""

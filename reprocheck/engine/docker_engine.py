@@ -1,0 +1,205 @@
+"""Docker Engine through the ``docker`` SDK (also serves Podman's Docker-compatible socket)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from reprocheck.engine.base import (
+    LABEL,
+    BuildRequest,
+    ContainerOutcome,
+    ContainerSpec,
+    ImageInfo,
+    LineCallback,
+)
+from reprocheck.errors import EngineUnavailableError, ImageBuildError
+
+KEEP_ENV = "REPROCHECK_KEEP_CONTAINERS"  # debugging: leave containers behind for inspection
+_LOG_TAIL_LINES = 400
+_START_HINT = (
+    "start one: 'sudo dockerd >/var/log/dockerd.log 2>&1 &' (or 'sudo systemctl start docker'), "
+    "or set DOCKER_HOST"
+)
+
+
+def _image_info(image: Any, ref: str) -> ImageInfo:
+    attrs = image.attrs
+    return ImageInfo(
+        ref=ref,
+        id=image.id,
+        created=str(attrs.get("Created", "")),
+        labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+        size=int(attrs.get("Size", 0)),
+        architecture=str(attrs.get("Architecture", "")),
+        tags=tuple(image.tags),
+    )
+
+
+def _failing_step(log: list[str]) -> str:
+    steps = [line for line in log if line.startswith("Step ")]
+    return steps[-1].strip() if steps else "(before the first step)"
+
+
+class DockerEngine:
+    """:class:`~reprocheck.engine.base.ContainerEngine` over a Docker Engine API socket."""
+
+    name = "docker"
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @classmethod
+    def from_env(cls) -> DockerEngine:
+        try:
+            client = docker.from_env(timeout=600)
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+            raise EngineUnavailableError(
+                f"cannot reach a Docker Engine at {where}: {type(exc).__name__}", fix=_START_HINT
+            ) from exc
+        return cls(client)
+
+    def image(self, ref: str) -> ImageInfo | None:
+        try:
+            return _image_info(self._client.images.get(ref), ref)
+        except docker.errors.ImageNotFound:
+            return None
+
+    def images(self, label: str) -> list[ImageInfo]:
+        found = self._client.images.list(filters={"label": label})
+        return [_image_info(img, img.tags[0] if img.tags else img.short_id) for img in found]
+
+    def pull(self, ref: str) -> ImageInfo | None:
+        try:
+            return _image_info(self._client.images.pull(ref), ref)
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            return None
+
+    def build(self, request: BuildRequest, on_line: LineCallback) -> ImageInfo:
+        log: list[str] = []
+        image_id = ""
+        with request.context_tar.open("rb") as context:
+            stream = self._client.api.build(
+                fileobj=context,
+                custom_context=True,
+                tag=request.tag,
+                dockerfile=request.dockerfile,
+                buildargs=dict(request.buildargs),
+                labels=dict(request.labels),
+                pull=False,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                platform=request.platform,
+            )
+            for chunk in stream:
+                image_id = self._consume(chunk, log, on_line) or image_id
+        if not image_id:
+            raise ImageBuildError(f"build of {request.tag} produced no image")
+        info = self.image(request.tag)
+        assert info is not None
+        return info
+
+    @staticmethod
+    def _consume(chunk: dict[str, Any], log: list[str], on_line: LineCallback) -> str:
+        if "error" in chunk:
+            tail = " | ".join(line.strip() for line in log[-6:] if line.strip())
+            raise ImageBuildError(
+                f"{_failing_step(log)} failed: {chunk['error'].strip()}; log tail: {tail}",
+                fix="fix the Dockerfile step above and re-run",
+            )
+        text = chunk.get("stream")
+        if text:
+            for line in text.splitlines():
+                log.append(line)
+                on_line(line)
+        aux = chunk.get("aux") or {}
+        return str(aux.get("ID", ""))
+
+    def import_rootfs(self, tarball: Path, ref: str, changes: tuple[str, ...]) -> ImageInfo:
+        repository, _, tag = ref.rpartition(":")
+        self._client.api.import_image(
+            src=str(tarball), repository=repository, tag=tag, changes=list(changes)
+        )
+        info = self.image(ref)
+        if info is None:
+            raise ImageBuildError(f"docker import of {ref} did not create the image")
+        return info
+
+    def run(self, spec: ContainerSpec) -> ContainerOutcome:
+        started = time.monotonic()
+        with self._container(spec) as container:
+            container.start()
+            timed_out = self._wait(container, spec.timeout)
+            container.reload()
+            state = container.attrs["State"]
+            log = container.logs(stdout=True, stderr=True, tail=_LOG_TAIL_LINES)
+        return ContainerOutcome(
+            exit_code=None if timed_out else int(state.get("ExitCode", -1)),
+            timed_out=timed_out,
+            oom_killed=bool(state.get("OOMKilled")),
+            log=log.decode("utf-8", "replace"),
+            duration=time.monotonic() - started,
+        )
+
+    @staticmethod
+    def _wait(container: Any, timeout: float) -> bool:
+        try:
+            container.wait(timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            container.kill()
+            container.wait(timeout=60)
+            return True
+        return False
+
+    @contextmanager
+    def _container(self, spec: ContainerSpec) -> Iterator[Any]:
+        container = self._client.containers.create(**_create_kwargs(spec))
+        try:
+            yield container
+        finally:
+            if not os.environ.get(KEEP_ENV):
+                container.remove(force=True)
+
+    def sweep(self) -> int:
+        leftovers = self._client.containers.list(all=True, filters={"label": LABEL})
+        for container in leftovers:
+            container.remove(force=True)
+        return len(leftovers)
+
+
+def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    return {
+        "image": spec.image,
+        "command": list(spec.command),
+        "environment": dict(spec.env),
+        "working_dir": spec.workdir,
+        "user": spec.user,
+        "mem_limit": spec.memory,
+        "memswap_limit": spec.memory,
+        "nano_cpus": int(spec.cpus * 1e9) if spec.cpus else None,
+        "pids_limit": spec.pids_limit,
+        "network_mode": spec.network,
+        "read_only": spec.read_only,
+        "shm_size": spec.shm_size,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "tmpfs": {"/tmp": "rw,exec,size=2g"},
+        "labels": {LABEL: "1", **spec.labels},
+        "volumes": {
+            str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+            for m in spec.mounts
+        },
+        "platform": spec.platform,
+        "detach": True,
+    }

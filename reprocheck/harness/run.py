@@ -1,0 +1,192 @@
+"""The harness: runs INSIDE an environment's container, once per environment.
+
+Reads ``<meta>/spec.json`` written by the host, runs the pipeline (a callable once per
+fixture, or a command once), writes outputs under ``<outputs>``, a status file after every
+fixture (so a crash or timeout keeps what finished) and the environment fingerprint.
+
+Constraints: Python >= 3.9, standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXIT_HARNESS_ERROR = 3
+ERROR_TAIL_CHARS = 4000
+
+
+def _tail(text: str) -> str:
+    return text[-ERROR_TAIL_CHARS:]
+
+
+class Status:
+    """status.json, rewritten atomically after every step."""
+
+    def __init__(self, meta: str) -> None:
+        self.path = os.path.join(meta, "status.json")
+        self.data: Dict[str, Any] = {
+            "started": time.time(),
+            "finished": None,
+            "harness_error": None,
+            "fixtures": {},
+            "command": None,
+        }
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(self.data, handle, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+
+
+def load_callable(project: str, target: str) -> Callable[[str], Any]:
+    """``path/to/file.py:func`` (relative to the project) or ``package.module:func``."""
+    module_part, _, attr = target.rpartition(":")
+    if module_part.endswith(".py") or "/" in module_part:
+        path = os.path.join(project, module_part)
+        if not os.path.isfile(path):
+            raise RuntimeError(f"pipeline file {module_part} does not exist in the project")
+        sys.path.insert(0, os.path.dirname(path))
+        name = "reprocheck_pipeline_" + os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, project)
+        module = importlib.import_module(module_part)
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise RuntimeError(f"{module_part} has no callable {attr!r}")
+    return func  # type: ignore[no-any-return]
+
+
+def flatten(result: Any, prefix: str = "") -> Dict[str, Any]:
+    """A dict of name -> array-like; nested dicts become slash-separated names."""
+    import numpy as np
+
+    if not isinstance(result, dict):
+        raise TypeError("the pipeline must return a dict of name -> array or number")
+    flat: Dict[str, Any] = {}
+    for key, value in result.items():
+        name = prefix + str(key)
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "/"))
+            continue
+        array = np.asarray(value)
+        if array.dtype == object or array.dtype.kind in "USV":
+            raise TypeError(f"output {name!r} is not numeric (dtype {array.dtype})")
+        flat[name] = array
+    return flat
+
+
+def save_outputs(outputs: str, fixture: str, arrays: Dict[str, Any]) -> None:
+    import numpy as np
+
+    path = os.path.join(outputs, fixture + ".npz")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def run_fixture(func: Callable[[str], Any], spec: Dict[str, Any], fixture: str) -> Dict[str, Any]:
+    import numpy as np
+    import reprocheck_probe
+
+    random.seed(0)
+    np.random.seed(0)
+    started = time.monotonic()
+    reprocheck_probe.begin(fixture)
+    try:
+        arrays = flatten(func(os.path.join(spec["fixtures_dir"], fixture)))
+        save_outputs(spec["outputs"], fixture, arrays)
+        entry = {"status": "ok", "outputs": sorted(arrays)}
+    except Exception:  # a fixture that raises is that fixture's status, not the run's end
+        entry = {"status": "error", "error": _tail(traceback.format_exc())}
+    finally:
+        reprocheck_probe.end(os.path.join(spec["meta"], "probes"))
+    entry["seconds"] = round(time.monotonic() - started, 4)
+    return entry
+
+
+def run_callable(spec: Dict[str, Any], status: Status) -> None:
+    func = load_callable(spec["project"], spec["callable"])
+    for fixture in spec["fixtures"]:
+        status.data["fixtures"][fixture] = {"status": "running"}
+        status.save()
+        status.data["fixtures"][fixture] = run_fixture(func, spec, fixture)
+        status.save()
+
+
+def run_command(spec: Dict[str, Any], status: Status) -> None:
+    mapping = {"inputs": spec["fixtures_dir"], "outputs": spec["outputs"]}
+    argv: List[str] = [part.format(**mapping) for part in spec["command"]]
+    started = time.monotonic()
+    proc = subprocess.run(
+        argv,
+        cwd=spec["project"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    sys.stdout.write(proc.stdout)
+    entry = {
+        "status": "ok" if proc.returncode == 0 else "error",
+        "exit_code": proc.returncode,
+        "seconds": round(time.monotonic() - started, 4),
+    }
+    if proc.returncode != 0:
+        entry["error"] = _tail(proc.stdout)
+    status.data["command"] = entry
+    status.save()
+
+
+def write_fingerprint(meta: str) -> None:
+    try:
+        import fingerprint
+
+        data = fingerprint.collect()
+    except Exception:
+        data = {"error": _tail(traceback.format_exc())}
+    tmp = os.path.join(meta, "fingerprint.json.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True, default=str)
+    os.replace(tmp, os.path.join(meta, "fingerprint.json"))
+
+
+def main(meta: str) -> int:
+    os.umask(0o022)
+    with open(os.path.join(meta, "spec.json")) as handle:
+        spec = json.load(handle)
+    sys.path.insert(0, HERE)
+    status = Status(meta)
+    code = 0
+    try:
+        if spec["mode"] == "callable":
+            run_callable(spec, status)
+        else:
+            run_command(spec, status)
+    except Exception:
+        status.data["harness_error"] = _tail(traceback.format_exc())
+        sys.stderr.write(status.data["harness_error"])
+        code = EXIT_HARNESS_ERROR
+    write_fingerprint(meta)
+    status.data["finished"] = time.time()
+    status.save()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "/meta"))
