@@ -11,6 +11,8 @@ points at the dnn module rather than at an upstream resize.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import math
 import os
 import sys
@@ -27,6 +29,13 @@ except ImportError:
 MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_cnn.onnx")  # noqa: PTH100, PTH118, PTH120
 
 _NET = None
+_LIBM = None
+
+# C math library functions called directly through ctypes. glibc has replaced several
+# of them between the Debian releases (e.g. tgamma after 2.31, correctly rounded
+# CORE-MATH float functions and a new exp10 in 2.41), so this row drifts by design.
+_LIBM_DOUBLE = ("tgamma", "lgamma", "erf", "exp10", "j0", "y0", "cbrt", "asinh")
+_LIBM_FLOAT = ("tgammaf", "lgammaf", "erfcf", "j1f", "y1f", "cbrtf", "sinhf", "atanhf")
 
 
 def _record(name, value):
@@ -214,6 +223,43 @@ def _libm(gray, out):
             ]
         )
     out["libm/math_module"] = np.array(rows, dtype=np.float64)
+
+    # float32 ufuncs: without AVX-512, numpy hands most of these to libm's *f functions
+    f = (v * 4.0).astype(np.float32)
+    out["libm/numpy_float32"] = np.stack(
+        [
+            np.arcsinh(f),
+            np.cbrt(f - np.float32(1.0)),
+            np.expm1(f),
+            np.log1p(f),
+            np.arctan(f),
+            np.sinh(f),
+            np.cosh(f),
+            np.tan(f * np.float32(0.35)),
+            np.tanh(f),
+        ]
+    )
+    out["libm/glibc_direct"] = _libm_direct(v[:64] * 6.0 + 0.05)
+
+
+def _libm_direct(x):
+    """Call the C library's math functions on each value of x (NaN where unavailable)."""
+    global _LIBM
+    if _LIBM is None:
+        _LIBM = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    cols = []
+    for names, ctype in ((_LIBM_DOUBLE, ctypes.c_double), (_LIBM_FLOAT, ctypes.c_float)):
+        for name in names:
+            fn = getattr(_LIBM, name, None)
+            if fn is None:
+                cols.append(np.full(x.size, np.nan))
+                continue
+            fn.restype = ctype
+            fn.argtypes = [ctype]
+            arg = x / 7.0 if name == "atanhf" else x  # atanh needs |x| < 1
+            # float results are widened exactly, so one float64 array holds both kinds
+            cols.append(np.array([fn(float(a)) for a in arg.tolist()], dtype=np.float64))
+    return np.stack(cols, axis=1)
 
 
 def _dnn(bgr, out):
