@@ -56,6 +56,7 @@ class EnvironmentConfig(_Model):
     image: str
     env: dict[str, str] = Field(default_factory=dict)
     platform: str | None = None
+    python: str = "python3"
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,178 @@
+"""Command line: parse, call the stages, render, exit. The only module that prints or exits."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from reprocheck import __version__
+from reprocheck.config import RunConfig, load_config
+from reprocheck.engine import get_engine
+from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, ReprocheckError
+from reprocheck.images import ImageBuilder, bootstrap_debian
+from reprocheck.matrix import Matrix, build_matrix
+from reprocheck.plan import make_plan
+from reprocheck.render import ProgressPrinter, print_images, print_summary
+from reprocheck.report.json_report import report_dict, write_json
+from reprocheck.runner import Runner, RunResult, new_run_id
+from reprocheck.store import find_run, load_run, save_run, write_atomic
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handled(func: F) -> F:
+    """Turn a ReprocheckError into one line on stderr and its exit code; never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ReprocheckError as exc:
+            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/]")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reprocheck")
+def main() -> None:
+    """Run one numeric pipeline across OS container images and say what drifted."""
+
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    help="reprocheck.toml or pyproject.toml (default: found from the current folder)",
+)  # fmt: skip
+
+
+@main.command()
+@config_option
+@click.option("--env", "envs", multiple=True, help="Run only this environment (repeatable).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Run folder to write (default: reports/<run-id>).")  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
+@click.option("-v", "--verbose", is_flag=True, help="Show build and bootstrap output.")
+@handled
+def run(
+    config_path: Path | None,
+    envs: tuple[str, ...],
+    json_path: Path | None,
+    out_dir: Path | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Build what is missing, run every environment, compare, report."""
+    config = load_config(config_path)
+    plan = make_plan(config, envs)
+    engine = get_engine(config.run.engine)
+    run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
+    with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
+        result = Runner(engine, plan, progress).run(run_dir)
+    save_run(result)
+    sys.exit(_finish(config, result, json_path, quiet))
+
+
+def _finish(config: RunConfig, result: RunResult, json_path: Path | None, quiet: bool) -> int:
+    matrix = build_matrix(config, result)
+    data = report_dict(result, matrix)
+    write_json(result.run_dir / "report.json", data)
+    if json_path:
+        write_json(json_path, data)
+    print_summary(out, result, matrix, quiet=quiet)
+    out.print(f"report: {result.run_dir / 'report.json'}")
+    return exit_code(result, matrix)
+
+
+def exit_code(result: RunResult, matrix: Matrix) -> int:
+    if any(env.failed or env.status == "partial" for env in result.environments):
+        return EXIT_ERROR
+    return EXIT_DRIFT if matrix.has_drift else EXIT_OK
+
+
+@main.command()
+@config_option
+@click.option("--run", "run_ref", default=None, help="Run id or folder (default: latest).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path))
+@handled
+def compare(config_path: Path | None, run_ref: str | None, json_path: Path | None) -> None:
+    """Compare a stored run again (for example after changing tolerances)."""
+    config = load_config(config_path)
+    result = load_run(find_run(config.reports_dir, run_ref))
+    sys.exit(_finish(config, result, json_path, quiet=False))
+
+
+@main.group()
+def images() -> None:
+    """Build, bootstrap and list environment images."""
+
+
+@images.command("bootstrap")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--mirror", default="http://deb.debian.org/debian", show_default=True)
+@click.option("--platform", default=None, help="e.g. linux/arm64 (needs qemu-user-static).")
+@click.option("--force", is_flag=True, help="Rebuild even when the image exists.")
+@handled
+def images_bootstrap(refs: tuple[str, ...], mirror: str, platform: str | None, force: bool) -> None:
+    """Build debian:SUITE base images from the Debian archive (no registry needed)."""
+    engine = get_engine("docker")
+    with ProgressPrinter(err, quiet=False, verbose=False) as progress:
+        for ref in refs:
+            existing = engine.image(ref)
+            if existing and not force:
+                err.print(f"{ref} is already present ({existing.id[:19]}); --force rebuilds it")
+                continue
+            info = bootstrap_debian(engine, ref, mirror=mirror, platform=platform,
+                                    progress=progress)  # fmt: skip
+            out.print(f"{ref} {info.id}")
+
+
+@images.command("build")
+@config_option
+@click.option("--env", "envs", multiple=True)
+@handled
+def images_build(config_path: Path | None, envs: tuple[str, ...]) -> None:
+    """Build (or find in the cache) every environment's image."""
+    config = load_config(config_path)
+    engine = get_engine(config.run.engine)
+    with ProgressPrinter(err, quiet=False, verbose=False) as progress:
+        builder = ImageBuilder(engine, config, progress)
+        resolved = [builder.resolve(env) for env in make_plan(config, envs).environments]
+    for image in resolved:
+        out.print(f"{image.environment:12} {image.ref:40} {image.image_id}")
+
+
+@images.command("list")
+@handled
+def images_list() -> None:
+    """Images reprocheck built or bootstrapped: from which Dockerfile, and when."""
+    engine = get_engine("docker")
+    print_images(out, engine.images("io.reprocheck"), engine.images("io.reprocheck.bootstrap"))
+
+
+@main.command()
+@handled
+def sweep() -> None:
+    """Remove containers left behind by interrupted runs."""
+    out.print(f"removed {get_engine('docker').sweep()} container(s)")
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, text)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(EXIT_OK)

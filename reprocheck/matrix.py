@@ -1,0 +1,200 @@
+"""RunResult -> Matrix: every output compared across environment pairs, plus agreement
+classes and the within-environment noise floor. Numerics live in compare.py."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from reprocheck.compare import (
+    ArrayComparison,
+    DecisionRule,
+    DecisionRules,
+    Tolerance,
+    ToleranceRules,
+    Verdict,
+    agreement_classes,
+    compare_arrays,
+)
+from reprocheck.config import DecisionConfig, RunConfig
+from reprocheck.outputs import OutputRef, index_outputs, load_output
+from reprocheck.runner import EnvironmentResult, RunResult
+
+# Verdicts that make `reprocheck run` exit 1.
+FAILING: frozenset[str] = frozenset({"drift", "incomparable", "missing"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputComparison:
+    output: str
+    baseline: str
+    candidate: str
+    verdict: Verdict
+    metrics: ArrayComparison | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Noise:
+    """An output that varies between repeated runs of one environment."""
+
+    output: str
+    environment: str
+    repeats: int
+    max_abs: float | None
+    max_ulp: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    pairs: tuple[tuple[str, str], ...]
+    comparisons: tuple[OutputComparison, ...]
+    agreement: Mapping[str, list[list[str]]]
+    noise: tuple[Noise, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self.comparisons:
+            counts[item.verdict] = counts.get(item.verdict, 0) + 1
+        return counts
+
+    @property
+    def has_drift(self) -> bool:
+        return any(c.verdict in FAILING for c in self.comparisons)
+
+
+def tolerance_rules(config: RunConfig) -> ToleranceRules:
+    rules = {
+        pattern: Tolerance(pattern=pattern, **rule.model_dump())
+        for pattern, rule in config.tolerance.items()
+    }
+    default = rules.pop("default", Tolerance())
+    return ToleranceRules(default=default, rules=tuple(rules.values()))
+
+
+def decision_rules(config: RunConfig) -> DecisionRules:
+    rules = []
+    for pattern, entry in config.decisions.items():
+        spec = entry if isinstance(entry, DecisionConfig) else DecisionConfig(kind=entry)
+        rules.append(DecisionRule(pattern=pattern, kind=spec.kind, iou=spec.iou))
+    return DecisionRules(rules=tuple(rules))
+
+
+def environment_pairs(names: list[str], mode: str) -> tuple[tuple[str, str], ...]:
+    if mode == "all-pairs":
+        return tuple(itertools.combinations(names, 2))
+    return tuple((names[0], other) for other in names[1:])
+
+
+class _Side:
+    """One environment's outputs, with the fixture failures that explain absences."""
+
+    def __init__(self, env: EnvironmentResult, config: RunConfig) -> None:
+        self.env = env
+        spec = config.outputs
+        self.refs: dict[str, OutputRef] = (
+            {}
+            if env.failed
+            else index_outputs(env.outputs_dir, spec.include, spec.exclude, spec.max_file_bytes)
+        )
+        self.failed_fixtures = [f.fixture for f in env.fixtures if f.status != "ok"]
+
+    def failure(self, output: str) -> str | None:
+        if self.env.failed:
+            return f"{self.env.name}: {self.env.status}: {self.env.error}"
+        for fixture in self.failed_fixtures:
+            if output.startswith(fixture + "/"):
+                return f"{self.env.name}: fixture {fixture} failed"
+        return None
+
+    def load(self, output: str) -> np.ndarray | None:
+        ref = self.refs.get(output)
+        return None if ref is None else load_output(ref)
+
+
+def build_matrix(config: RunConfig, run: RunResult) -> Matrix:
+    sides = {env.name: _Side(env, config) for env in run.environments}
+    pairs = environment_pairs(list(sides), config.compare.mode)
+    tolerances, decisions = tolerance_rules(config), decision_rules(config)
+    outputs = sorted(set().union(*(side.refs for side in sides.values())))
+    comparisons: list[OutputComparison] = []
+    agreement: dict[str, list[list[str]]] = {}
+    for output in outputs:
+        arrays = {name: side.load(output) for name, side in sides.items()}
+        agreement[output] = agreement_classes(arrays)
+        tolerance, decision = tolerances.for_output(output), decisions.for_output(output)
+        for base, cand in pairs:
+            comparisons.append(
+                _compare_pair(output, sides[base], sides[cand], arrays, tolerance, decision)
+            )
+    comparisons.extend(_failed_pairs(sides, pairs, outputs))
+    noise = tuple(_noise(config, run, sides))
+    return Matrix(pairs=pairs, comparisons=tuple(comparisons), agreement=agreement, noise=noise)
+
+
+def _compare_pair(
+    output: str,
+    base: _Side,
+    cand: _Side,
+    arrays: Mapping[str, np.ndarray | None],
+    tolerance: Tolerance,
+    decision: DecisionRule | None,
+) -> OutputComparison:
+    a, b = arrays[base.env.name], arrays[cand.env.name]
+    names = {"output": output, "baseline": base.env.name, "candidate": cand.env.name}
+    if a is None or b is None:
+        failure = base.failure(output) if a is None else cand.failure(output)
+        if failure:
+            return OutputComparison(**names, verdict="error", note=failure)
+        absent = base.env.name if a is None else cand.env.name
+        return OutputComparison(**names, verdict="missing", note=f"not produced in {absent}")
+    metrics = compare_arrays(a, b, tolerance, decision)
+    return OutputComparison(**names, verdict=metrics.verdict, metrics=metrics)
+
+
+def _failed_pairs(
+    sides: Mapping[str, _Side], pairs: Iterable[tuple[str, str]], outputs: list[str]
+) -> Iterable[OutputComparison]:
+    """Pairs where an environment failed as a whole and no output was seen at all."""
+    if outputs:
+        return
+    for base, cand in pairs:
+        failure = sides[base].failure("") or sides[cand].failure("")
+        if failure:
+            yield OutputComparison(output="*", baseline=base, candidate=cand, verdict="error",
+                                   note=failure)  # fmt: skip
+
+
+def _noise(config: RunConfig, run: RunResult, sides: Mapping[str, _Side]) -> Iterable[Noise]:
+    by_env: dict[str, list[EnvironmentResult]] = {}
+    for extra in run.repeats:
+        by_env.setdefault(extra.name, []).append(extra)
+    for name, extras in by_env.items():
+        first = sides.get(name)
+        if first is None or first.env.failed:
+            continue
+        yield from _noise_in(config, first, [_Side(e, config) for e in extras if not e.failed])
+
+
+def _noise_in(config: RunConfig, first: _Side, others: list[_Side]) -> Iterable[Noise]:
+    for output in first.refs:
+        a = first.load(output)
+        assert a is not None
+        worst: ArrayComparison | None = None
+        for other in others:
+            b = other.load(output)
+            if b is None:
+                continue
+            result = compare_arrays(a, b, Tolerance())
+            if not result.bit_identical and (worst is None or _worse(result, worst)):
+                worst = result
+        if worst is not None:
+            yield Noise(output=output, environment=first.env.name, repeats=len(others) + 1,
+                        max_abs=worst.max_abs, max_ulp=worst.max_ulp)  # fmt: skip
+
+
+def _worse(new: ArrayComparison, old: ArrayComparison) -> bool:
+    return (new.max_abs or 0.0) > (old.max_abs or 0.0)

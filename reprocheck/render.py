@@ -1,0 +1,172 @@
+"""Terminal rendering with rich: progress and the run summary. Used only by the CLI."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from types import TracebackType
+
+from rich.console import Console
+from rich.status import Status
+from rich.table import Table
+
+from reprocheck.engine import ImageInfo
+from reprocheck.matrix import Matrix, OutputComparison
+from reprocheck.progress import ProgressEvent
+from reprocheck.report.json_report import fingerprint_summary
+from reprocheck.runner import RunResult
+
+VERDICT_STYLE = {
+    "identical": "green",
+    "within_tolerance": "cyan",
+    "drift": "bold red",
+    "incomparable": "magenta",
+    "missing": "yellow",
+    "error": "red",
+    "nondeterministic": "blue",
+}
+STATUS_STYLE = {"ok": "green", "partial": "yellow"}
+WORST_SHOWN = 10
+
+
+class ProgressPrinter:
+    """Renders library progress events: a spinner with the latest step, a line per result."""
+
+    def __init__(self, console: Console, *, quiet: bool, verbose: bool) -> None:
+        self._console = console
+        self._quiet = quiet
+        self._verbose = verbose
+        self._status: Status | None = None
+
+    def __enter__(self) -> ProgressPrinter:
+        if not self._quiet:
+            self._status = self._console.status("starting", spinner="dots")
+            self._status.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self._quiet:
+            return
+        text = f"[bold]{event.stage}[/] {event.subject}: {event.message}"
+        if event.finished or event.stage in ("pull",) or (self._verbose and event.stage != "run"):
+            self._console.print(text, soft_wrap=True, markup=True, highlight=False)
+        elif event.stage == "run" or event.message.startswith(("building", "Step ")):
+            self._console.print(text, soft_wrap=True)
+        if self._status is not None:
+            self._status.update(text[:160])
+
+
+def _env_table(result: RunResult) -> Table:
+    table = Table(title="environments", title_justify="left")
+    for column in ("environment", "status", "seconds", "image", "os", "glibc", "python",
+                   "numpy", "cv2"):  # fmt: skip
+        table.add_column(column)
+    for env in result.environments:
+        fp = fingerprint_summary(env)
+        style = STATUS_STYLE.get(env.status, "red")
+        table.add_row(
+            env.name, f"[{style}]{env.status}[/]", f"{env.seconds:.1f}",
+            (env.image_id or "-")[7:19], fp["os"] or "-", fp["glibc"] or "-",
+            fp["python"] or "-", fp["numpy"] or "-", fp["cv2"] or "-",
+        )  # fmt: skip
+    return table
+
+
+def _pair_table(matrix: Matrix) -> Table:
+    verdicts = [v for v in VERDICT_STYLE if any(c.verdict == v for c in matrix.comparisons)]
+    table = Table(title="verdicts per pair", title_justify="left")
+    table.add_column("baseline -> candidate")
+    for verdict in verdicts:
+        table.add_column(f"[{VERDICT_STYLE[verdict]}]{verdict}[/]", justify="right")
+    for base, cand in matrix.pairs:
+        counts = Counter(
+            c.verdict for c in matrix.comparisons if (c.baseline, c.candidate) == (base, cand)
+        )
+        table.add_row(f"{base} -> {cand}", *(str(counts.get(v, 0)) for v in verdicts))
+    return table
+
+
+def _severity(item: OutputComparison) -> tuple[int, float]:
+    metrics = item.metrics
+    return (metrics.max_ulp or 0, metrics.max_abs or 0.0) if metrics else (0, 0.0)
+
+
+def _fmt(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else f"{value:,}"
+
+
+def _worst_table(matrix: Matrix) -> Table | None:
+    drifting = [c for c in matrix.comparisons if c.verdict == "drift"]
+    if not drifting:
+        return None
+    drifting.sort(key=_severity, reverse=True)
+    table = Table(title=f"worst drifting outputs ({len(drifting)} in all)", title_justify="left")
+    for column in ("output", "pair", "mismatched", "max_abs", "max_rel", "max_ulp", "decisions"):
+        table.add_column(column)
+    for item in drifting[:WORST_SHOWN]:
+        m = item.metrics
+        assert m is not None
+        changed = f"{m.decision.decisions_changed} of {m.decision.total}" if m.decision else "-"
+        table.add_row(
+            item.output, f"{item.baseline}->{item.candidate}",
+            f"{m.mismatched:,} / {m.total:,} ({100 * m.mismatched / max(m.total, 1):.1f}%)",
+            _fmt(m.max_abs), _fmt(m.max_rel), _fmt(m.max_ulp), changed,
+        )  # fmt: skip
+    return table
+
+
+def _agreement_lines(matrix: Matrix) -> list[str]:
+    groups: Counter[str] = Counter()
+    for classes in matrix.agreement.values():
+        groups[" | ".join("{" + ", ".join(c) + "}" for c in classes)] += 1
+    return [f"  {count:4d} outputs: {pattern}" for pattern, count in groups.most_common()]
+
+
+def print_summary(console: Console, result: RunResult, matrix: Matrix, *, quiet: bool) -> None:
+    counts = matrix.counts()
+    verdict = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "nothing compared"
+    if not quiet:
+        console.print(_env_table(result))
+        for env in result.environments:
+            if env.error:
+                console.print(f"[red]{env.name}[/]: {env.error}", soft_wrap=True)
+        console.print(_pair_table(matrix))
+        worst = _worst_table(matrix)
+        if worst is not None:
+            console.print(worst)
+        console.print("agreement classes (environments with bit-identical outputs):")
+        for line in _agreement_lines(matrix):
+            console.print(line, highlight=False)
+        for noise in matrix.noise:
+            console.print(f"[blue]nondeterministic[/] {noise.output} in {noise.environment}: "
+                          f"spread max_abs {_fmt(noise.max_abs)}, max_ulp {_fmt(noise.max_ulp)}")  # fmt: skip
+    console.print(f"run {result.run_id}: {verdict}")
+
+
+def print_images(console: Console, built: list[ImageInfo], bases: list[ImageInfo]) -> None:
+    table = Table(title="reprocheck images", title_justify="left")
+    for column in ("image", "id", "from", "created", "size"):
+        table.add_column(column)
+    for info in [*bases, *built]:
+        origin = info.labels.get("io.reprocheck.dockerfile") or (
+            f"debootstrap {info.labels.get('io.reprocheck.bootstrap', '')}"
+        )
+        created = info.created[:19].replace("T", " ") if info.created else "-"
+        table.add_row(", ".join(info.tags) or info.ref, info.id[7:19], origin, created,
+                      f"{info.size / 1e6:,.0f} MB")  # fmt: skip
+    console.print(table)
+
+
+def timestamp() -> str:
+    return datetime.now().isoformat(timespec="seconds")

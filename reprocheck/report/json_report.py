@@ -1,0 +1,112 @@
+"""The machine-readable report: a versioned, JSON-safe dict built from the stage values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from reprocheck.matrix import Matrix, OutputComparison
+from reprocheck.runner import EnvironmentResult, RunResult
+from reprocheck.store import write_atomic
+
+SCHEMA_VERSION = 1
+
+
+def _version(section: Any) -> str | None:
+    return section.get("version") if isinstance(section, dict) else None
+
+
+def flat_packages(fingerprint: dict[str, Any]) -> dict[str, str]:
+    """Debian packages by name, then pip distributions (prefixed ``pip:`` on a name clash)."""
+    packages = fingerprint.get("packages") or {}
+    flat = dict(packages.get("dpkg") or {})
+    for name, version in (packages.get("pip") or {}).items():
+        flat["pip:" + name if name in flat else name] = version
+    return flat
+
+
+def fingerprint_summary(env: EnvironmentResult) -> dict[str, Any]:
+    fp = env.fingerprint
+    os_release = fp.get("os") if isinstance(fp.get("os"), dict) else {}
+    cpu = fp.get("cpu") if isinstance(fp.get("cpu"), dict) else {}
+    return {
+        "os": os_release.get("PRETTY_NAME"),
+        "os_release": os_release,
+        "kernel": fp.get("kernel"),
+        "machine": fp.get("machine"),
+        "glibc": fp.get("glibc"),
+        "python": _version(fp.get("python")),
+        "numpy": _version(fp.get("numpy")),
+        "cv2": _version(fp.get("cv2")),
+        "cpu_model": cpu.get("model"),
+        "packages": flat_packages(fp),
+        "loaded_libraries": fp.get("loaded_libraries") or [],
+        "library_packages": fp.get("library_packages") or {},
+        "env": fp.get("env") or {},
+        "file": str(env.meta_dir / "fingerprint.json"),
+    }
+
+
+def environment_json(env: EnvironmentResult) -> dict[str, Any]:
+    return {
+        "name": env.name,
+        "image": env.image,
+        "image_ref": env.image_ref,
+        "image_id": env.image_id,
+        "status": env.status,
+        "error": env.error,
+        "outputs_dir": str(env.outputs_dir),
+        "seconds": env.seconds,
+        "fixtures": [
+            {"fixture": f.fixture, "status": f.status, "seconds": f.seconds, "error": f.error}
+            for f in env.fixtures
+        ],
+        "fingerprint": fingerprint_summary(env),
+    }
+
+
+def comparison_json(item: OutputComparison) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "output": item.output,
+        "baseline": item.baseline,
+        "candidate": item.candidate,
+        "verdict": item.verdict,
+        "note": item.note,
+    }
+    if item.metrics is not None:
+        metrics = item.metrics.as_json()
+        metrics.pop("verdict", None)
+        data |= metrics
+    return data
+
+
+def report_dict(run: RunResult, matrix: Matrix) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run.run_id,
+        "run_dir": str(run.run_dir),
+        "config": str(run.config_source),
+        "started": run.started,
+        "environments": [environment_json(env) for env in run.environments],
+        "pairs": [list(pair) for pair in matrix.pairs],
+        "summary": matrix.counts(),
+        "comparisons": [comparison_json(item) for item in matrix.comparisons],
+        "agreement": [
+            {"output": output, "classes": classes} for output, classes in matrix.agreement.items()
+        ],
+        "nondeterministic": [
+            {
+                "output": n.output,
+                "environment": n.environment,
+                "repeats": n.repeats,
+                "max_abs": n.max_abs,
+                "max_ulp": n.max_ulp,
+            }
+            for n in matrix.noise
+        ],
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=1, allow_nan=False))
