@@ -3,6 +3,7 @@ classes and the within-environment noise floor. Numerics live in compare.py."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -144,15 +145,17 @@ def _compare_pair(
     decision: DecisionRule | None,
 ) -> OutputComparison:
     a, b = arrays[base.env.name], arrays[cand.env.name]
-    names = {"output": output, "baseline": base.env.name, "candidate": cand.env.name}
+    pair = functools.partial(
+        OutputComparison, output=output, baseline=base.env.name, candidate=cand.env.name
+    )
     if a is None or b is None:
         failure = base.failure(output) if a is None else cand.failure(output)
         if failure:
-            return OutputComparison(**names, verdict="error", note=failure)
+            return pair(verdict="error", note=failure)
         absent = base.env.name if a is None else cand.env.name
-        return OutputComparison(**names, verdict="missing", note=f"not produced in {absent}")
+        return pair(verdict="missing", note=f"not produced in {absent}")
     metrics = compare_arrays(a, b, tolerance, decision)
-    return OutputComparison(**names, verdict=metrics.verdict, metrics=metrics)
+    return pair(verdict=metrics.verdict, metrics=metrics)
 
 
 def _failed_pairs(

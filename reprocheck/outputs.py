@@ -94,7 +94,7 @@ def load_output(ref: OutputRef) -> np.ndarray:
     """The array behind ``ref``; never unpickles."""
     try:
         if ref.kind == "npy":
-            return np.load(ref.file, allow_pickle=False, mmap_mode="r")
+            return np.asarray(np.load(ref.file, allow_pickle=False, mmap_mode="r"))
         if ref.kind == "npz":
             with np.load(ref.file, allow_pickle=False) as archive:
                 return np.asarray(archive[ref.key])

@@ -88,7 +88,7 @@ def _pair_table(matrix: Matrix) -> Table:
     for verdict in verdicts:
         table.add_column(f"[{VERDICT_STYLE[verdict]}]{verdict}[/]", justify="right")
     for base, cand in matrix.pairs:
-        counts = Counter(
+        counts: Counter[str] = Counter(
             c.verdict for c in matrix.comparisons if (c.baseline, c.candidate) == (base, cand)
         )
         table.add_row(f"{base} -> {cand}", *(str(counts.get(v, 0)) for v in verdicts))
@@ -149,8 +149,10 @@ def print_summary(console: Console, result: RunResult, matrix: Matrix, *, quiet:
         for line in _agreement_lines(matrix):
             console.print(line, highlight=False)
         for noise in matrix.noise:
-            console.print(f"[blue]nondeterministic[/] {noise.output} in {noise.environment}: "
-                          f"spread max_abs {_fmt(noise.max_abs)}, max_ulp {_fmt(noise.max_ulp)}")  # fmt: skip
+            spread = f"max_abs {_fmt(noise.max_abs)}, max_ulp {_fmt(noise.max_ulp)}"
+            console.print(
+                f"[blue]nondeterministic[/] {noise.output} in {noise.environment}: spread {spread}"
+            )
     console.print(f"run {result.run_id}: {verdict}")
 
 

@@ -24,8 +24,8 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        Path(tmp).chmod(0o644)
+        Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -60,7 +60,7 @@ def point_latest(run_dir: Path) -> None:
     tmp = run_dir.parent / f".{LATEST}.tmp"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_dir.name)
-    os.replace(tmp, link)
+    tmp.replace(link)
 
 
 def _env_from_json(data: dict[str, Any], run_dir: Path) -> EnvironmentResult:

@@ -17,6 +17,11 @@ def _version(section: Any) -> str | None:
     return section.get("version") if isinstance(section, dict) else None
 
 
+def _section(fingerprint: dict[str, Any], key: str) -> dict[str, Any]:
+    value = fingerprint.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def flat_packages(fingerprint: dict[str, Any]) -> dict[str, str]:
     """Debian packages by name, then pip distributions (prefixed ``pip:`` on a name clash)."""
     packages = fingerprint.get("packages") or {}
@@ -28,8 +33,8 @@ def flat_packages(fingerprint: dict[str, Any]) -> dict[str, str]:
 
 def fingerprint_summary(env: EnvironmentResult) -> dict[str, Any]:
     fp = env.fingerprint
-    os_release = fp.get("os") if isinstance(fp.get("os"), dict) else {}
-    cpu = fp.get("cpu") if isinstance(fp.get("cpu"), dict) else {}
+    os_release = _section(fp, "os")
+    cpu = _section(fp, "cpu")
     return {
         "os": os_release.get("PRETTY_NAME"),
         "os_release": os_release,
