@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,8 +24,9 @@ from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.runner import Runner, RunResult, new_run_id
 from reprocheck.store import find_run, load_run, save_run, write_atomic
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Piped output (CI logs) gets wide lines instead of rich's 80-column default.
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -124,34 +126,53 @@ def images() -> None:
 @click.option("--mirror", default="http://deb.debian.org/debian", show_default=True)
 @click.option("--platform", default=None, help="e.g. linux/arm64 (needs qemu-user-static).")
 @click.option("--force", is_flag=True, help="Rebuild even when the image exists.")
+@click.option("--jobs", default=1, show_default=True, help="Bootstrap this many in parallel.")
 @handled
-def images_bootstrap(refs: tuple[str, ...], mirror: str, platform: str | None, force: bool) -> None:
+def images_bootstrap(
+    refs: tuple[str, ...], mirror: str, platform: str | None, force: bool, jobs: int
+) -> None:
     """Build debian:SUITE base images from the Debian archive (no registry needed)."""
     engine = get_engine("docker")
+    missing = [ref for ref in refs if force or engine.image(ref) is None]
+    for ref in sorted(set(refs) - set(missing)):
+        err.print(f"{ref} is already present; --force rebuilds it")
     with ProgressPrinter(err, quiet=False, verbose=False) as progress:
-        for ref in refs:
-            existing = engine.image(ref)
-            if existing and not force:
-                err.print(f"{ref} is already present ({existing.id[:19]}); --force rebuilds it")
-                continue
+
+        def one(ref: str) -> str:
             info = bootstrap_debian(engine, ref, mirror=mirror, platform=platform,
                                     progress=progress)  # fmt: skip
-            out.print(f"{ref} {info.id}")
+            return f"{ref} {info.id}"
+
+        for line in parallel(one, missing, jobs):
+            out.print(line)
+
+
+def parallel(func: Callable[[str], str], items: list[str], jobs: int) -> list[str]:
+    """Run ``func`` over ``items`` on ``jobs`` threads; the first error is raised after all end."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(func, item) for item in items]
+    return [future.result() for future in futures]
 
 
 @images.command("build")
 @config_option
 @click.option("--env", "envs", multiple=True)
+@click.option("--jobs", default=1, show_default=True, help="Build this many in parallel.")
 @handled
-def images_build(config_path: Path | None, envs: tuple[str, ...]) -> None:
+def images_build(config_path: Path | None, envs: tuple[str, ...], jobs: int) -> None:
     """Build (or find in the cache) every environment's image."""
     config = load_config(config_path)
     engine = get_engine(config.run.engine)
     with ProgressPrinter(err, quiet=False, verbose=False) as progress:
         builder = ImageBuilder(engine, config, progress)
-        resolved = [builder.resolve(env) for env in make_plan(config, envs).environments]
-    for image in resolved:
-        out.print(f"{image.environment:12} {image.ref:40} {image.image_id}")
+
+        def one(name: str) -> str:
+            image = builder.resolve(config.environment(name))
+            return f"{image.environment:14} {image.ref:40} {image.image_id}"
+
+        names = [env.name for env in make_plan(config, envs).environments]
+        for line in parallel(one, names, jobs):
+            out.print(line)
 
 
 @images.command("list")

@@ -296,7 +296,7 @@ def _float_ulp(a: AnyArray, b: AnyArray) -> UIntArray:
 
 def _relative(diff: FloatArray, magnitude: FloatArray) -> FloatArray:
     """diff / |a|, with x / 0 = inf for x > 0, 0 / 0 = 0 and d / inf = inf for d = inf."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rel: FloatArray = diff / magnitude
     undefined = np.isnan(rel)
     if undefined.any():
@@ -385,13 +385,22 @@ def _nan_count(chunk: AnyArray) -> int:
     return int(np.count_nonzero(np.isnan(chunk)))
 
 
+def _top_positions(key: FloatArray) -> IndexArray:
+    """Indices of the WORST_COUNT largest keys; among equal keys the earliest wins."""
+    if key.size <= WORST_COUNT:
+        return np.arange(key.size)
+    threshold = np.partition(key, key.size - WORST_COUNT)[key.size - WORST_COUNT]
+    above = np.flatnonzero(key > threshold)
+    ties = np.flatnonzero(key == threshold)[: WORST_COUNT - above.size]
+    return np.concatenate([above, ties])
+
+
 def _keep_worst(totals: _Totals, values: _Values, positions: IndexArray) -> None:
+    """Fold this chunk's largest errors into the running top list (NaN vs number first)."""
     key = np.where(values.nan_x, np.inf, values.diff)[values.unequal]
     where = positions[values.unequal]
-    if key.size > WORST_COUNT:
-        top = np.argpartition(-key, WORST_COUNT - 1)[:WORST_COUNT]
-        key, where = key[top], where[top]
-    merged = totals.worst + list(zip(key.tolist(), where.tolist(), strict=True))
+    top = _top_positions(key)
+    merged = totals.worst + list(zip(key[top].tolist(), where[top].tolist(), strict=True))
     merged.sort(key=lambda item: (-item[0], item[1]))
     totals.worst = merged[:WORST_COUNT]
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ class ImageBuilder:
         self._config = config
         self._progress = progress
         self._ca = ca_bundle(config)
+        self._locks: dict[str, threading.Lock] = {}
 
     def resolve(self, env: EnvironmentConfig) -> EnvironmentImage:
         folder = dockerfile_folder(self._config, env)
@@ -131,6 +133,10 @@ class ImageBuilder:
         return _pinned(env, self._build(env, folder), folder / "Dockerfile")
 
     def ensure_present(self, ref: str, platform: str | None = None) -> ImageInfo:
+        with self._locks.setdefault(ref, threading.Lock()):  # parallel builds share bases
+            return self._ensure_present(ref, platform)
+
+    def _ensure_present(self, ref: str, platform: str | None) -> ImageInfo:
         info = self._engine.image(ref)
         if info is not None:
             return info

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run every test tier: unit, engine (real Docker) and end-to-end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+ruff check reprocheck tests bench
+mypy reprocheck
+python3 -m pytest -q "$@"
