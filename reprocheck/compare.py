@@ -419,7 +419,8 @@ def _add_values(totals: _Totals, values: _Values, positions: IndexArray) -> None
     totals.nan_mismatch += int(np.count_nonzero(values.nan_x))
     totals.inf_mismatch += int(np.count_nonzero(values.inf_x))
     if values.diff.size:
-        totals.sum_abs += float(values.diff.sum())
+        with np.errstate(over="ignore"):
+            totals.sum_abs += float(values.diff.sum())
         totals.max_abs = max(totals.max_abs, float(values.diff.max()))
         totals.max_rel = max(totals.max_rel, float(values.rel.max()))
         totals.max_ulp = max(totals.max_ulp, int(values.ulp.max()))

@@ -1,0 +1,278 @@
+"""Property tests of the element metrics against slow, independent references.
+
+The references walk values one at a time in Python: ULP distance by stepping with
+``np.nextafter`` (small distances) or from the sign-magnitude bit pattern read with
+``int.from_bytes`` (any distance); value equality from Python float comparisons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from reprocheck import compare
+from reprocheck.compare import Tolerance, compare_arrays
+
+FLOATS = [np.dtype(t) for t in (np.float16, np.float32, np.float64)]
+INTS = [
+    np.dtype(t)
+    for t in (
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.bool_,
+    )
+]
+COMPLEX = [np.dtype(np.complex64), np.dtype(np.complex128)]
+MAX_STEPS = 40
+
+PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# --------------------------------------------------------------------------- references
+
+
+def ulp_by_stepping(x: np.generic, y: np.generic) -> int:
+    """Count np.nextafter steps from the smaller value to the larger one."""
+    low, high = (x, y) if x <= y else (y, x)
+    steps = 0
+    while low != high:
+        with np.errstate(over="ignore"):
+            low = np.nextafter(low, high)
+        steps += 1
+        assert steps <= 10 * MAX_STEPS, "reference stepping did not terminate"
+    return steps
+
+
+def ulp_by_bits(x: np.generic, y: np.generic) -> int:
+    """Signed position on the number line from the sign and magnitude bits."""
+
+    def position(v: np.generic) -> int:
+        raw = int.from_bytes(v.tobytes(), "little")
+        sign = 1 << (8 * v.itemsize - 1)
+        return -(raw & ~sign) if raw & sign else raw
+
+    return abs(position(x) - position(y))
+
+
+def equal_in_value(x: float, y: float) -> bool:
+    return (math.isnan(x) and math.isnan(y)) or x == y
+
+
+def reference(a: np.ndarray, b: np.ndarray) -> dict[str, object]:
+    """mismatched, nan/inf mismatches, max_abs and max_ulp, one pair at a time."""
+    mismatched = nan_x = inf_x = 0
+    max_abs = 0.0
+    max_ulp = 0
+    comparable = 0
+    for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True):
+        fx, fy = float(x), float(y)
+        mismatched += not equal_in_value(fx, fy)
+        if math.isnan(fx) != math.isnan(fy):
+            nan_x += 1
+        if math.isnan(fx) or math.isnan(fy):
+            continue
+        comparable += 1
+        if fx != fy and (math.isinf(fx) or math.isinf(fy)):
+            inf_x += 1
+        if a.dtype.kind in "iub":
+            max_ulp = max(max_ulp, abs(int(x) - int(y)))
+            max_abs = max(max_abs, float(abs(int(x) - int(y))))
+        else:
+            max_ulp = max(max_ulp, ulp_by_bits(x, y))
+            max_abs = max(max_abs, 0.0 if fx == fy else abs(fx - fy))
+    return {
+        "mismatched": mismatched,
+        "nan_mismatch": nan_x,
+        "inf_mismatch": inf_x,
+        "max_abs": max_abs if comparable else None,
+        "max_ulp": max_ulp if comparable else None,
+    }
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def stepped(value: np.generic, steps: int, upward: bool) -> np.generic:
+    target = value.dtype.type(np.inf if upward else -np.inf)
+    with np.errstate(over="ignore"):
+        for _ in range(steps):
+            value = np.nextafter(value, target)
+    return value
+
+
+@st.composite
+def near_pairs(draw: st.DrawFn, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Baselines with NaN, Inf, zeros, subnormals; candidates a few ULP away or special."""
+    size = draw(st.integers(1, 8))
+    a = draw(hnp.arrays(dtype, size, elements={"allow_subnormal": True}))
+    specials = [0.0, -0.0, np.nan, np.inf, -np.inf, np.finfo(dtype).smallest_subnormal]
+    b = a.copy()
+    for i in range(size):
+        how = draw(st.sampled_from(["same", "step", "special"]))
+        if how == "step" and not np.isnan(a[i]):
+            b[i] = stepped(a[i], draw(st.integers(0, MAX_STEPS)), draw(st.booleans()))
+        elif how == "special":
+            b[i] = dtype.type(draw(st.sampled_from(specials)))
+    return a, b
+
+
+def check_against_reference(a: np.ndarray, b: np.ndarray) -> None:
+    result = compare_arrays(a, b)
+    expected = reference(a, b)
+    assert result.mismatched == expected["mismatched"]
+    assert result.nan_mismatch == expected["nan_mismatch"]
+    assert result.inf_mismatch == expected["inf_mismatch"]
+    assert result.max_ulp == expected["max_ulp"]
+    assert result.max_abs == expected["max_abs"]
+    assert result.bit_identical == (a.tobytes() == b.tobytes())
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@PROPS
+@given(data=st.data(), dtype=st.sampled_from(FLOATS))
+def test_float_metrics_match_reference(data: st.DataObject, dtype: np.dtype) -> None:
+    a, b = data.draw(near_pairs(dtype))
+    check_against_reference(a, b)
+
+
+@PROPS
+@given(data=st.data(), dtype=st.sampled_from(FLOATS))
+def test_float_metrics_match_reference_for_any_pairs(data: st.DataObject, dtype: np.dtype) -> None:
+    shape = data.draw(hnp.array_shapes(max_dims=3, max_side=4))
+    a = data.draw(hnp.arrays(dtype, shape, elements={"allow_subnormal": True}))
+    b = data.draw(hnp.arrays(dtype, shape, elements={"allow_subnormal": True}))
+    check_against_reference(a, b)
+
+
+@PROPS
+@given(data=st.data(), dtype=st.sampled_from(FLOATS))
+def test_max_ulp_matches_nextafter_stepping(data: st.DataObject, dtype: np.dtype) -> None:
+    a, b = data.draw(near_pairs(dtype))
+    checked = 0
+    for x, y in zip(a, b, strict=True):
+        if np.isnan(x) or np.isnan(y) or ulp_by_bits(x, y) > MAX_STEPS + 2:
+            continue  # stepping the whole way only where it ends quickly
+        pair = compare_arrays(np.array([x]), np.array([y]))
+        assert pair.max_ulp == ulp_by_stepping(x, y)
+        checked += 1
+    assume(checked > 0)
+
+
+@PROPS
+@given(data=st.data(), dtype=st.sampled_from(INTS))
+def test_integer_metrics_match_reference(data: st.DataObject, dtype: np.dtype) -> None:
+    shape = data.draw(hnp.array_shapes(max_dims=2, max_side=6))
+    a = data.draw(hnp.arrays(dtype, shape))
+    b = data.draw(hnp.arrays(dtype, shape))
+    check_against_reference(a, b)
+
+
+@PROPS
+@given(data=st.data(), dtype=st.sampled_from(COMPLEX))
+def test_complex_compares_real_and_imaginary_parts(data: st.DataObject, dtype: np.dtype) -> None:
+    real = np.dtype(dtype.char.lower())
+    a_parts, b_parts = data.draw(near_pairs(real))
+    assume(a_parts.size % 2 == 0)
+    a, b = a_parts.view(dtype), b_parts.view(dtype)
+    result = compare_arrays(a, b)
+    expected = reference(a_parts, b_parts)
+    assert result.mismatched == expected["mismatched"]
+    assert result.max_ulp == expected["max_ulp"]
+    assert result.total == a_parts.size
+
+
+@PROPS
+@given(data=st.data(), dtype=st.sampled_from(FLOATS), ulp=st.integers(0, 8))
+def test_ulp_tolerance_verdict(data: st.DataObject, dtype: np.dtype, ulp: int) -> None:
+    a, b = data.draw(near_pairs(dtype))
+    outside = [
+        not equal_in_value(float(x), float(y))
+        and (np.isnan(x) or np.isnan(y) or np.isinf(x) or np.isinf(y) or ulp_by_bits(x, y) > ulp)
+        for x, y in zip(a, b, strict=True)
+    ]
+    result = compare_arrays(a, b, Tolerance(ulp=ulp))
+    if a.tobytes() == b.tobytes():
+        assert result.verdict == "identical"
+    else:
+        assert result.verdict == ("drift" if any(outside) else "within_tolerance")
+
+
+@contextlib.contextmanager
+def chunk_size(size: int) -> Iterator[None]:
+    saved = compare.CHUNK
+    compare.CHUNK = size
+    try:
+        yield
+    finally:
+        compare.CHUNK = saved
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from([*FLOATS, np.dtype(np.int16), np.dtype(np.uint8)]))
+def test_chunked_stream_equals_one_chunk(data: st.DataObject, dtype: np.dtype) -> None:
+    a = data.draw(hnp.arrays(dtype, (6, 8, 3)))
+    b = data.draw(hnp.arrays(dtype, (6, 8, 3)))
+    whole = compare_arrays(a, b, Tolerance(atol=1.0)).as_json()
+    with chunk_size(12):
+        chunked = compare_arrays(a, b, Tolerance(atol=1.0)).as_json()
+    mean_whole, mean_chunked = whole.pop("mean_abs"), chunked.pop("mean_abs")
+    assert chunked == whole
+    if isinstance(mean_whole, float):
+        assert mean_chunked == pytest.approx(mean_whole, rel=1e-12)
+    else:
+        assert mean_chunked == mean_whole
+
+
+# --------------------------------------------------------------------------- direct cases
+
+
+@pytest.mark.parametrize(
+    ("dtype", "x", "y", "expected"),
+    [
+        (np.float32, -0.0, 0.0, 0),
+        (np.float32, 1.0, float(np.nextafter(np.float32(1), np.float32(2))), 1),
+        (np.float64, -5e-324, 5e-324, 2),
+        (np.float32, float(np.finfo(np.float32).max), np.inf, 1),
+        (np.float32, -np.inf, np.inf, 2 * 0x7F800000),
+        (np.float64, -np.inf, np.inf, 2 * 0x7FF0000000000000),
+        (np.float16, -np.inf, np.inf, 2 * 0x7C00),
+        (np.float16, 0.0, float(np.finfo(np.float16).smallest_subnormal), 1),
+        (np.float64, 1.0, -1.0, 2 * 0x3FF0000000000000),
+    ],
+)
+def test_direct_ulp_cases(dtype: type, x: float, y: float, expected: int) -> None:
+    a = np.array([x], dtype=dtype)
+    b = np.array([y], dtype=dtype)
+    assert compare_arrays(a, b).max_ulp == expected
+    assert compare_arrays(b, a).max_ulp == expected
+
+
+@pytest.mark.parametrize(
+    ("dtype", "x", "y", "expected"),
+    [
+        (np.int8, -128, 127, 255),
+        (np.int64, -(2**63), 2**63 - 1, 2**64 - 1),
+        (np.uint64, 0, 2**64 - 1, 2**64 - 1),
+        (np.uint8, 255, 0, 255),
+        (np.bool_, True, False, 1),
+    ],
+)
+def test_integer_distance_has_no_overflow(dtype: type, x: int, y: int, expected: int) -> None:
+    result = compare_arrays(np.array([x], dtype=dtype), np.array([y], dtype=dtype))
+    assert result.max_ulp == expected
+    assert result.max_abs == float(expected)
