@@ -15,14 +15,23 @@ from rich.console import Console
 from reprocheck import __version__
 from reprocheck.config import RunConfig, load_config
 from reprocheck.engine import get_engine
-from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, ReprocheckError
+from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
+from reprocheck.history import append_history, history_file, load_history, run_lines, trend_png
 from reprocheck.images import ImageBuilder, bootstrap_debian
-from reprocheck.matrix import Matrix, build_matrix
+from reprocheck.matrix import Matrix, build_matrix, environment_pairs
 from reprocheck.plan import make_plan
 from reprocheck.render import ProgressPrinter, print_images, print_summary
 from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.runner import Runner, RunResult, new_run_id
-from reprocheck.store import find_run, load_run, save_run, write_atomic
+from reprocheck.store import find_run, load_run, save_run, write_atomic, write_bytes_atomic
+from reprocheck.stored import (
+    load_baseline,
+    merge_runs,
+    reference_pairs,
+    renamed,
+    require_runs,
+    save_baseline,
+)
 
 # Piped output (CI logs) gets wide lines instead of rich's 80-column default.
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
@@ -65,6 +74,8 @@ config_option = click.option(
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="Run folder to write (default: reports/<run-id>).")  # fmt: skip
+@click.option("--baseline", "baseline", default=None,
+              help="Also compare each environment with this saved baseline.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Show build and bootstrap output.")
 @handled
@@ -73,23 +84,39 @@ def run(
     envs: tuple[str, ...],
     json_path: Path | None,
     out_dir: Path | None,
+    baseline: str | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
     """Build what is missing, run every environment, compare, report."""
     config = load_config(config_path)
     plan = make_plan(config, envs)
+    golden = load_baseline(config, baseline) if baseline else None
     engine = get_engine(config.run.engine)
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
         result = Runner(engine, plan, progress).run(run_dir)
     save_run(result)
-    sys.exit(_finish(config, result, json_path, quiet))
+    matrix = _matrix(config, result, golden, baseline)
+    sys.exit(_finish(config, result, matrix, json_path, quiet))
 
 
-def _finish(config: RunConfig, result: RunResult, json_path: Path | None, quiet: bool) -> int:
-    matrix = build_matrix(config, result)
-    data = report_dict(result, matrix)
+def _matrix(
+    config: RunConfig, result: RunResult, golden: RunResult | None, name: str | None
+) -> Matrix:
+    if golden is None or name is None:
+        return build_matrix(config, result)
+    references = renamed(golden, name)
+    own = environment_pairs([e.name for e in result.environments], config.compare.mode)
+    pairs = own + reference_pairs(references, result, name)
+    return build_matrix(config, result, references=references, pairs=pairs)
+
+
+def _finish(
+    config: RunConfig, result: RunResult, matrix: Matrix, json_path: Path | None, quiet: bool
+) -> int:
+    append_history(config, result, matrix)
+    data = report_dict(result, matrix, references=matrix.references)
     write_json(result.run_dir / "report.json", data)
     if json_path:
         write_json(json_path, data)
@@ -113,7 +140,87 @@ def compare(config_path: Path | None, run_ref: str | None, json_path: Path | Non
     """Compare a stored run again (for example after changing tolerances)."""
     config = load_config(config_path)
     result = load_run(find_run(config.reports_dir, run_ref))
-    sys.exit(_finish(config, result, json_path, quiet=False))
+    sys.exit(_finish(config, result, build_matrix(config, result), json_path, quiet=False))
+
+
+@main.command()
+@config_option
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "json_path", type=click.Path(path_type=Path))
+@handled
+def diff(config_path: Path | None, run_a: str, run_b: str, json_path: Path | None) -> None:
+    """Compare two stored runs: each environment of RUN_A with the same one in RUN_B
+    (or, when each run has a single environment, those two)."""
+    config = load_config(config_path)
+    first = load_run(find_run(config.reports_dir, run_a))
+    second = load_run(find_run(config.reports_dir, run_b))
+    references = renamed(first, first.run_id)
+    pairs = reference_pairs(references, second, first.run_id)
+    if not pairs and len(first.environments) == len(second.environments) == 1:
+        pairs = ((references[0].name, second.environments[0].name),)
+    if not pairs:
+        raise ConfigError(f"runs {first.run_id} and {second.run_id} share no environment",
+                          fix="diff runs of the same environments")  # fmt: skip
+    matrix = build_matrix(config, second, references=references, pairs=pairs)
+    data = report_dict(second, matrix, references=matrix.references)
+    if json_path:
+        write_json(json_path, data)
+    print_summary(out, second, matrix, quiet=False)
+    sys.exit(EXIT_DRIFT if matrix.has_drift else EXIT_OK)
+
+
+@main.command()
+@config_option
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Merged run folder.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path))
+@handled
+def merge(
+    config_path: Path | None, run_dirs: tuple[Path, ...], out_dir: Path | None,
+    json_path: Path | None,
+) -> None:  # fmt: skip
+    """Join runs of different environments (split across CI jobs or machines) into one."""
+    config = load_config(config_path)
+    result = merge_runs(config, require_runs(list(run_dirs)), out_dir)
+    sys.exit(_finish(config, result, build_matrix(config, result), json_path, quiet=False))
+
+
+@main.group()
+def baseline() -> None:
+    """Named golden sets of outputs and fingerprints."""
+
+
+@baseline.command("save")
+@click.argument("name")
+@config_option
+@click.option("--run", "run_ref", default=None, help="Run id or folder (default: latest).")
+@handled
+def baseline_save(name: str, config_path: Path | None, run_ref: str | None) -> None:
+    """Store a run (the latest by default) as baseline NAME."""
+    config = load_config(config_path)
+    source = find_run(config.reports_dir, run_ref)
+    out.print(f"baseline {name}: {save_baseline(config, source, name)} (from {source.name})")
+
+
+@main.command()
+@config_option
+@click.option("--png", "png_path", type=click.Path(path_type=Path), help="Trend plot path.")
+@handled
+def history(config_path: Path | None, png_path: Path | None) -> None:
+    """One line per stored run: date, environments, drift counts, worst output."""
+    config = load_config(config_path)
+    path = history_file(config)
+    lines = run_lines(load_history(path))
+    for line in lines:
+        worst = f"{line.worst_output} ({line.worst_ulp:,.0f} ULP)" if line.worst_output else "-"
+        out.print(f"{line.started}  {line.run_id}  {','.join(line.environments)}  "
+                  f"drift {line.drift}/{line.compared}  worst {worst}")  # fmt: skip
+    png = trend_png(lines)
+    if png is not None:
+        target = png_path or path.with_suffix(".png")
+        write_bytes_atomic(target, png)
+        out.print(f"trend plot: {target}")
 
 
 @main.group()

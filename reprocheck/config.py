@@ -124,6 +124,8 @@ class RunConfig(_Model):
     tolerance: dict[str, ToleranceConfig] = Field(default_factory=dict)
     decisions: dict[str, DecisionEntry] = Field(default_factory=dict)
     reports: str = "reports"
+    baselines: str = "baselines"
+    history: str = "reports/history"
 
     @field_validator("environments")
     @classmethod

@@ -3,6 +3,7 @@ classes and the within-environment noise floor. Numerics live in compare.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from collections.abc import Iterable, Mapping
@@ -55,6 +56,7 @@ class Matrix:
     comparisons: tuple[OutputComparison, ...]
     agreement: Mapping[str, list[list[str]]]
     noise: tuple[Noise, ...] = ()
+    references: tuple[EnvironmentResult, ...] = ()  # stored environments compared with the run
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -116,24 +118,51 @@ class _Side:
         return None if ref is None else load_output(ref)
 
 
-def build_matrix(config: RunConfig, run: RunResult) -> Matrix:
-    sides = {env.name: _Side(env, config) for env in run.environments}
-    pairs = environment_pairs(list(sides), config.compare.mode)
+def build_matrix(
+    config: RunConfig,
+    run: RunResult,
+    *,
+    references: tuple[EnvironmentResult, ...] = (),
+    pairs: tuple[tuple[str, str], ...] | None = None,
+) -> Matrix:
+    """Compare the run's environments pairwise (``[compare] mode``), plus explicit ``pairs``
+    that may involve ``references`` (stored baselines or another run's environments)."""
+    own = {env.name: _Side(env, config) for env in run.environments}
+    sides = own | {env.name: _Side(env, config) for env in references}
+    pairs = pairs if pairs is not None else environment_pairs(list(own), config.compare.mode)
     tolerances, decisions = tolerance_rules(config), decision_rules(config)
     outputs = sorted(set().union(*(side.refs for side in sides.values())))
+    noise = tuple(_noise(config, run, own))
+    noisy = {(n.output, n.environment): n for n in noise}
     comparisons: list[OutputComparison] = []
     agreement: dict[str, list[list[str]]] = {}
     for output in outputs:
         arrays = {name: side.load(output) for name, side in sides.items()}
-        agreement[output] = agreement_classes(arrays)
+        agreement[output] = agreement_classes({name: arrays[name] for name in own})
         tolerance, decision = tolerances.for_output(output), decisions.for_output(output)
         for base, cand in pairs:
-            comparisons.append(
-                _compare_pair(output, sides[base], sides[cand], arrays, tolerance, decision)
-            )
+            item = _compare_pair(output, sides[base], sides[cand], arrays, tolerance, decision)
+            comparisons.append(_mark_noise(item, noisy))
     comparisons.extend(_failed_pairs(sides, pairs, outputs))
-    noise = tuple(_noise(config, run, sides))
-    return Matrix(pairs=pairs, comparisons=tuple(comparisons), agreement=agreement, noise=noise)
+    return Matrix(
+        pairs=pairs,
+        comparisons=tuple(comparisons),
+        agreement=agreement,
+        noise=noise,
+        references=references,
+    )
+
+
+def _mark_noise(item: OutputComparison, noisy: Mapping[tuple[str, str], Noise]) -> OutputComparison:
+    """Drift where an environment disagrees with itself is noise, shown apart from OS drift."""
+    if item.verdict != "drift":
+        return item
+    for env in (item.baseline, item.candidate):
+        noise = noisy.get((item.output, env))
+        if noise is not None:
+            note = f"varies within {env} across {noise.repeats} runs (max_abs {noise.max_abs})"
+            return dataclasses.replace(item, verdict="nondeterministic", note=note)
+    return item
 
 
 def _compare_pair(

@@ -19,11 +19,15 @@ LATEST = "latest"
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers never see a half-written file."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         Path(tmp).chmod(0o644)
         Path(tmp).replace(path)
     except BaseException:

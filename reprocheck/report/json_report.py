@@ -86,7 +86,10 @@ def comparison_json(item: OutputComparison) -> dict[str, Any]:
     return data
 
 
-def report_dict(run: RunResult, matrix: Matrix) -> dict[str, Any]:
+def report_dict(
+    run: RunResult, matrix: Matrix, references: tuple[EnvironmentResult, ...] = ()
+) -> dict[str, Any]:
+    """The report; ``references`` are stored environments (baselines, another run) compared."""
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.run_id,
@@ -94,6 +97,7 @@ def report_dict(run: RunResult, matrix: Matrix) -> dict[str, Any]:
         "config": str(run.config_source),
         "started": run.started,
         "environments": [environment_json(env) for env in run.environments],
+        "references": [environment_json(env) for env in references],
         "pairs": [list(pair) for pair in matrix.pairs],
         "summary": matrix.counts(),
         "comparisons": [comparison_json(item) for item in matrix.comparisons],

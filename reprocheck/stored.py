@@ -1,0 +1,107 @@
+"""Runs beyond one run: named baselines, merged split runs, and runs as references.
+
+A baseline is a copy of a run folder (outputs, fingerprints, manifest) under
+``baselines/NAME``; comparing against it uses the same matrix, with the stored
+environments renamed ``NAME/<environment>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+from reprocheck.config import RunConfig
+from reprocheck.errors import ConfigError, RunNotFoundError
+from reprocheck.runner import EnvironmentResult, RunResult, new_run_id
+from reprocheck.store import MANIFEST, load_run, save_run
+
+_BASELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def baselines_dir(config: RunConfig) -> Path:
+    return (config.root / config.baselines).resolve()
+
+
+def save_baseline(config: RunConfig, run_dir: Path, name: str) -> Path:
+    """Copy a stored run to ``baselines/NAME`` (replacing an older baseline of that name)."""
+    if not _BASELINE_NAME.match(name):
+        raise ConfigError(f"baseline name {name!r} is not valid", fix="use letters, digits, . _ -")
+    target = baselines_dir(config) / name
+    staging = target.with_name(f".{name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(run_dir, staging, ignore=shutil.ignore_patterns("*.html", "repeats"))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def load_baseline(config: RunConfig, name: str) -> RunResult:
+    folder = baselines_dir(config) / name
+    if not (folder / MANIFEST).is_file():
+        raise RunNotFoundError(
+            f"no baseline named {name!r} in {baselines_dir(config)}",
+            fix=f"create it with 'reprocheck baseline save {name}'",
+        )
+    return load_run(folder)
+
+
+def renamed(run: RunResult, prefix: str) -> tuple[EnvironmentResult, ...]:
+    """The run's environments named ``prefix/<environment>`` for use as references."""
+    return tuple(dataclasses.replace(e, name=f"{prefix}/{e.name}") for e in run.environments)
+
+
+def reference_pairs(
+    references: tuple[EnvironmentResult, ...], run: RunResult, prefix: str
+) -> tuple[tuple[str, str], ...]:
+    """(``prefix/<env>``, ``<env>``) for every environment present on both sides."""
+    names = {env.name for env in run.environments}
+    pairs = []
+    for ref in references:
+        own = ref.name.removeprefix(prefix + "/")
+        if own in names:
+            pairs.append((ref.name, own))
+    return tuple(pairs)
+
+
+def merge_runs(config: RunConfig, run_dirs: list[Path], out_dir: Path | None) -> RunResult:
+    """Join runs of disjoint environment sets (split across CI jobs) into one run folder."""
+    runs = [load_run(d) for d in run_dirs]
+    by_name: dict[str, tuple[RunResult, EnvironmentResult]] = {}
+    for run in runs:
+        for env in run.environments:
+            if env.name in by_name:
+                raise ConfigError(
+                    f"environment {env.name!r} appears in both {by_name[env.name][0].run_dir} "
+                    f"and {run.run_dir}", fix="merge runs of different environments"
+                )  # fmt: skip
+            by_name[env.name] = (run, env)
+    target = (out_dir or config.reports_dir / new_run_id()).resolve()
+    ordered = [n for n in (e.name for e in config.environments) if n in by_name]
+    ordered += sorted(set(by_name) - set(ordered))
+    merged = tuple(_copy_env(by_name[name][1], target) for name in ordered)
+    result = RunResult(
+        run_id=target.name,
+        run_dir=target,
+        config_source=config.source,
+        started=min(run.started for run in runs),
+        environments=merged,
+    )
+    save_run(result)
+    return result
+
+
+def _copy_env(env: EnvironmentResult, target: Path) -> EnvironmentResult:
+    source = env.outputs_dir.parent
+    folder = target / "environments" / env.name
+    if source.resolve() != folder.resolve():
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+    return dataclasses.replace(env, outputs_dir=folder / "outputs", meta_dir=folder / "meta")
+
+
+def require_runs(paths: list[Path]) -> list[Path]:
+    for path in paths:
+        if not (path / MANIFEST).is_file():
+            raise RunNotFoundError(f"{path} is not a reprocheck run folder (no {MANIFEST})")
+    return [p.resolve() for p in paths]
