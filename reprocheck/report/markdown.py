@@ -1,0 +1,137 @@
+"""Report dict -> compact Markdown for a pull-request comment or a CI job summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from reprocheck.report.common import (
+    VERSION_KEYS,
+    Report,
+    agreement_groups,
+    decisions_text,
+    headline,
+    mismatch_text,
+    number,
+    ordered_verdicts,
+    pair_items,
+    pair_label,
+    pairs,
+    problems,
+    verdict_counts,
+    version,
+    worst,
+)
+
+TOP_SHOWN = 15
+PROBLEMS_SHOWN = 20
+STATUS_MARK = {"CONSISTENT": "✅", "DRIFT": "❌", "ERROR": "⚠️"}
+
+
+def _cell(value: Any) -> str:
+    """Table cell text: pipes escaped, newlines folded."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _headline(report: Report) -> list[str]:
+    status, counts = headline(report)
+    envs = len(report.get("environments") or [])
+    run = report.get("run_id", "?")
+    return [
+        f"## {STATUS_MARK[status]} reprocheck: {status}",
+        "",
+        f"**{counts}** across {envs} environments (run `{run}`)",
+    ]
+
+
+def _environments(report: Report) -> list[str]:
+    rows = [
+        [env.get("name"), env.get("status"), *(version(env, key) for key in VERSION_KEYS)]
+        for env in report.get("environments") or []
+    ]
+    return ["### Environments", "", *_table(["environment", "status", *VERSION_KEYS], rows)]
+
+
+def _pairs(report: Report) -> list[str]:
+    comparisons = report.get("comparisons") or []
+    verdicts = ordered_verdicts(verdict_counts(comparisons))
+    rows = []
+    for base, cand in pairs(report):
+        counts = verdict_counts(pair_items(report, base, cand))
+        rows.append([pair_label(base, cand), *(counts.get(v, 0) for v in verdicts)])
+    return ["### Verdicts per pair", "", *_table(["baseline->candidate", *verdicts], rows)]
+
+
+def _top(report: Report) -> list[str]:
+    found = worst(report)
+    if not found:
+        return []
+    header = ["output", "pair", "verdict", "mismatched", "max_abs", "max_ulp", "decisions"]
+    rows = [
+        [
+            f"`{item['output']}`",
+            pair_label(item["baseline"], item["candidate"]),
+            item["verdict"],
+            mismatch_text(item),
+            number(item.get("max_abs")),
+            number(item.get("max_ulp")),
+            decisions_text(item),
+        ]
+        for item in found[:TOP_SHOWN]
+    ]
+    more = len(found) - TOP_SHOWN
+    title = f"### Top drifting outputs ({len(found)} in all)"
+    tail = ["", f"…and {more} more."] if more > 0 else []
+    return [title, "", *_table(header, rows), *tail]
+
+
+def _agreement(report: Report) -> list[str]:
+    groups = agreement_groups(report)
+    if not groups:
+        return []
+    rows = [[count, f"`{pattern}`"] for pattern, count in groups]
+    return [
+        "### Agreement classes",
+        "",
+        "Environments whose outputs are bit-identical share a class.",
+        "",
+        *_table(["outputs", "classes"], rows),
+    ]
+
+
+def _noise(report: Report) -> list[str]:
+    noise = report.get("nondeterministic") or []
+    if not noise:
+        return []
+    rows = [
+        [f"`{n['output']}`", n["environment"], n["repeats"], number(n.get("max_abs")),
+         number(n.get("max_ulp"))]
+        for n in noise
+    ]  # fmt: skip
+    header = ["output", "environment", "repeats", "max_abs", "max_ulp"]
+    return ["### Nondeterministic outputs", "", *_table(header, rows)]
+
+
+def _problems(report: Report) -> list[str]:
+    lines = problems(report)
+    if not lines:
+        return []
+    shown = [f"- {_cell(line)}" for line in lines[:PROBLEMS_SHOWN]]
+    if len(lines) > PROBLEMS_SHOWN:
+        shown.append(f"- …and {len(lines) - PROBLEMS_SHOWN} more")
+    return ["### Errors", "", *shown]
+
+
+SECTIONS = (_headline, _environments, _pairs, _top, _agreement, _noise, _problems)
+
+
+def render_markdown(report: Report) -> str:
+    """A compact summary: verdict, environments, per-pair counts, worst outputs, errors."""
+    blocks = [section(report) for section in SECTIONS]
+    return "\n\n".join("\n".join(block) for block in blocks if block) + "\n"

@@ -1,0 +1,63 @@
+"""JUnit XML: parses, one suite per pair, one case per output and pair, counts match."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+from test_report_schema import DATA, synthetic_report
+
+from reprocheck.report.junit import render_junit
+
+
+def _parse(report: dict[str, object]) -> ET.Element:
+    return ET.fromstring(render_junit(report).encode())
+
+
+def test_suites_cases_and_counts(tmp_path: Path) -> None:
+    report = synthetic_report(tmp_path)
+    root = _parse(report)
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["old->new", "old->broken"]
+    verdicts = Counter(c["verdict"] for c in report["comparisons"])
+    cases = root.findall("testsuite/testcase")
+    assert len(cases) == len(report["comparisons"]) == int(root.get("tests", "-1"))
+    assert len(root.findall(".//failure")) == verdicts["drift"] == int(root.get("failures", ""))
+    assert len(root.findall(".//error")) == verdicts["error"] == int(root.get("errors", ""))
+    for suite in suites:
+        assert int(suite.get("tests", "")) == len(suite.findall("testcase"))
+        assert {c.get("classname") for c in suite.findall("testcase")} == {suite.get("name")}
+
+
+def test_failure_carries_the_metrics(tmp_path: Path) -> None:
+    root = _parse(synthetic_report(tmp_path))
+    case = root.find("testsuite/testcase[@name='photo.jpg/resize/cubic']")
+    assert case is not None
+    failure = case.find("failure")
+    assert failure is not None
+    assert failure.get("type") == "drift"
+    assert "mismatched" in (failure.get("message") or "")
+    assert "max_ulp: 3" in (failure.text or "")
+    error = root.find("testsuite[@name='old->broken']/testcase/error")
+    assert error is not None and "container exited" in (error.get("message") or "")
+
+
+def test_nondeterministic_passes_with_a_note() -> None:
+    report = json.loads((DATA / "report_v1.json").read_text())
+    for item in report["comparisons"]:
+        if item["output"] == "photo.jpg/dnn/probs" and item["candidate"] == "new":
+            item["verdict"] = "nondeterministic"
+    root = _parse(report)
+    case = root.find("testsuite[@name='old->new']/testcase[@name='photo.jpg/dnn/probs']")
+    assert case is not None
+    assert case.find("failure") is None and case.find("error") is None
+    out = case.find("system-out")
+    assert out is not None and "nondeterministic in new over 3 repeats" in (out.text or "")
+
+
+def test_identical_cases_pass(tmp_path: Path) -> None:
+    root = _parse(synthetic_report(tmp_path))
+    case = root.find("testsuite[@name='old->new']/testcase[@name='photo.jpg/decode/ok']")
+    assert case is not None and len(case) == 0

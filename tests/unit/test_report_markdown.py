@@ -1,0 +1,43 @@
+"""Markdown summary: golden file of the synthetic report, and its limits."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from test_report_schema import DATA, synthetic_report
+
+from reprocheck.report.markdown import TOP_SHOWN, render_markdown
+
+GOLDEN = DATA / "report_small.md"
+
+
+def test_markdown_matches_golden(tmp_path: Path) -> None:
+    text = render_markdown(synthetic_report(tmp_path))
+    if os.environ.get("REPROCHECK_REGEN_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "set REPROCHECK_REGEN_GOLDEN=1 to accept a change"
+
+
+def test_stored_report_renders_the_same(tmp_path: Path) -> None:
+    stored = json.loads((DATA / "report_v1.json").read_text())
+    assert render_markdown(stored) == render_markdown(synthetic_report(tmp_path))
+
+
+def test_top_outputs_are_capped_and_pipes_escaped() -> None:
+    report = json.loads((DATA / "report_v1.json").read_text())
+    drift = next(c for c in report["comparisons"] if c["verdict"] == "drift")
+    report["comparisons"] = [dict(drift, output=f"a|b/{i}") for i in range(40)]
+    text = render_markdown(report)
+    assert text.count("`a\\|b/") == TOP_SHOWN
+    assert f"…and {40 - TOP_SHOWN} more." in text
+
+
+def test_consistent_run_has_a_green_headline() -> None:
+    report = json.loads((DATA / "report_v1.json").read_text())
+    report["environments"] = [e for e in report["environments"] if e["status"] == "ok"]
+    report["comparisons"] = [c for c in report["comparisons"] if c["verdict"] == "identical"]
+    text = render_markdown(report)
+    assert text.startswith("## ✅ reprocheck: CONSISTENT")
+    assert "### Errors" not in text
