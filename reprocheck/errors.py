@@ -33,6 +33,10 @@ class EngineUnavailableError(ReprocheckError):
     """The container engine cannot be reached."""
 
 
+class EngineError(ReprocheckError):
+    """The container engine refused or failed an operation (create, start, wait)."""
+
+
 class ImageBuildError(ReprocheckError):
     """An environment's image could not be built or bootstrapped."""
 

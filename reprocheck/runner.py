@@ -120,7 +120,7 @@ class Runner:
             image = self._images.resolve(env)
         except ReprocheckError as exc:
             self._emit(env.name, f"image failed: {exc}", finished=True)
-            return _image_failure(env, folder, str(exc)), []
+            return _setup_failure(env, folder, str(exc)), []
         first = self._run_once(env, image, folder, 1)
         extra = [
             self._run_once(env, image, folder / "repeats" / str(k), k)
@@ -135,7 +135,11 @@ class Runner:
         self._write_spec(meta)
         label = env.name if repeat == 1 else f"{env.name} (repeat {repeat})"
         self._emit(label, f"running in {image.ref}")
-        outcome = self._engine.run(self._container_spec(env, image, outputs, meta, folder))
+        try:
+            outcome = self._engine.run(self._container_spec(env, image, outputs, meta, folder))
+        except ReprocheckError as exc:  # the engine refused this container: this env's error
+            self._emit(label, f"error: {exc}", finished=True)
+            return _setup_failure(env, folder, str(exc), image, repeat)
         (folder / "log.txt").write_text(outcome.log)
         result = _collect(env, image, outputs, meta, outcome, repeat)
         self._emit(label, f"{result.status} in {outcome.duration:.1f} s", finished=True)
@@ -212,17 +216,24 @@ def _fresh_dirs(folder: Path) -> tuple[Path, Path]:
     return outputs, meta
 
 
-def _image_failure(env: EnvironmentConfig, folder: Path, error: str) -> EnvironmentResult:
+def _setup_failure(
+    env: EnvironmentConfig,
+    folder: Path,
+    error: str,
+    image: EnvironmentImage | None = None,
+    repeat: int = 1,
+) -> EnvironmentResult:
     folder.mkdir(parents=True, exist_ok=True)
     return EnvironmentResult(
         name=env.name,
         image=env.image,
-        image_ref=None,
-        image_id=None,
+        image_ref=image.ref if image else None,
+        image_id=image.image_id if image else None,
         status="error",
         error=error,
         outputs_dir=folder / "outputs",
         meta_dir=folder / "meta",
+        repeat=repeat,
     )
 
 
@@ -284,7 +295,9 @@ def _collect(
 ) -> EnvironmentResult:
     status = _read_json(meta / "status.json")
     spec = _read_json(meta / "spec.json")
-    fixtures = _fixture_results(status, list(spec.get("fixtures", [])))
+    # A command processes the fixtures folder as a whole: it has no per-fixture status.
+    planned = list(spec.get("fixtures", [])) if spec.get("mode") == "callable" else []
+    fixtures = _fixture_results(status, planned)
     state, error = _environment_status(outcome, status, fixtures)
     return EnvironmentResult(
         name=env.name,

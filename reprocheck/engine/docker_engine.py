@@ -21,7 +21,7 @@ from reprocheck.engine.base import (
     ImageInfo,
     LineCallback,
 )
-from reprocheck.errors import EngineUnavailableError, ImageBuildError
+from reprocheck.errors import EngineError, EngineUnavailableError, ImageBuildError
 
 KEEP_ENV = "REPROCHECK_KEEP_CONTAINERS"  # debugging: leave containers behind for inspection
 _LOG_TAIL_LINES = 400
@@ -137,6 +137,15 @@ class DockerEngine:
         return info
 
     def run(self, spec: ContainerSpec) -> ContainerOutcome:
+        try:
+            return self._run(spec)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineError(
+                f"the engine could not run a container of {spec.image}: {exc}",
+                fix="check the [run] settings and that the image still exists",
+            ) from exc
+
+    def _run(self, spec: ContainerSpec) -> ContainerOutcome:
         started = time.monotonic()
         with self._container(spec) as container:
             container.start()
