@@ -18,6 +18,7 @@ from reprocheck.errors import ConfigError
 
 CONFIG_NAMES = ("reprocheck.toml", "pyproject.toml")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_BYTES_RE = re.compile(r"^[0-9]+(?:[bkmg]|[kmg]b)?$", re.IGNORECASE)  # what Docker accepts
 
 
 class _Model(BaseModel):
@@ -83,6 +84,13 @@ class RunSettings(_Model):
     read_only: bool = True
     repeat: int = Field(default=1, ge=1)
     shm_size: str = "1g"
+
+    @field_validator("memory", "shm_size")
+    @classmethod
+    def _byte_size(cls, value: str) -> str:
+        if not _BYTES_RE.match(value):
+            raise ValueError(f"{value!r} is not a size: use a whole number with b, k, m or g")
+        return value
 
 
 class ImagesConfig(_Model):
