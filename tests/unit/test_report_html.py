@@ -1,0 +1,99 @@
+"""HTML report: self-contained, escaped, with pictures, histograms and the fingerprint diff."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from test_report_schema import DATA, synthetic_report
+
+from reprocheck.report.html import render_html
+from reprocheck.report.pictures import heatmap, is_image, png_bytes, ulp_histogram
+
+EXTERNAL = re.compile(r"""\b(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> str:
+    report = synthetic_report(tmp_path_factory.mktemp("run"))
+    return render_html(report, trend_png=png_bytes(np.zeros((4, 4), np.uint8)))
+
+
+def test_self_contained(page: str) -> None:
+    assert not EXTERNAL.search(page)
+    assert "<link" not in page and "@import" not in page and "url(" not in page
+    assert not re.search(r"<script[^>]+src", page)
+    assert "default-src 'none'" in page  # the browser refuses any request
+
+
+def test_text_is_escaped(page: str) -> None:
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_overview_and_details(page: str) -> None:
+    assert page.count('<tr data-output="') == 4
+    assert 'data-verdicts="drift error"' in page and 'class="verdict-filter"' in page
+    details = re.findall(r'<section class="detail" id="(d\d+)"><h3>([^<]+)</h3>', page)
+    assert {name for _, name in details} == {
+        "photo.jpg/resize/cubic", "photo.jpg/filter/field", "photo.jpg/dnn/probs",
+    }  # fmt: skip
+    assert f'href="#{details[0][0]}"' in page
+
+
+def test_pictures_and_histogram(page: str) -> None:
+    # resize/cubic (uint8) and filter/field (float32) get baseline, candidate and heatmap;
+    # the 1 x 10 probabilities are not a picture. The trend plot adds one more.
+    assert page.count('src="data:image/png;base64,') == 3 * 2 + 1
+    assert "amplified difference heatmap" in page
+    assert page.count('<svg class="hist"') == 2  # float32 field and probabilities
+
+
+def test_fingerprint_diff_and_attributions(page: str) -> None:
+    section = page[page.index('id="fingerprints"') :]
+    for expected in ("glibc", "cv2 build: ZLib", "avx512f", "libopenblas0", "libjpeg62-turbo"):
+        assert expected in section
+    assert "cv2 build: JPEG" not in section  # the same everywhere
+    assert 'id="attributions"' in page and "libjpeg62-turbo" in page
+
+
+def test_stored_report_without_outputs_still_renders() -> None:
+    page = render_html(json.loads((DATA / "report_v1.json").read_text()))
+    assert "data:image/png" not in page
+    assert "photo.jpg/resize/cubic" in page
+
+
+def test_png_round_trip() -> None:
+    cv2 = pytest.importorskip("cv2")
+    rgb = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    decoded = cv2.imdecode(np.frombuffer(png_bytes(rgb), np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(decoded[:, :, ::-1], rgb)
+    gray = rgb[:, :, 0]
+    np.testing.assert_array_equal(
+        cv2.imdecode(np.frombuffer(png_bytes(gray), np.uint8), cv2.IMREAD_UNCHANGED), gray
+    )
+
+
+def test_heatmap_and_image_shapes() -> None:
+    a = np.zeros((32, 32, 3), np.uint8)
+    b = a.copy()
+    b[3, 4, 2] = 1
+    heat = heatmap(a, b)
+    assert heat.differing == 1 and heat.max_diff == 1.0
+    assert heat.pixels.shape == (32, 32, 3) and heat.pixels[3, 4].any()
+    assert not heat.pixels[0, 0].any()
+    assert is_image(a) and not is_image(np.zeros((40, 2), np.float32))
+    assert not is_image(np.zeros((12, 256))) and not is_image(np.zeros((32, 32), np.int64))
+
+
+def test_ulp_histogram_bins() -> None:
+    a = np.linspace(1.0, 2.0, 100, dtype=np.float32)
+    b = a.copy()
+    b[:10] = np.nextafter(b[:10], np.float32(3))
+    b[10] = b[10] + np.float32(4 * np.finfo(np.float32).eps)
+    hist = ulp_histogram(a, b)
+    assert hist is not None
+    assert hist.counts[0] == 89 and hist.counts[1] == 10 and sum(hist.counts) == 100
+    assert ulp_histogram(a, a.astype(np.float64)) is None
