@@ -22,6 +22,7 @@ from reprocheck.matrix import Matrix, build_matrix, environment_pairs
 from reprocheck.plan import make_plan
 from reprocheck.render import ProgressPrinter, print_images, print_summary
 from reprocheck.report.json_report import report_dict, write_json
+from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
 from reprocheck.runner import Runner, RunResult, new_run_id
 from reprocheck.store import find_run, load_run, save_run, write_atomic, write_bytes_atomic
 from reprocheck.stored import (
@@ -68,6 +69,19 @@ config_option = click.option(
 )  # fmt: skip
 
 
+def report_options(func: F) -> F:
+    """--md, --junit and --html: report files written next to the JSON one."""
+    for flag, text in (("html", "HTML report"), ("junit", "JUnit XML"), ("md", "Markdown summary")):
+        option = click.option(f"--{flag}", f"{flag}_path", type=click.Path(path_type=Path),
+                              help=f"Write the {text} here too.")  # fmt: skip
+        func = option(func)
+    return func
+
+
+def report_paths(kwargs: dict[str, Path | None]) -> ReportPaths:
+    return ReportPaths(md=kwargs["md_path"], junit=kwargs["junit_path"], html=kwargs["html_path"])
+
+
 @main.command()
 @config_option
 @click.option("--env", "envs", multiple=True, help="Run only this environment (repeatable).")
@@ -78,6 +92,7 @@ config_option = click.option(
               help="Also compare each environment with this saved baseline.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Show build and bootstrap output.")
+@report_options
 @handled
 def run(
     config_path: Path | None,
@@ -87,6 +102,7 @@ def run(
     baseline: str | None,
     quiet: bool,
     verbose: bool,
+    **reports: Path | None,
 ) -> None:
     """Build what is missing, run every environment, compare, report."""
     config = load_config(config_path)
@@ -98,7 +114,7 @@ def run(
         result = Runner(engine, plan, progress).run(run_dir)
     save_run(result)
     matrix = _matrix(config, result, golden, baseline)
-    sys.exit(_finish(config, result, matrix, json_path, quiet))
+    sys.exit(_finish(config, result, matrix, json_path, quiet, report_paths(reports)))
 
 
 def _matrix(
@@ -113,15 +129,19 @@ def _matrix(
 
 
 def _finish(
-    config: RunConfig, result: RunResult, matrix: Matrix, json_path: Path | None, quiet: bool
-) -> int:
-    append_history(config, result, matrix)
+    config: RunConfig, result: RunResult, matrix: Matrix, json_path: Path | None, quiet: bool,
+    paths: ReportPaths = NO_EXTRA_REPORTS,
+) -> int:  # fmt: skip
+    history = append_history(config, result, matrix)
     data = report_dict(result, matrix, references=matrix.references)
     write_json(result.run_dir / "report.json", data)
     if json_path:
         write_json(json_path, data)
+    trend = trend_png(run_lines(load_history(history)))
+    html = write_reports(data, result.run_dir, paths, trend_png=trend)
     print_summary(out, result, matrix, quiet=quiet)
     out.print(f"report: {result.run_dir / 'report.json'}")
+    out.print(f"html: {paths.html or html}")
     return exit_code(result, matrix)
 
 
@@ -135,12 +155,16 @@ def exit_code(result: RunResult, matrix: Matrix) -> int:
 @config_option
 @click.option("--run", "run_ref", default=None, help="Run id or folder (default: latest).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
+@report_options
 @handled
-def compare(config_path: Path | None, run_ref: str | None, json_path: Path | None) -> None:
+def compare(
+    config_path: Path | None, run_ref: str | None, json_path: Path | None, **reports: Path | None
+) -> None:
     """Compare a stored run again (for example after changing tolerances)."""
     config = load_config(config_path)
     result = load_run(find_run(config.reports_dir, run_ref))
-    sys.exit(_finish(config, result, build_matrix(config, result), json_path, quiet=False))
+    matrix = build_matrix(config, result)
+    sys.exit(_finish(config, result, matrix, json_path, False, report_paths(reports)))
 
 
 @main.command()

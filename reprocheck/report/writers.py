@@ -1,0 +1,44 @@
+"""Write the rendered reports: always report.md and report.html in the run folder, and the
+files asked for on the command line. Every file is written atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprocheck.report.common import Report
+from reprocheck.report.html import render_html
+from reprocheck.report.junit import render_junit
+from reprocheck.report.markdown import render_markdown
+from reprocheck.store import write_atomic
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportPaths:
+    """Extra report files (--md, --junit, --html); None means not asked for."""
+
+    md: Path | None = None
+    junit: Path | None = None
+    html: Path | None = None
+
+
+def write_reports(
+    report: Report, run_dir: Path, paths: ReportPaths, *, trend_png: bytes | None = None
+) -> Path:
+    """Render each format once and write it where it goes; returns the run's report.html."""
+    markdown = render_markdown(report)
+    page = render_html(report, trend_png=trend_png)
+    targets = [
+        (run_dir / "report.md", markdown),
+        (run_dir / "report.html", page),
+        (paths.md, markdown),
+        (paths.html, page),
+        (paths.junit, render_junit(report) if paths.junit else ""),
+    ]
+    for path, text in targets:
+        if path is not None:
+            write_atomic(path, text)
+    return run_dir / "report.html"
+
+
+NO_EXTRA_REPORTS = ReportPaths()
