@@ -51,9 +51,23 @@ def toml_environments(*names: str, image: Callable[[str], str] = debian_image) -
     )
 
 
+def write_project(
+    project: Path, config: str, files: dict[str, str] | None = None, name: str = "reprocheck.toml"
+) -> Path:
+    """Write ``name`` (the config) and ``files`` (path -> text) under ``project``; the config."""
+    project.mkdir(parents=True, exist_ok=True)
+    for rel, text in (files or {}).items():
+        path = project / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    source = project / name
+    source.write_text(textwrap.dedent(config))
+    return source
+
+
 @pytest.fixture
 def make_project(tmp_path: Path) -> ProjectFactory:
-    """Write a project: ``reprocheck.toml`` (or another file name) plus ``files`` (path -> text)."""
+    """``write_project`` into ``tmp_path/project`` (or ``root``)."""
 
     def make(
         config: str,
@@ -62,15 +76,7 @@ def make_project(tmp_path: Path) -> ProjectFactory:
         name: str = "reprocheck.toml",
         root: Path | None = None,
     ) -> Path:
-        project = root or tmp_path / "project"
-        project.mkdir(parents=True, exist_ok=True)
-        for rel, text in (files or {}).items():
-            path = project / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text))
-        source = project / name
-        source.write_text(textwrap.dedent(config))
-        return source
+        return write_project(root or tmp_path / "project", config, files, name)
 
     return make
 

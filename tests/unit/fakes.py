@@ -121,6 +121,9 @@ class FakeEngine:
         behaviour = self.behaviours.get(spec.labels["io.reprocheck.environment"], all_ok)
         return behaviour(box)
 
+    def export_files(self, image: str, paths: tuple[str, ...]) -> dict[str, bytes]:
+        return dict.fromkeys(paths, b"")
+
     def sweep(self) -> int:
         return 0
 

@@ -211,3 +211,22 @@ def test_missing_config_file(tmp_path) -> None:
     error = _error(tmp_path / "nope.toml")
     assert "nope.toml" in str(error)
     assert "does not exist" in str(error)
+
+
+@pytest.mark.parametrize("value", ["lots", "1.5g", "64 m", "-1m", ""])
+def test_memory_must_be_a_docker_size(make_project, value) -> None:
+    source = make_project(f'[pipeline]\ncallable = "p.py:run"\n[run]\nmemory = "{value}"\n' + ENVS)
+    error = _error(source)
+    assert "field 'run.memory'" in str(error)
+    assert "is not a size" in str(error)
+
+
+@pytest.mark.parametrize("value", ["64m", "16g", "1024", "512MB", "2k"])
+def test_memory_sizes_docker_accepts(make_project, value) -> None:
+    source = make_project(f'[pipeline]\ncallable = "p.py:run"\n[run]\nmemory = "{value}"\n' + ENVS)
+    assert load_config(source).run.memory == value
+
+
+def test_shm_size_is_checked_too(make_project) -> None:
+    source = make_project('[pipeline]\ncallable = "p.py:run"\n[run]\nshm_size = "big"\n' + ENVS)
+    assert "field 'run.shm_size'" in str(_error(source))

@@ -1,0 +1,285 @@
+"""runner: statuses derived from what a container left behind, isolation between
+environments, and the hardened container spec. The engine is a fake (fakes.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes import FakeEngine, Mounted, outcome
+
+from reprocheck.config import load_config
+from reprocheck.errors import ImageBuildError
+from reprocheck.plan import make_plan
+from reprocheck.runner import HARNESS_DIR, Runner, RunResult, container_user
+
+FIXTURES = {"inputs/a.png": "a", "inputs/b.png": "b", "inputs/c.png": "c"}
+PLANNED = ["a.png", "b.png", "c.png"]
+
+
+@pytest.fixture(autouse=True)
+def _no_host_ca(no_host_ca: None) -> None:
+    """No CA bundle from the environment unless a test sets one."""
+
+
+def _config(make_project, names=("one", "two"), extra: str = "", pipeline: str = ""):
+    envs = "".join(
+        f'\n[[environments]]\nname = "{n}"\nimage = "img/{n}:1"\nenv = {{ OMP_NUM_THREADS = "1" }}'
+        for n in names
+    )
+    pipeline = pipeline or 'callable = "pipelines/p.py:run"'
+    text = f'[pipeline]\n{pipeline}\n[fixtures]\npath = "inputs"\n{extra}\n{envs}'
+    return load_config(make_project(text, FIXTURES))
+
+
+def _run(make_project, fake_engine: FakeEngine, tmp_path: Path, **kwargs) -> RunResult:
+    config = _config(make_project, **kwargs)
+    for env in config.environments:
+        fake_engine.add(env.image)
+    return Runner(fake_engine, make_plan(config)).run(tmp_path / "reports" / "run-1")
+
+
+def _by_name(result: RunResult):
+    return {env.name: env for env in result.environments}
+
+
+# --- statuses -------------------------------------------------------------------------------
+
+
+def test_all_fixtures_ok(make_project, fake_engine, tmp_path) -> None:
+    result = _run(make_project, fake_engine, tmp_path)
+    for env in result.environments:
+        assert env.status == "ok"
+        assert env.error is None
+        assert not env.failed
+        assert [f.status for f in env.fixtures] == ["ok"] * 3
+        assert [f.fixture for f in env.fixtures] == PLANNED
+        assert env.fingerprint["os"]["VERSION_CODENAME"] == "fake"
+        assert env.image_id == fake_engine.present[f"img/{env.name}:1"].id
+        assert sorted(p.name for p in env.outputs_dir.iterdir()) == [f"{f}.npz" for f in PLANNED]
+        assert env.outputs_dir == tmp_path / "reports/run-1/environments" / env.name / "outputs"
+    spec = json.loads((result.environments[0].meta_dir / "spec.json").read_text())
+    assert spec["fixtures"] == PLANNED
+    assert spec["mode"] == "callable"
+    assert spec["callable"] == "pipelines/p.py:run"
+
+
+def _one_fixture_raises(box: Mounted) -> object:
+    box.write_outputs("a.png", value=np.arange(3))
+    box.write_outputs("c.png", value=np.arange(3))
+    box.write_status({
+        "a.png": {"status": "ok"},
+        "b.png": {"status": "error", "error": "Traceback ...\nValueError: bad pixel"},
+        "c.png": {"status": "ok"},
+    })  # fmt: skip
+    box.write_fingerprint()
+    return outcome(0)
+
+
+def _harness_error(box: Mounted) -> object:
+    box.write_status({}, harness_error="Traceback ...\nRuntimeError: pipeline file p.py missing\n")
+    return outcome(3)
+
+
+def _segfault(box: Mounted) -> object:
+    box.write_status({"a.png": {"status": "ok"}, "b.png": {"status": "running"}})
+    return outcome(139, log="line 1\nFatal Python error: Segmentation fault\n")
+
+
+def _died_before_status(box: Mounted) -> object:
+    return outcome(127, log="python3: not found")
+
+
+def _timeout(box: Mounted) -> object:
+    box.write_status({"a.png": {"status": "running"}})
+    return outcome(None, timed_out=True)
+
+
+def _oom(box: Mounted) -> object:
+    box.write_status({"a.png": {"status": "running"}})
+    return outcome(137, oom=True, log="Killed")
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status", "error_part", "fixture_states"),
+    [
+        (_one_fixture_raises, "partial", "1 of 3 fixtures failed", ["ok", "error", "ok"]),
+        (_harness_error, "error", "RuntimeError: pipeline file p.py missing",
+         ["not_run"] * 3),
+        (_segfault, "crash", "Segmentation fault", ["ok", "running", "not_run"]),
+        (_died_before_status, "crash", "exit code 127: python3: not found", ["not_run"] * 3),
+        (_timeout, "timeout", "timed out", ["running", "not_run", "not_run"]),
+        (_oom, "oom", "out of memory", ["running", "not_run", "not_run"]),
+    ],
+    ids=["partial", "error", "crash", "crash-early", "timeout", "oom"],
+)  # fmt: skip
+def test_statuses(make_project, fake_engine, tmp_path, behaviour, status, error_part,
+                  fixture_states) -> None:  # fmt: skip
+    fake_engine.behaviours["two"] = behaviour
+    envs = _by_name(_run(make_project, fake_engine, tmp_path, names=("one", "two", "three")))
+    failing = envs["two"]
+    assert failing.status == status
+    assert error_part in (failing.error or "")
+    assert [f.status for f in failing.fixtures] == fixture_states
+    assert failing.failed is (status not in ("ok", "partial"))
+    # one failing environment does not stop or spoil the others
+    assert envs["one"].status == envs["three"].status == "ok"
+    assert len(fake_engine.runs) == 3
+
+
+def test_fixture_error_keeps_its_traceback_tail(make_project, fake_engine, tmp_path) -> None:
+    fake_engine.behaviours["one"] = _one_fixture_raises
+    env = _by_name(_run(make_project, fake_engine, tmp_path))["one"]
+    (failed,) = [f for f in env.fixtures if f.status == "error"]
+    assert failed.fixture == "b.png"
+    assert failed.error is not None
+    assert failed.error.endswith("ValueError: bad pixel")
+
+
+def test_container_log_is_kept(make_project, fake_engine, tmp_path) -> None:
+    fake_engine.behaviours["one"] = _segfault
+    env = _by_name(_run(make_project, fake_engine, tmp_path))["one"]
+    assert "Segmentation fault" in (env.meta_dir.parent / "log.txt").read_text()
+
+
+def test_command_that_fails(make_project, fake_engine, tmp_path) -> None:
+    def command_fails(box: Mounted) -> object:
+        assert box.plan["mode"] == "command"
+        box.write_status({}, command={"status": "error", "exit_code": 2, "error": "no such file"})
+        return outcome(0)
+
+    fake_engine.behaviours["one"] = command_fails
+    envs = _by_name(_run(make_project, fake_engine, tmp_path,
+                         pipeline='command = ["python3", "x.py", "{inputs}", "{outputs}"]'))
+    assert envs["one"].status == "error"
+    assert "command exited 2: no such file" in (envs["one"].error or "")
+    assert envs["two"].status == "ok"
+
+
+def test_image_failure_is_that_environments_error(make_project, fake_engine, tmp_path) -> None:
+    config = _config(make_project, names=("one", "two", "three"))
+    fake_engine.add("img/one:1")
+    fake_engine.add("img/three:1")  # img/two:1 is neither present nor pullable
+    result = Runner(fake_engine, make_plan(config)).run(tmp_path / "run")
+    envs = _by_name(result)
+    assert envs["two"].status == "error"
+    assert "img/two:1" in (envs["two"].error or "")
+    assert envs["two"].image_id is None
+    assert envs["one"].status == envs["three"].status == "ok"
+    assert [s.labels["io.reprocheck.environment"] for s in fake_engine.runs] == ["one", "three"]
+
+
+def test_engine_error_during_run_is_that_environments_error(make_project, fake_engine, tmp_path):
+    def engine_refuses(box: Mounted) -> object:
+        raise ImageBuildError("image platform (linux/arm64) does not match the host")
+
+    fake_engine.behaviours["one"] = engine_refuses
+    envs = _by_name(_run(make_project, fake_engine, tmp_path))
+    assert envs["one"].status == "error"
+    assert "does not match the host" in (envs["one"].error or "")
+    assert envs["two"].status == "ok"
+
+
+def test_repeats_run_again_in_their_own_folders(make_project, fake_engine, tmp_path) -> None:
+    result = _run(make_project, fake_engine, tmp_path, extra="[run]\nrepeat = 3\n")
+    assert [(e.name, e.repeat) for e in result.repeats] == [
+        ("one", 2), ("one", 3), ("two", 2), ("two", 3),
+    ]  # fmt: skip
+    assert len({e.outputs_dir for e in (*result.environments, *result.repeats)}) == 6
+    assert len(fake_engine.runs) == 6
+
+
+def test_stale_outputs_are_cleared(make_project, fake_engine, tmp_path) -> None:
+    stale = tmp_path / "reports/run-1/environments/one/outputs/old.npz"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("")
+    _run(make_project, fake_engine, tmp_path)
+    assert not stale.exists()
+
+
+# --- the container spec ---------------------------------------------------------------------
+
+
+def test_container_spec_is_hardened(make_project, fake_engine, tmp_path) -> None:
+    result = _run(make_project, fake_engine, tmp_path, names=("one",))
+    (spec,) = fake_engine.runs
+    env = result.environments[0]
+    config_root = result.config_source.parent
+    assert spec.network == "none"
+    assert spec.read_only is True
+    uid = spec.user.split(":")[0]
+    assert uid not in ("0", "root", "")
+    mounts = {m.target: m for m in spec.mounts}
+    assert mounts["/project"].source == config_root
+    assert mounts["/fixtures"].source == config_root / "inputs"
+    assert mounts["/opt/reprocheck"].source == HARNESS_DIR.resolve()
+    assert mounts["/out"].source == env.outputs_dir
+    assert mounts["/meta"].source == env.meta_dir
+    writable = {m.target for m in spec.mounts if not m.read_only}
+    assert writable == {"/out", "/meta"}
+    assert spec.image == env.image_id  # pinned by ID, not by a tag that may move
+    assert spec.command == ("python3", "/opt/reprocheck/run.py", "/meta")
+    assert spec.env["OMP_NUM_THREADS"] == "1"
+    assert spec.env["PYTHONHASHSEED"] == "0"
+    assert spec.labels["io.reprocheck.environment"] == "one"
+    assert spec.labels["io.reprocheck.run"] == "run-1"
+
+
+def test_limits_come_from_config(make_project, fake_engine, tmp_path) -> None:
+    extra = """[run]
+memory = "64m"
+cpus = 1.5
+pids_limit = 99
+timeout = 3
+shm_size = "8m"
+user = "1234:1234"
+"""
+    _run(make_project, fake_engine, tmp_path, names=("one",), extra=extra)
+    (spec,) = fake_engine.runs
+    assert (spec.memory, spec.cpus, spec.pids_limit, spec.timeout, spec.shm_size, spec.user) == (
+        "64m", 1.5, 99, 3, "8m", "1234:1234",
+    )  # fmt: skip
+
+
+def test_default_limits(make_project, fake_engine, tmp_path) -> None:
+    _run(make_project, fake_engine, tmp_path, names=("one",))
+    (spec,) = fake_engine.runs
+    assert (spec.memory, spec.pids_limit, spec.timeout) == ("16g", 4096, 3600.0)
+
+
+def test_host_ca_is_mounted_read_only_beside_the_containers_bundle(
+    make_project, fake_engine, tmp_path, monkeypatch
+) -> None:
+    bundle = tmp_path / "host-ca.crt"
+    bundle.write_text("pem")
+    monkeypatch.setenv("PIP_CERT", str(bundle))
+    _run(make_project, fake_engine, tmp_path, names=("one",))
+    (spec,) = fake_engine.runs
+    (ca,) = [m for m in spec.mounts if m.source == bundle]
+    assert ca.read_only
+    assert ca.target != "/etc/ssl/certs/ca-certificates.crt"
+    assert spec.env["PIP_CERT"] == ca.target
+
+
+@pytest.mark.parametrize(("uid", "expected"), [(0, "65534:65534"), (1000, "1000:1000")])
+def test_container_user_is_never_root(make_project, monkeypatch, uid, expected) -> None:
+    monkeypatch.setattr("os.getuid", lambda: uid)
+    monkeypatch.setattr("os.getgid", lambda: uid)
+    assert container_user(_config(make_project)) == expected
+
+
+
+def test_command_that_succeeds_is_ok_not_partial(make_project, fake_engine, tmp_path) -> None:
+    def command_ok(box: Mounted) -> object:
+        np.save(box.out / "result.npy", np.zeros(2))
+        box.write_status({}, command={"status": "ok", "exit_code": 0})
+        box.write_fingerprint()
+        return outcome(0)
+
+    fake_engine.behaviours["one"] = command_ok
+    envs = _by_name(_run(make_project, fake_engine, tmp_path,
+                         pipeline='command = ["python3", "x.py", "{inputs}", "{outputs}"]'))
+    assert envs["one"].status == "ok", envs["one"].error
+    assert envs["one"].fixtures == ()  # a command has no per-fixture status
