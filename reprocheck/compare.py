@@ -48,6 +48,9 @@ IndexArray: TypeAlias = npt.NDArray[np.intp]
 # temporaries of one chunk within a few tens of MB.
 CHUNK = 3 * 2**19
 WORST_COUNT = 5
+# Metrics are computed on the gathered bit-different elements of a chunk, or on the whole
+# chunk when at least 1 / DENSE of it differs.
+DENSE = 8
 _FLOAT_BITS: dict[int, type[np.signedinteger[Any]]] = {
     2: np.int16,
     4: np.int32,
@@ -275,23 +278,35 @@ class _Values:
     outside: BoolArray  # not within tolerance
 
 
-def _monotonic(bits: npt.NDArray[np.signedinteger[Any]]) -> npt.NDArray[np.int64]:
-    """Map sign-magnitude float bits onto a monotonic integer line (-0.0 and +0.0 -> 0)."""
-    lowest = np.iinfo(bits.dtype).min
-    mapped = np.where(bits < 0, bits.dtype.type(lowest) - bits, bits)
-    return mapped.astype(np.int64, copy=False)
+def _position(bits: npt.NDArray[np.signedinteger[Any]]) -> npt.NDArray[np.int64]:
+    """Signed position of sign-magnitude float bits on the number line (-0.0 and +0.0 -> 0).
+
+    Branch-free: with sign = bits >> (width - 1) (0 or -1), (magnitude ^ sign) - sign is
+    the magnitude, negated for negative values. Fits the bits' own width.
+    """
+    width = 8 * bits.dtype.itemsize
+    sign = bits >> (width - 1)
+    position = bits & bits.dtype.type(np.iinfo(bits.dtype).max)
+    np.bitwise_xor(position, sign, out=position)
+    np.subtract(position, sign, out=position)
+    return position.astype(np.int64, copy=False)
 
 
 def _distance(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> UIntArray:
     """|a - b| of int64 values, exact in uint64 (wrap-around of hi - lo is the answer)."""
     high = np.maximum(a, b).view(np.uint64)
     low = np.minimum(a, b).view(np.uint64)
-    return high - low
+    np.subtract(high, low, out=high)
+    return high
 
 
 def _float_ulp(a: AnyArray, b: AnyArray) -> UIntArray:
     bits = _FLOAT_BITS[a.dtype.itemsize]
-    return _distance(_monotonic(a.view(bits)), _monotonic(b.view(bits)))
+    position_a, position_b = _position(a.view(bits)), _position(b.view(bits))
+    if a.dtype.itemsize == 8:
+        return _distance(position_a, position_b)
+    np.subtract(position_a, position_b, out=position_a)  # no overflow from 32 bits
+    return np.abs(position_a, out=position_a).view(np.uint64)
 
 
 def _relative(diff: FloatArray, magnitude: FloatArray) -> FloatArray:
@@ -304,7 +319,50 @@ def _relative(diff: FloatArray, magnitude: FloatArray) -> FloatArray:
     return rel
 
 
+def _all_finite(chunk: AnyArray) -> bool:
+    """No NaN and no Inf (min and max propagate NaN): two fast reductions."""
+    return chunk.size == 0 or bool(np.isfinite(chunk.min()) and np.isfinite(chunk.max()))
+
+
+def _close(
+    diff: FloatArray, magnitude: FloatArray, ulp: UIntArray, tolerance: Tolerance
+) -> BoolArray:
+    """|a - b| <= atol + rtol * |a|, or within the ULP bound when one is given."""
+    with np.errstate(invalid="ignore"):
+        if tolerance.rtol:
+            close: BoolArray = diff <= tolerance.atol + tolerance.rtol * magnitude
+        else:
+            close = diff <= tolerance.atol
+    if tolerance.ulp is not None:
+        close |= ulp <= tolerance.ulp
+    return close
+
+
+def _finite_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> _Values:
+    """The common case without NaN or Inf: fewer passes over the chunk."""
+    unequal = a != b
+    wide_a = a.astype(np.float64)
+    magnitude = np.abs(wide_a)
+    with np.errstate(over="ignore"):
+        diff = np.abs(wide_a - b.astype(np.float64))
+    ulp = _float_ulp(a, b)
+    nothing = np.zeros(a.shape, dtype=np.bool_)
+    return _Values(
+        unequal=unequal,
+        nan_x=nothing,
+        inf_x=nothing,
+        nan_any=0,
+        nan_a=0,
+        diff=diff,
+        rel=_relative(diff, magnitude),
+        ulp=ulp,
+        outside=unequal & ~_close(diff, magnitude, ulp, tolerance),
+    )
+
+
 def _float_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> _Values:
+    if _all_finite(a) and _all_finite(b):
+        return _finite_values(a, b, tolerance)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     nan_x = nan_a ^ nan_b
     involved = nan_a | nan_b
@@ -313,14 +371,10 @@ def _float_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> _Values:
     magnitude = np.abs(wide_a)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(wide_a - b.astype(np.float64))
-    diff[~unequal | involved] = 0.0
+    np.copyto(diff, 0.0, where=~unequal | involved)
     inf_x = unequal & ~nan_x & (np.isinf(a) | np.isinf(b))
     ulp = _float_ulp(a, b)
-    ulp[involved] = 0
-    with np.errstate(invalid="ignore"):
-        close = diff <= tolerance.atol + tolerance.rtol * magnitude
-    if tolerance.ulp is not None:
-        close |= ulp <= tolerance.ulp
+    np.copyto(ulp, 0, where=involved)
     return _Values(
         unequal=unequal,
         nan_x=nan_x,
@@ -330,7 +384,7 @@ def _float_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> _Values:
         diff=diff,
         rel=_relative(diff, magnitude),
         ulp=ulp,
-        outside=unequal & (nan_x | inf_x | ~close),
+        outside=unequal & (nan_x | inf_x | ~_close(diff, magnitude, ulp, tolerance)),
     )
 
 
@@ -385,22 +439,31 @@ def _nan_count(chunk: AnyArray) -> int:
     return int(np.count_nonzero(np.isnan(chunk)))
 
 
-def _top_positions(key: FloatArray) -> IndexArray:
-    """Indices of the WORST_COUNT largest keys; among equal keys the earliest wins."""
-    if key.size <= WORST_COUNT:
-        return np.arange(key.size)
-    threshold = np.partition(key, key.size - WORST_COUNT)[key.size - WORST_COUNT]
-    above = np.flatnonzero(key > threshold)
-    ties = np.flatnonzero(key == threshold)[: WORST_COUNT - above.size]
-    return np.concatenate([above, ties])
+def _top_positions(key: FloatArray) -> list[tuple[int, float]]:
+    """(index, key) of the WORST_COUNT largest positive keys, earliest first among equals.
+
+    Overwrites ``key`` (a scratch array): a few argmax passes beat a partition.
+    """
+    top: list[tuple[int, float]] = []
+    for _ in range(min(WORST_COUNT, key.size)):
+        index = int(key.argmax())
+        value = float(key[index])
+        if not value > 0:
+            break
+        top.append((index, value))
+        key[index] = -1.0
+    return top
 
 
 def _keep_worst(totals: _Totals, values: _Values, positions: IndexArray) -> None:
-    """Fold this chunk's largest errors into the running top list (NaN vs number first)."""
-    key = np.where(values.nan_x, np.inf, values.diff)[values.unequal]
-    where = positions[values.unequal]
-    top = _top_positions(key)
-    merged = totals.worst + list(zip(key[top].tolist(), where[top].tolist(), strict=True))
+    """Fold this chunk's largest errors into the running top list (NaN vs number first).
+
+    The key is > 0 exactly where values differ: |a - b| > 0 for unequal numbers.
+    """
+    nan_x = bool(values.nan_x.any())
+    key = np.where(values.nan_x, np.inf, values.diff) if nan_x else values.diff.copy()
+    found = [(value, int(positions[i])) for i, value in _top_positions(key)]
+    merged = totals.worst + found
     merged.sort(key=lambda item: (-item[0], item[1]))
     totals.worst = merged[:WORST_COUNT]
 
@@ -445,11 +508,16 @@ def _add_chunk(totals: _Totals, stream: _Stream, start: int) -> None:
     differs = chunk_a.view(bits) != chunk_b.view(bits)
     totals.total += chunk_a.size
     totals.nan_positions += _nan_count(chunk_a)
-    if not differs.any():
+    count = int(np.count_nonzero(differs))
+    if count == 0:
         return
-    positions = np.flatnonzero(differs)
-    part_a, part_b = chunk_a[positions], chunk_b[positions]
-    totals.differing_bits += positions.size
+    totals.differing_bits += count
+    if count * DENSE >= chunk_a.size:  # gathering would cost more than it saves
+        positions = np.arange(chunk_a.size)
+        part_a, part_b = chunk_a, chunk_b
+    else:
+        positions = np.flatnonzero(differs)
+        part_a, part_b = chunk_a[positions], chunk_b[positions]
     if stream.kind == "float":
         values = _float_values(part_a, part_b, stream.tolerance)
     else:
