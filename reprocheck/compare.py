@@ -12,6 +12,17 @@ Notes on the metrics, in the user's words:
   arrays it is ``|a - b|``, computed without overflow.
 * Complex arrays are compared as their real and imaginary parts: the element metrics
   and ``worst_indices`` refer to the real view with a trailing axis of 2.
+* An element is within tolerance when equal in value, or ``|a - b| <= atol + rtol*|a|``,
+  or its ULP distance is <= ``ulp``. NaN vs a number and Inf vs a different value never
+  are. Integers and bools are exact unless ``atol`` is given (``rtol`` and ``ulp`` do not
+  apply to them).
+* ``worst_indices`` rank NaN vs a number as an infinite error; ties keep the lower index.
+* With ``match="rows"`` the element metrics (total, mismatched, max_abs, ...) describe the
+  matched row pairs, cast to the common dtype; their indices name baseline rows.
+* Decisions never change the verdict. A boxes decision is reported even when the box
+  counts differ (verdict "incomparable" unless the output also uses ``match="rows"``).
+* ``compare_arrays`` never returns "missing", "error" or "nondeterministic": those are
+  verdicts of the runner, which knows whether an output exists and repeats agree.
 """
 
 from __future__ import annotations

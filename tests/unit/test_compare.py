@@ -406,3 +406,41 @@ def test_agreement_classes_need_same_dtype_and_shape_not_just_bytes() -> None:
 def test_agreement_classes_separate_sign_of_zero() -> None:
     classes = agreement_classes({"a": f32(0.0), "b": f32(-0.0)})
     assert classes == [["a"], ["b"]]
+
+
+# --------------------------------------------------------------- boxes with counts, memory
+
+
+def test_boxes_with_different_counts_still_report_the_decision() -> None:
+    a = np.array([[0, 0, 10, 10], [5, 5, 2, 2]], dtype=np.float64)
+    b = np.array([[0, 0, 10, 10]], dtype=np.float64)
+    rule = DecisionRule(pattern="*", kind="boxes")
+    plain = compare_arrays(a, b, decision=rule)
+    assert plain.verdict == "incomparable"
+    assert plain.decision is not None and plain.decision.vanished == 1
+    as_rows = compare_arrays(a, b, Tolerance(match="rows"), decision=rule)
+    assert as_rows.verdict == "drift"
+    assert as_rows.decision is not None and as_rows.decision.decisions_changed == 1
+
+
+@pytest.mark.parametrize("fraction", [0.01, 1.0])
+def test_streaming_memory_is_a_few_chunks_not_the_arrays(
+    monkeypatch: pytest.MonkeyPatch, fraction: float
+) -> None:
+    import tracemalloc
+
+    from reprocheck import compare
+
+    monkeypatch.setattr(compare, "CHUNK", 3 * 2**12)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(2**21).astype(np.float32)
+    b = a.copy()
+    moved = rng.permutation(a.size)[: int(a.size * fraction)]
+    b.view(np.int32)[moved] += 1
+    tracemalloc.start()
+    result = compare_arrays(a, b, Tolerance(ulp=1))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert result.verdict == "within_tolerance"
+    assert result.mismatched == moved.size
+    assert peak < 0.1 * (a.nbytes + b.nbytes)
