@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, toml_environments
+from support import REPO_ROOT, toml_environments, write_project
 
 pytestmark = pytest.mark.docker
 
@@ -72,8 +72,6 @@ def _assert_one_line_error(proc: Any, *parts: str) -> str:
 
 @pytest.fixture(scope="module")
 def identical_run(docker_engine, debian_bases, tmp_path_factory) -> tuple[Path, Any, dict]:
-    from conftest import write_project
-
     root = tmp_path_factory.mktemp("same") / "project"
     write_project(root, PIPELINE_HEAD + toml_environments("bookworm", "trixie"),
                   {**INPUTS, "pipelines/p.py": SAME_EVERYWHERE})  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DEBIAN_ENVS, DEBIAN_FACTS, debian_image, toml_environments, write_project
+from support import DEBIAN_ENVS, DEBIAN_FACTS, debian_image, toml_environments, write_project
 
 from reprocheck.config import RunConfig, load_config
 from reprocheck.engine import LABEL, BuildRequest
