@@ -657,6 +657,16 @@ def _rank_keys(group: npt.NDArray[np.intp], stride: int) -> npt.NDArray[np.int64
     return keys
 
 
+def _spread_argmin(d: FloatArray, offsets: IndexArray) -> IndexArray:
+    """Nearest column of each row; among equally near columns, the first at or after the
+    row's offset (so that duplicate rows pick different duplicate partners)."""
+    nearest = d == d.min(axis=1, keepdims=True)
+    after = np.arange(d.shape[1]) >= offsets[:, None]
+    score = nearest.astype(np.int8) * 2 + after
+    chosen: IndexArray = np.argmax(score, axis=1)
+    return chosen
+
+
 def _nearest_round(
     a: FloatArray, b: FloatArray, atol: float
 ) -> tuple[IndexArray, IndexArray, FloatArray]:
@@ -666,10 +676,10 @@ def _nearest_round(
     for start in range(0, a.shape[0], block):
         d = _row_distances(a[start : start + block], b)
         rows = np.arange(d.shape[0])
-        to_b = np.argmin(d, axis=1)
-        candidates.append((rows + start, to_b, d[rows, to_b]))
-        to_a = np.argmin(d, axis=0)
         cols = np.arange(d.shape[1])
+        to_b = _spread_argmin(d, (rows + start) % d.shape[1])
+        candidates.append((rows + start, to_b, d[rows, to_b]))
+        to_a = _spread_argmin(d.T, cols % d.shape[0])
         candidates.append((to_a + start, cols, d[to_a, cols]))
     ia, ib, dist = (np.concatenate(part) for part in zip(*candidates, strict=True))
     keep = dist <= atol

@@ -444,3 +444,15 @@ def test_streaming_memory_is_a_few_chunks_not_the_arrays(
     assert result.verdict == "within_tolerance"
     assert result.mismatched == moved.size
     assert peak < 0.1 * (a.nbytes + b.nbytes)
+
+
+def test_rows_with_many_duplicates_match_in_few_rounds() -> None:
+    import time
+
+    a = np.ones((1200, 3))
+    started = time.perf_counter()
+    result = compare_arrays(a, a + 1e-3, Tolerance(atol=1e-2, match="rows"))
+    # one pair per round (about 15 s here) instead of one round (about 0.1 s)
+    assert time.perf_counter() - started < 3.0
+    assert result.rows is not None
+    assert (result.rows.matched, result.verdict) == (600, "within_tolerance")
