@@ -455,4 +455,4 @@ def test_rows_with_many_duplicates_match_in_few_rounds() -> None:
     # one pair per round (about 15 s here) instead of one round (about 0.1 s)
     assert time.perf_counter() - started < 3.0
     assert result.rows is not None
-    assert (result.rows.matched, result.verdict) == (600, "within_tolerance")
+    assert (result.rows.matched, result.verdict) == (1200, "within_tolerance")
