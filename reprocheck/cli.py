@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
@@ -16,11 +18,12 @@ from reprocheck import __version__
 from reprocheck.config import RunConfig, load_config
 from reprocheck.engine import get_engine
 from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
+from reprocheck.explain import Explainer, attributions_json, experiments_json
 from reprocheck.history import append_history, history_file, load_history, run_lines, trend_png
 from reprocheck.images import ImageBuilder, bootstrap_debian
 from reprocheck.matrix import Matrix, build_matrix, environment_pairs
 from reprocheck.plan import make_plan
-from reprocheck.render import ProgressPrinter, print_images, print_summary
+from reprocheck.render import ProgressPrinter, print_explanation, print_images, print_summary
 from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
 from reprocheck.runner import Runner, RunResult, new_run_id
@@ -208,6 +211,47 @@ def merge(
     config = load_config(config_path)
     result = merge_runs(config, require_runs(list(run_dirs)), out_dir)
     sys.exit(_finish(config, result, build_matrix(config, result), json_path, quiet=False))
+
+
+@main.command()
+@config_option
+@click.option("--run", "run_ref", default=None, help="Run id or folder (default: latest).")
+@click.option("--output", "glob", default="*", help="Explain only outputs matching this glob.")
+@click.option("--max-experiments", default=16, show_default=True, help="Budget per pair.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path))
+@handled
+def explain(
+    config_path: Path | None, run_ref: str | None, glob: str, max_experiments: int,
+    json_path: Path | None,
+) -> None:  # fmt: skip
+    """Attribute each drifting output to a stage and a cause, by experiment."""
+    config = load_config(config_path)
+    result = load_run(find_run(config.reports_dir, run_ref))
+    engine = get_engine(config.run.engine)
+    started = time.monotonic()
+    with ProgressPrinter(err, quiet=False, verbose=False) as progress:
+        explainer = Explainer(engine, config, result, max_experiments=max_experiments,
+                              progress=progress)  # fmt: skip
+        explanation = explainer.explain(glob)
+    seconds = time.monotonic() - started
+    data = {"schema_version": 1, "run_id": result.run_id, "seconds": round(seconds, 2),
+            "attributions": attributions_json(explanation),
+            "experiments": experiments_json(explanation)}  # fmt: skip
+    write_json(result.run_dir / "explain.json", data)
+    _attach_attributions(result, data)
+    if json_path:
+        write_json(json_path, data)
+    print_explanation(out, explanation, seconds)
+
+
+def _attach_attributions(result: RunResult, data: dict[str, Any]) -> None:
+    """Put the attributions into the run's report.json so the reports show them."""
+    report_path = result.run_dir / "report.json"
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        report["attributions"] = data["attributions"]
+        report["experiments"] = data["experiments"]
+        write_json(report_path, report)
 
 
 @main.group()

@@ -11,6 +11,7 @@ from rich.status import Status
 from rich.table import Table
 
 from reprocheck.engine import ImageInfo
+from reprocheck.explain import Explanation
 from reprocheck.matrix import Matrix, OutputComparison
 from reprocheck.progress import ProgressEvent
 from reprocheck.report.json_report import fingerprint_summary
@@ -172,3 +173,18 @@ def print_images(console: Console, built: list[ImageInfo], bases: list[ImageInfo
 
 def timestamp() -> str:
     return datetime.now().isoformat(timespec="seconds")
+
+
+def print_explanation(console: Console, explanation: Explanation, seconds: float) -> None:
+    """One block per drifting output: its most likely causes with their evidence."""
+    for item in explanation.attributions:
+        console.print(f"[bold]{item.output}[/] {item.baseline} -> {item.candidate}")
+        for cause in item.causes[:3]:
+            line = f"  {cause.confidence:.2f} {cause.kind:8} {cause.factor}: {cause.evidence}"
+            console.print(line, soft_wrap=True)
+        if item.ruled_out:
+            console.print(f"  ruled out: {', '.join(item.ruled_out)}", soft_wrap=True)
+    runs = len(explanation.experiments)
+    cached = sum(e.cached for e in explanation.experiments)
+    console.print(f"{len(explanation.attributions)} drifting outputs explained with {runs} "
+                  f"experiments ({cached} cached) in {seconds:.1f} s")  # fmt: skip

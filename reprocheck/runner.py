@@ -121,14 +121,14 @@ class Runner:
         except ReprocheckError as exc:
             self._emit(env.name, f"image failed: {exc}", finished=True)
             return _setup_failure(env, folder, str(exc)), []
-        first = self._run_once(env, image, folder, 1)
+        first = self.run_in(env, image, folder, 1)
         extra = [
-            self._run_once(env, image, folder / "repeats" / str(k), k)
+            self.run_in(env, image, folder / "repeats" / str(k), k)
             for k in range(2, self._config.run.repeat + 1)
         ]
         return first, extra
 
-    def _run_once(
+    def run_in(
         self, env: EnvironmentConfig, image: EnvironmentImage, folder: Path, repeat: int
     ) -> EnvironmentResult:
         outputs, meta = _fresh_dirs(folder)

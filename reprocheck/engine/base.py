@@ -99,5 +99,8 @@ class ContainerEngine(Protocol):
     def run(self, spec: ContainerSpec) -> ContainerOutcome:
         """Run one container to completion (or timeout), always removing it afterwards."""
 
+    def export_files(self, image: str, paths: tuple[str, ...]) -> dict[str, bytes]:
+        """Regular files (symlinks followed) read from ``image`` without running it."""
+
     def sweep(self) -> int:
         """Remove leftover containers carrying :data:`LABEL`; return how many."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
+import posixpath
+import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -180,11 +183,34 @@ class DockerEngine:
             if not os.environ.get(KEEP_ENV):
                 container.remove(force=True)
 
+    def export_files(self, image: str, paths: tuple[str, ...]) -> dict[str, bytes]:
+        container = self._client.containers.create(image, command=["true"], labels={LABEL: "1"})
+        try:
+            return {path: _read_member(container, path) for path in paths}
+        finally:
+            container.remove(force=True)
+
     def sweep(self) -> int:
         leftovers = self._client.containers.list(all=True, filters={"label": LABEL})
         for container in leftovers:
             container.remove(force=True)
         return len(leftovers)
+
+
+def _read_member(container: Any, path: str, depth: int = 0) -> bytes:
+    """One file from a created container, following symlinks inside the image."""
+    stream, _stat = container.get_archive(path)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.next()
+        if member is None:
+            raise ImageBuildError(f"{path} is empty in the image")
+        if member.issym() and depth < 8:
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(path), member.linkname))
+            return _read_member(container, target, depth + 1)
+        handle = archive.extractfile(member)
+        if handle is None:
+            raise ImageBuildError(f"{path} is not a regular file in the image")
+        return handle.read()
 
 
 def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:

@@ -1,0 +1,587 @@
+"""Explain drift: attribute each drifting output to a pipeline stage and a cause, by experiment.
+
+For every drifting pair of environments (baseline A, candidate B):
+
+1. stage: the probes recorded inside the container (``reprocheck_probe.record``) locate the
+   first stage whose value differs between A and B, per fixture;
+2. candidates: packages owning the shared libraries the pipeline actually loaded in B whose
+   versions differ from A's, ranked by how well they fit the drifting stages;
+3. experiments, each a single-factor change rerun on the affected fixtures only, cached by
+   content: a *transplant* builds a hybrid image of B with one package's libraries taken from
+   A's image (same SONAME, loaded first through LD_LIBRARY_PATH); a *knob* sets one variable
+   that steers numerics (threads, CPU dispatch, SIMD) in B;
+4. verdict per output: an output that follows A after a transplant or knob is attributed to
+   that factor (the strongest evidence); candidates whose experiment changed nothing are
+   ruled out; what could not be tested remains, with lower confidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import io
+import json
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+
+from reprocheck.compare import Tolerance, compare_arrays
+from reprocheck.config import RunConfig
+from reprocheck.engine import LABEL, BuildRequest, ContainerEngine
+from reprocheck.images import EnvironmentImage
+from reprocheck.matrix import OutputComparison, build_matrix
+from reprocheck.outputs import index_outputs, load_output
+from reprocheck.plan import Plan
+from reprocheck.progress import ProgressCallback, ProgressEvent, silent
+from reprocheck.runner import HARNESS_DIR, EnvironmentResult, Runner, RunResult
+
+CauseKind = Literal["stage", "knob", "package", "version"]
+TRANSPLANT_DIR = "/opt/reprocheck-transplant"
+# Packages whose libraries cannot be mixed into another release: the C library and loader,
+# the C++ runtime every library links, and the Python interpreter itself.
+NOT_TRANSPLANTABLE = re.compile(r"^(libc6|libc-bin|libgcc-s1|libstdc\+\+6|libpython3.*|python3.*)$")
+# Which packages plausibly explain which stages (matched against output and stage names).
+HINTS: tuple[tuple[str, str], ...] = (
+    (r"decod|jpe?g|imread|pixel", r"jpeg|turbo|png|tiff|webp|imgcodecs"),
+    (r"linalg|svd|eig|solve|gemm|lstsq|blas|lapack", r"blas|lapack|gfortran|numpy"),
+    (r"libm|exp|log|sin|cos|tanh|pow|math|transcend|gamma|erf", r"^libc6$|numpy"),
+    (r"dnn|cnn|prob|label|infer", r"opencv-dnn|protobuf|opencv-core|blas"),
+    (
+        r"resiz|color|hsv|lab|filter|blur|gauss|sobel|edge|canny|keypoint|orb|corner|bilateral",
+        r"opencv-imgproc|opencv-core|opencv-features2d|tbb|ipp",
+    ),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cause:
+    factor: str
+    kind: CauseKind
+    evidence: str
+    confidence: float  # 0..1: 0.95 an output followed a transplant, 0.3 untested version change
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attribution:
+    output: str
+    baseline: str
+    candidate: str
+    fixture: str | None
+    causes: tuple[Cause, ...]
+    ruled_out: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    package: str
+    baseline_version: str | None
+    candidate_version: str | None
+    libraries: tuple[str, ...]  # loaded in the candidate environment
+    transplant: dict[str, str] = field(default_factory=dict)  # soname -> path in baseline image
+    score: int = 0
+
+    @property
+    def transplantable(self) -> bool:
+        return bool(self.transplant) and not NOT_TRANSPLANTABLE.match(self.package)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Experiment:
+    kind: Literal["knob", "transplant"]
+    factor: str
+    environment: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    candidate: Candidate | None = None
+    outputs_dir: Path | None = None
+    status: str = "planned"
+    cached: bool = False
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        if self.kind == "transplant" and self.candidate is not None:
+            c = self.candidate
+            return (
+                f"{self.environment} with {c.package} {c.baseline_version} libraries "
+                f"({', '.join(sorted(c.transplant))}) from the baseline"
+            )
+        return f"{self.environment} with {', '.join(f'{k}={v}' for k, v in self.env.items())}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Explanation:
+    attributions: tuple[Attribution, ...]
+    experiments: tuple[Experiment, ...]
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def soname(path: str) -> str | None:
+    match = re.match(r"^(.+?\.so(?:\.\d+)?)", Path(path).name)
+    return match.group(1) if match else None
+
+
+def _owner(fingerprint: Mapping[str, Any], library: str) -> str | None:
+    owners = fingerprint.get("library_packages") or {}
+    return owners.get(library)
+
+
+def _dpkg(fingerprint: Mapping[str, Any]) -> dict[str, str]:
+    return dict((fingerprint.get("packages") or {}).get("dpkg") or {})
+
+
+def _hint_score(package: str, words: Iterable[str]) -> int:
+    score = 0
+    for word in words:
+        for stage_re, package_re in HINTS:
+            if re.search(stage_re, word, re.I) and re.search(package_re, package):
+                score += 1
+    return score
+
+
+def candidates(
+    base: Mapping[str, Any], cand: Mapping[str, Any], words: Iterable[str]
+) -> list[Candidate]:
+    """Packages owning libraries loaded in ``cand`` whose version differs in ``base``."""
+    base_by_soname = {soname(p) or p: p for p in base.get("loaded_libraries") or []}
+    base_versions, cand_versions = _dpkg(base), _dpkg(cand)
+    libs: dict[str, list[str]] = {}
+    for library in cand.get("loaded_libraries") or []:
+        package = _owner(cand, library)
+        if package:
+            libs.setdefault(package, []).append(library)
+    words = list(words)
+    found = []
+    for package, libraries in libs.items():
+        names = [s for s in map(soname, libraries) if s is not None]
+        transplant = {s: base_by_soname[s] for s in names if s in base_by_soname}
+        base_owner = {_owner(base, p) for p in transplant.values()} - {None}
+        base_version = base_versions.get(package) or next(
+            (base_versions.get(o or "") for o in base_owner), None
+        )
+        if base_version == cand_versions.get(package):
+            continue
+        found.append(
+            Candidate(
+                package=package,
+                baseline_version=base_version,
+                candidate_version=cand_versions.get(package),
+                libraries=tuple(libraries),
+                transplant=transplant,
+                score=_hint_score(package, words),
+            )
+        )
+    return sorted(found, key=lambda c: (-c.score, -len(c.libraries), c.package))
+
+
+# --------------------------------------------------------------------------- knobs
+
+
+def _glibc_hwcaps(glibc: str | None) -> str:
+    major, _, minor = (glibc or "2.36").partition(".")
+    modern = (int(major), int(minor or 0)) >= (2, 33)
+    names = (
+        ["AVX2", "AVX", "FMA", "AVX512F"]
+        if modern
+        else ["AVX2_Usable", "AVX_Usable", "FMA_Usable", "AVX512F_Usable"]
+    )
+    return "glibc.cpu.hwcaps=" + ",".join(f"-{n}" for n in names)
+
+
+def knobs(fingerprint: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """Single-factor variable changes, ordered cheap-and-likely first."""
+    cv2 = fingerprint.get("cv2") or {}
+    dispatch = str((cv2.get("build") or {}).get("Dispatched code generation", "")).split()
+    simd = ((fingerprint.get("numpy") or {}).get("simd")) or {}
+    found: list[tuple[str, dict[str, str]]] = [
+        ("OMP_NUM_THREADS", {"OMP_NUM_THREADS": "1"}),
+        ("OPENBLAS_NUM_THREADS", {"OPENBLAS_NUM_THREADS": "1"}),
+        ("cv2.setNumThreads", {"OPENCV_FOR_THREADS_NUM": "1"}),
+        ("JSIMD_FORCENONE", {"JSIMD_FORCENONE": "1"}),
+    ]
+    if dispatch:
+        found.append(("OPENCV_CPU_DISABLE", {"OPENCV_CPU_DISABLE": ",".join(dispatch)}))
+    if simd.get("dispatch"):  # numpy >= 1.22 honours it; older ones do not have dispatch
+        found.append(
+            ("NPY_DISABLE_CPU_FEATURES", {"NPY_DISABLE_CPU_FEATURES": " ".join(simd["dispatch"])})
+        )
+    found.append(("GLIBC_TUNABLES", {"GLIBC_TUNABLES": _glibc_hwcaps(fingerprint.get("glibc"))}))
+    return found
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def first_divergent_stage(base: Path, cand: Path, fixture: str) -> tuple[str, str] | None:
+    """(stage, evidence) for the first probe whose value differs, or None without probes."""
+    a_path = base / "probes" / f"{fixture}.npz"
+    b_path = cand / "probes" / f"{fixture}.npz"
+    if not (a_path.is_file() and b_path.is_file()):
+        return None
+    with np.load(a_path, allow_pickle=False) as a, np.load(b_path, allow_pickle=False) as b:
+        stages = [k for k in a.files if k in b.files]
+        same: list[str] = []
+        for key in sorted(stages):
+            result = compare_arrays(a[key], b[key], Tolerance())
+            name = key.partition(":")[2]
+            if result.verdict != "identical":
+                detail = f"max_abs {result.max_abs}, {result.mismatched} of {result.total} differ"
+                before = f"; identical before it: {', '.join(same)}" if same else ""
+                return (
+                    name,
+                    f"first divergent recorded stage of {fixture}: {name} ({detail}){before}",
+                )
+            same.append(name)
+    return None
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def _fixture_of(output: str, fixtures: Iterable[str]) -> str | None:
+    matches = [f for f in fixtures if output.startswith(f + "/")]
+    return max(matches, key=len) if matches else None
+
+
+def _pipeline_files(config: RunConfig) -> list[Path]:
+    """The files an experiment's result depends on besides image and fixtures: the pipeline's
+    folder for a ``file.py:function`` callable, else the project's Python files."""
+    target = config.pipeline.callable or ""
+    module = target.rpartition(":")[0]
+    if module.endswith(".py"):
+        folder = (config.root / module).parent
+        return [p for p in folder.iterdir() if p.is_file()]
+    return sorted(config.root.rglob("*.py"))[:2000]
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _files_digest(paths: Iterable[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+class Explainer:
+    """Plans and runs experiments for the drifting pairs of one stored run."""
+
+    def __init__(
+        self,
+        engine: ContainerEngine,
+        config: RunConfig,
+        run: RunResult,
+        *,
+        max_experiments: int = 16,
+        progress: ProgressCallback = silent,
+    ) -> None:
+        self._engine = engine
+        self._config = config
+        self._run = run
+        self._budget = max_experiments
+        self._progress = progress
+        self._cache = config.reports_dir / ".cache" / "experiments"
+        self._code = _files_digest([*HARNESS_DIR.glob("*.py"), *_pipeline_files(config)])
+        self._envs = {env.name: env for env in run.environments}
+
+    def explain(self, glob: str = "*") -> Explanation:
+        matrix = build_matrix(self._config, self._run)
+        drifting = [
+            c
+            for c in matrix.comparisons
+            if c.verdict == "drift" and fnmatch.fnmatchcase(c.output, glob)
+        ]
+        by_pair: dict[tuple[str, str], list[OutputComparison]] = {}
+        for item in drifting:
+            by_pair.setdefault((item.baseline, item.candidate), []).append(item)
+        attributions: list[Attribution] = []
+        experiments: list[Experiment] = []
+        for (a, b), items in by_pair.items():
+            found, done = self._explain_pair(self._envs[a], self._envs[b], items)
+            attributions.extend(found)
+            experiments.extend(done)
+        return Explanation(attributions=tuple(attributions), experiments=tuple(experiments))
+
+    def _explain_pair(
+        self, base: EnvironmentResult, cand: EnvironmentResult, items: list[OutputComparison]
+    ) -> tuple[list[Attribution], list[Experiment]]:
+        fixtures = sorted({f for i in items if (f := _fixture_of(i.output, self._fixtures(cand)))})
+        stages = {f: first_divergent_stage(base.meta_dir, cand.meta_dir, f) for f in fixtures}
+        words = [i.output for i in items] + [s[0] for s in stages.values() if s]
+        ranked = candidates(base.fingerprint, cand.fingerprint, words)
+        remaining = {i.output for i in items}
+        done: list[Experiment] = []
+        for experiment in self._plan(cand, ranked):
+            if not remaining or len(done) >= self._budget:
+                break
+            ran = self._execute(experiment, base, cand, fixtures)
+            if ran.status == "not_transplantable":
+                continue  # the SONAME differs: nothing to test, nothing spent
+            done.append(ran)
+            remaining -= self._followed(ran, base, items)
+        verdicts = [self._attribute(i, base, cand, stages, ranked, done) for i in items]
+        return verdicts, done
+
+    def _fixtures(self, env: EnvironmentResult) -> list[str]:
+        return [f.fixture for f in env.fixtures]
+
+    def _plan(self, cand: EnvironmentResult, ranked: list[Candidate]) -> Iterator[Experiment]:
+        """Likely transplants first, then knobs, then the less likely transplants."""
+        transplants = [
+            Experiment(kind="transplant", factor=c.package, environment=cand.name, candidate=c)
+            for c in ranked
+            if c.transplantable
+        ]
+        likely = [t for t in transplants if t.candidate and t.candidate.score > 0]
+        yield from likely
+        for name, env in knobs(cand.fingerprint):
+            yield Experiment(kind="knob", factor=name, environment=cand.name, env=env)
+        yield from (t for t in transplants if t not in likely)
+
+    def _execute(
+        self,
+        experiment: Experiment,
+        base: EnvironmentResult,
+        cand: EnvironmentResult,
+        fixtures: list[str],
+    ) -> Experiment:
+        env_config = self._config.environment(cand.name)
+        image = self._image(experiment, base, cand)
+        if image is None:
+            return dataclasses.replace(experiment, status="not_transplantable")
+        key = _digest(
+            image.image_id,
+            fixtures,
+            dict(experiment.env),
+            self._code,
+            self._config.pipeline.model_dump(),
+            env_config.env,
+        )
+        folder = self._cache / key[:24]
+        self._progress(
+            ProgressEvent(
+                stage="explain", subject=cand.name, message=f"{experiment.kind} {experiment.factor}"
+            )
+        )
+        if (folder / "done").is_file():
+            return dataclasses.replace(
+                experiment, outputs_dir=folder / "outputs", status="ok", cached=True
+            )
+        plan = Plan(config=self._config, environments=(env_config,), fixtures=tuple(fixtures))
+        merged = env_config.model_copy(update={"env": {**env_config.env, **experiment.env}})
+        result = Runner(self._engine, plan).run_in(merged, image, folder, 1)
+        if not result.failed:
+            (folder / "done").write_text(result.status)
+        return dataclasses.replace(
+            experiment, outputs_dir=result.outputs_dir, status=result.status, seconds=result.seconds
+        )
+
+    def _image(
+        self, experiment: Experiment, base: EnvironmentResult, cand: EnvironmentResult
+    ) -> EnvironmentImage | None:
+        original = EnvironmentImage(
+            environment=cand.name,
+            ref=cand.image_ref or "",
+            image_id=cand.image_id or "",
+            dockerfile=None,
+            architecture="",
+        )
+        if experiment.candidate is None:
+            return original
+        files = transplant_files(
+            self._engine, original.image_id, base.image_id or "", experiment.candidate
+        )
+        if not files:
+            return None
+        origin = f"{experiment.candidate.package} from {base.name}"
+        return hybrid_image(self._engine, original, files, origin)
+
+    def _followed(
+        self, ran: Experiment, base: EnvironmentResult, items: list[OutputComparison]
+    ) -> set[str]:
+        return {i.output for i in items if self._effect(ran, base, i.output) == "follows"}
+
+    def _effect(self, ran: Experiment, base: EnvironmentResult, output: str) -> str:
+        """'follows' (now equals the baseline), 'changed', 'unchanged' or 'failed'."""
+        if ran.outputs_dir is None or ran.status not in ("ok", "partial"):
+            return "failed"
+        refs = index_outputs(ran.outputs_dir)
+        if output not in refs:
+            return "failed"
+        new = load_output(refs[output])
+        a = _load(base, output)
+        b = _load(self._envs[ran.environment], output)
+        if a is not None and compare_arrays(a, new, Tolerance()).verdict == "identical":
+            return "follows"
+        if b is not None and compare_arrays(b, new, Tolerance()).verdict == "identical":
+            return "unchanged"
+        return "changed"
+
+    def _attribute(
+        self,
+        item: OutputComparison,
+        base: EnvironmentResult,
+        cand: EnvironmentResult,
+        stages: Mapping[str, tuple[str, str] | None],
+        ranked: list[Candidate],
+        done: list[Experiment],
+    ) -> Attribution:
+        fixture = _fixture_of(item.output, self._fixtures(cand))
+        causes: list[Cause] = []
+        stage = stages.get(fixture or "")
+        if stage:
+            causes.append(Cause(factor=stage[0], kind="stage", evidence=stage[1], confidence=0.9))
+        ruled_out: list[str] = []
+        for ran in done:
+            effect = self._effect(ran, base, item.output)
+            cause = _experiment_cause(ran, effect, base.name)
+            if cause is not None:
+                causes.append(cause)
+            elif effect == "unchanged" and ran.kind == "transplant":
+                ruled_out.append(f"{ran.factor} (transplant changed nothing)")
+        if not any(c.kind in ("package", "knob") and c.confidence >= 0.9 for c in causes):
+            causes.extend(_untested(item.output, ranked, done))
+        causes.sort(key=lambda c: -c.confidence)
+        return Attribution(
+            output=item.output,
+            baseline=item.baseline,
+            candidate=item.candidate,
+            fixture=fixture,
+            causes=tuple(causes),
+            ruled_out=tuple(ruled_out),
+        )
+
+
+def _load(env: EnvironmentResult, output: str) -> np.ndarray | None:
+    refs = index_outputs(env.outputs_dir)
+    return load_output(refs[output]) if output in refs else None
+
+
+def _experiment_cause(ran: Experiment, effect: str, base: str) -> Cause | None:
+    what = ran.describe()
+    if effect == "follows":
+        kind: CauseKind = "package" if ran.kind == "transplant" else "knob"
+        evidence = f"{what}: the output becomes bit-identical to {base}'s"
+        return Cause(factor=ran.factor, kind=kind, evidence=evidence, confidence=0.95)
+    if effect == "changed":
+        kind = "package" if ran.kind == "transplant" else "knob"
+        evidence = f"{what}: the output changes but does not match {base}'s"
+        return Cause(factor=ran.factor, kind=kind, evidence=evidence, confidence=0.5)
+    return None
+
+
+def _untested(output: str, ranked: list[Candidate], done: list[Experiment]) -> list[Cause]:
+    """Candidates that fit the output but could not be (or were not) tested."""
+    tried = {e.factor for e in done}
+    causes = []
+    for c in ranked:
+        if c.package in tried or _hint_score(c.package, [output]) == 0:
+            continue
+        why = "cannot be transplanted" if not c.transplantable else "not tried (budget)"
+        evidence = (
+            f"{c.package} differs ({c.baseline_version} -> {c.candidate_version}), "
+            f"its libraries are loaded by the pipeline; {why}"
+        )
+        causes.append(Cause(factor=c.package, kind="version", evidence=evidence, confidence=0.3))
+    return causes[:3]
+
+
+# --------------------------------------------------------------------------- hybrid images
+
+
+def elf_soname(data: bytes) -> str | None:
+    """DT_SONAME of a shared library (pyelftools), or None when it has none or is not ELF."""
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        dynamic = elf.get_section_by_name(".dynamic")
+        tags = dynamic.iter_tags() if isinstance(dynamic, DynamicSection) else []
+        return next(
+            (str(getattr(t, "soname", "")) for t in tags if t.entry.d_tag == "DT_SONAME"), None
+        )
+    except ELFError:
+        return None
+
+
+def transplant_files(
+    engine: ContainerEngine, target_id: str, source_id: str, candidate: Candidate
+) -> dict[str, bytes]:
+    """SONAME -> the source image's library, for the libraries whose SONAME matches the
+    target's own (a library under another SONAME would not be loaded in its place)."""
+    mine = engine.export_files(target_id, candidate.libraries)
+    theirs = engine.export_files(source_id, tuple(candidate.transplant.values()))
+    wanted = {elf_soname(data) for data in mine.values()} - {None}
+    found = {elf_soname(data): data for data in theirs.values()}
+    return {name: data for name, data in found.items() if name in wanted and name is not None}
+
+
+def hybrid_image(
+    engine: ContainerEngine, target: EnvironmentImage, files: Mapping[str, bytes], origin: str
+) -> EnvironmentImage:
+    """``target``'s image with ``files`` (SONAME -> library) loaded first."""
+    digest = _digest(target.image_id, {n: hashlib.sha256(d).hexdigest() for n, d in files.items()})
+    tag = f"reprocheck/hybrid:{digest[:16]}"
+    existing = engine.image(tag)
+    if existing is None:
+        with _hybrid_context(target.image_id, files) as tarball:
+            labels = {LABEL: "1", "io.reprocheck.hybrid": origin}
+            request = BuildRequest(context_tar=tarball, tag=tag, labels=labels)
+            existing = engine.build(request, lambda _line: None)
+    return dataclasses.replace(target, ref=tag, image_id=existing.id)
+
+
+@contextmanager
+def _hybrid_context(base_id: str, files: Mapping[str, bytes]) -> Iterator[Path]:
+    dockerfile = (
+        f"FROM {base_id}\nCOPY transplant/ {TRANSPLANT_DIR}/\n"
+        f"ENV LD_LIBRARY_PATH={TRANSPLANT_DIR}\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="reprocheck-hybrid-") as tmp:
+        tarball = Path(tmp) / "context.tar"
+        with tarfile.open(tarball, "w") as tar:
+            _add(tar, "Dockerfile", dockerfile.encode())
+            for name, data in files.items():
+                _add(tar, f"transplant/{name}", data)
+        yield tarball
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o755
+    tar.addfile(info, io.BytesIO(data))
+
+
+def attributions_json(explanation: Explanation) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(a) for a in explanation.attributions]
+
+
+def experiments_json(explanation: Explanation) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": e.kind,
+            "factor": e.factor,
+            "environment": e.environment,
+            "description": e.describe(),
+            "status": e.status,
+            "cached": e.cached,
+            "seconds": e.seconds,
+        }
+        for e in explanation.experiments
+    ]
+
+
+def clear_cache(config: RunConfig) -> None:
+    shutil.rmtree(config.reports_dir / ".cache" / "experiments", ignore_errors=True)
