@@ -219,10 +219,11 @@ def merge(
 @click.option("--output", "glob", default="*", help="Explain only outputs matching this glob.")
 @click.option("--max-experiments", default=16, show_default=True, help="Budget per pair.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
+@report_options
 @handled
 def explain(
     config_path: Path | None, run_ref: str | None, glob: str, max_experiments: int,
-    json_path: Path | None,
+    json_path: Path | None, **reports: Path | None,
 ) -> None:  # fmt: skip
     """Attribute each drifting output to a stage and a cause, by experiment."""
     config = load_config(config_path)
@@ -238,20 +239,26 @@ def explain(
             "attributions": attributions_json(explanation),
             "experiments": experiments_json(explanation)}  # fmt: skip
     write_json(result.run_dir / "explain.json", data)
-    _attach_attributions(result, data)
+    html = _attach_attributions(result, data, report_paths(reports))
     if json_path:
         write_json(json_path, data)
     print_explanation(out, explanation, seconds)
+    if html:
+        out.print(f"html: {reports.get('html_path') or html}")
 
 
-def _attach_attributions(result: RunResult, data: dict[str, Any]) -> None:
-    """Put the attributions into the run's report.json so the reports show them."""
+def _attach_attributions(
+    result: RunResult, data: dict[str, Any], paths: ReportPaths
+) -> Path | None:
+    """Put the attributions into the run's report.json and re-render the reports with them."""
     report_path = result.run_dir / "report.json"
-    if report_path.is_file():
-        report = json.loads(report_path.read_text())
-        report["attributions"] = data["attributions"]
-        report["experiments"] = data["experiments"]
-        write_json(report_path, report)
+    if not report_path.is_file():
+        return None
+    report = json.loads(report_path.read_text())
+    report["attributions"] = data["attributions"]
+    report["experiments"] = data["experiments"]
+    write_json(report_path, report)
+    return write_reports(report, result.run_dir, paths)
 
 
 @main.group()
