@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import datetime
 from types import TracebackType
@@ -134,10 +135,33 @@ def _agreement_lines(matrix: Matrix) -> list[str]:
     return [f"  {count:4d} outputs: {pattern}" for pattern, count in groups.most_common()]
 
 
+def decision_line(item: OutputComparison) -> str | None:
+    """'probabilities drift by 594 ULP; 0 of 359 labels changed; the closest call's margin
+    is 39,000x the drift' for outputs declared as decisions."""
+    m = item.metrics
+    if m is None or m.decision is None or m.verdict == "identical":
+        return None
+    d = m.decision
+    text = (f"{item.output} ({item.baseline}->{item.candidate}) drifts by {_fmt(m.max_ulp)} ULP "
+            f"(max_abs {_fmt(m.max_abs)}); {d.decisions_changed} of {d.total} {d.kind} "
+            "decisions changed")  # fmt: skip
+    if d.min_margin is not None and m.max_abs:
+        text += f"; the closest call's margin is {d.min_margin / m.max_abs:,.0f}x the drift"
+    return text
+
+
+def _decision_lines(matrix: Matrix) -> list[str]:
+    lines = [line for item in matrix.comparisons if (line := decision_line(item))]
+    changed = [line for line in lines if not re.search(r"; 0 of \d+", line)]
+    return (changed or lines)[:WORST_SHOWN]
+
+
 def print_summary(console: Console, result: RunResult, matrix: Matrix, *, quiet: bool) -> None:
     counts = matrix.counts()
     verdict = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "nothing compared"
     if not quiet:
+        for line in _decision_lines(matrix):
+            console.print(f"[bold]decision[/] {line}", soft_wrap=True, highlight=False)
         console.print(_env_table(result))
         for env in result.environments:
             if env.error:
