@@ -10,13 +10,14 @@ import pytest
 
 pytestmark = pytest.mark.docker
 
-HARNESS_DIR = Path(__file__).resolve().parents[2] / "reprocheck" / "harness"
+REPO = Path(__file__).resolve().parents[2]
+HARNESS_DIR = REPO / "reprocheck" / "harness"
 
 # (image, codename, glibc, python, numpy, cv2) as recorded in /work/shared/FACTS.md.
 IMAGES = [
-    ("reprocheck-warm/bullseye", "bullseye", "2.31", "3.9.2", "1.19.5", "4.5.1"),
-    ("reprocheck-warm/bookworm", "bookworm", "2.36", "3.11.2", "1.24.2", "4.6.0"),
-    ("reprocheck-warm/trixie", "trixie", "2.41", "3.13.5", "2.2.4", "4.10.0"),
+    ("debian-bullseye", "bullseye", "2.31", "3.9.2", "1.19.5", "4.5.1"),
+    ("debian-bookworm", "bookworm", "2.36", "3.11.2", "1.24.2", "4.6.0"),
+    ("debian-trixie", "trixie", "2.41", "3.13.5", "2.2.4", "4.10.0"),
 ]
 
 # What the harness does: the pipeline imports numpy and cv2 and computes, then
@@ -39,25 +40,25 @@ def _errors(value: Any, path: str = "") -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def client() -> Any:
-    docker = pytest.importorskip("docker")
-    try:
-        c = docker.from_env()
-        c.ping()
-    except Exception as exc:
-        pytest.skip(f"no Docker Engine: {exc}")
-    return c
+def client(docker_client: Any, debian_bases: tuple[str, ...]) -> Any:
+    """The SDK client (the shared fixture skips locally, fails under CI=true, without an engine)."""
+    return docker_client
 
 
-def _run(client: Any, image: str) -> dict[str, Any]:
-    import docker
+def _built(folder: str) -> str:
+    """The image the repo's ``images/<folder>`` Dockerfile builds (cached by content)."""
+    from reprocheck.config import load_config
+    from reprocheck.engine.docker_engine import DockerEngine
+    from reprocheck.images import ImageBuilder
 
-    try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"image {image} not present")
+    config = load_config(REPO / "reprocheck.toml")
+    env = next(e for e in config.environments if e.image == f"images/{folder}")
+    return ImageBuilder(DockerEngine.from_env(), config).resolve(env).image_id
+
+
+def _run(client: Any, folder: str) -> dict[str, Any]:
     out = client.containers.run(
-        image,
+        _built(folder),
         ["python3", "-c", SCRIPT],
         remove=True,
         network_mode="none",
