@@ -378,13 +378,14 @@ class Explainer:
             )
         )
         if (folder / "done").is_file():
+            status = (folder / "done").read_text().strip() or "ok"
             return dataclasses.replace(
-                experiment, outputs_dir=folder / "outputs", status="ok", cached=True
+                experiment, outputs_dir=folder / "outputs", status=status, cached=True
             )
         plan = Plan(config=self._config, environments=(env_config,), fixtures=tuple(fixtures))
         merged = env_config.model_copy(update={"env": {**env_config.env, **experiment.env}})
         result = Runner(self._engine, plan).run_in(merged, image, folder, 1)
-        if not result.failed:
+        if _settled(result):
             (folder / "done").write_text(result.status)
         return dataclasses.replace(
             experiment, outputs_dir=result.outputs_dir, status=result.status, seconds=result.seconds
@@ -464,6 +465,14 @@ class Explainer:
             causes=tuple(causes),
             ruled_out=tuple(ruled_out),
         )
+
+
+def _settled(result: EnvironmentResult) -> bool:
+    """An outcome worth caching: the harness ran and reported, even if the pipeline failed
+    (a transplanted library missing its own dependencies fails the same way every time).
+    Crashes, timeouts, OOM kills and engine refusals may be transient: not cached."""
+    reported = (result.meta_dir / "status.json").is_file()
+    return result.status in ("ok", "partial") or (result.status == "error" and reported)
 
 
 def _load(env: EnvironmentResult, output: str) -> np.ndarray | None:
