@@ -290,7 +290,7 @@ def history(config_path: Path | None, png_path: Path | None) -> None:
     for line in lines:
         worst = f"{line.worst_output} ({line.worst_ulp:,.0f} ULP)" if line.worst_output else "-"
         out.print(f"{line.started}  {line.run_id}  {','.join(line.environments)}  "
-                  f"drift {line.drift}/{line.compared}  worst {worst}")  # fmt: skip
+                  f"drift {line.drift}/{line.compared}  worst {worst}", soft_wrap=True)  # fmt: skip
     png = trend_png(lines)
     if png is not None:
         target = png_path or path.with_suffix(".png")
