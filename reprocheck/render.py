@@ -8,7 +8,15 @@ from datetime import datetime
 from types import TracebackType
 
 from rich.console import Console
-from rich.status import Status
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from reprocheck.engine import ImageInfo
@@ -31,19 +39,44 @@ STATUS_STYLE = {"ok": "green", "partial": "yellow"}
 WORST_SHOWN = 10
 
 
+_STEP = re.compile(r"^Step (\d+)/(\d+)")
+# debootstrap prints no counts; its phases in order give a rough bar.
+_BOOTSTRAP_PHASES = ("Retrieving", "Validating", "Extracting", "Installing", "Unpacking",
+                     "Configuring", "Base system installed", "importing")  # fmt: skip
+
+
+def _position(event: ProgressEvent) -> tuple[int | None, int | None]:
+    """(done, total) for a bar: from the event, a build step line or a debootstrap phase."""
+    if event.total is not None:
+        return event.done, event.total
+    step = _STEP.match(event.message)
+    if event.stage == "build" and step:
+        return int(step[1]) - 1, int(step[2])
+    if event.stage == "bootstrap":
+        text = event.message.removeprefix("I: ")
+        phase = next((i for i, p in enumerate(_BOOTSTRAP_PHASES) if text.startswith(p)), None)
+        total = len(_BOOTSTRAP_PHASES)
+        return (total if event.finished else phase), total
+    return None, None
+
+
 class ProgressPrinter:
-    """Renders library progress events: a spinner with the latest step, a line per result."""
+    """Renders library progress events as rich progress bars (one per environment run set,
+    image build and bootstrap) and a permanent line for every finished step."""
 
     def __init__(self, console: Console, *, quiet: bool, verbose: bool) -> None:
         self._console = console
         self._quiet = quiet
         self._verbose = verbose
-        self._status: Status | None = None
+        self._bars = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
+        )  # fmt: skip
+        self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> ProgressPrinter:
         if not self._quiet:
-            self._status = self._console.status("starting", spinner="dots")
-            self._status.start()
+            self._bars.start()
         return self
 
     def __exit__(
@@ -52,19 +85,23 @@ class ProgressPrinter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._status is not None:
-            self._status.stop()
+        self._bars.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
         if self._quiet:
             return
-        text = f"[bold]{event.stage}[/] {event.subject}: {event.message}"
-        if event.finished or event.stage in ("pull",) or (self._verbose and event.stage != "run"):
-            self._console.print(text, soft_wrap=True, markup=True, highlight=False)
-        elif event.stage == "run" or event.message.startswith(("building", "Step ")):
-            self._console.print(text, soft_wrap=True)
-        if self._status is not None:
-            self._status.update(text[:160])
+        key = "run" if event.stage == "run" else f"{event.stage}:{event.subject}"
+        done, total = _position(event)
+        label = f"{event.stage} {event.subject}" if event.stage != "run" else "run"
+        if key not in self._tasks:
+            self._tasks[key] = self._bars.add_task(label, total=total)
+        update: dict[str, object] = {"description": f"{label}: {event.message[:70]}"}
+        if done is not None:
+            update |= {"completed": done, "total": total}
+        self._bars.update(self._tasks[key], **update)  # type: ignore[arg-type]
+        if event.finished or event.stage == "pull" or self._verbose:
+            text = f"[bold]{event.stage}[/] {event.subject}: {event.message}"
+            self._bars.console.print(text, soft_wrap=True, highlight=False)
 
 
 def _env_table(result: RunResult) -> Table:

@@ -95,6 +95,8 @@ class Runner:
         self._config = plan.config
         self._progress = progress
         self._images = ImageBuilder(engine, plan.config, progress)
+        self._done = 0  # container runs finished, for progress
+        self._total = len(plan.environments) * plan.config.run.repeat
 
     def run(self, run_dir: Path) -> RunResult:
         started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -119,6 +121,7 @@ class Runner:
         try:
             image = self._images.resolve(env)
         except ReprocheckError as exc:
+            self._done += self._config.run.repeat
             self._emit(env.name, f"image failed: {exc}", finished=True)
             return _setup_failure(env, folder, str(exc)), []
         first = self.run_in(env, image, folder, 1)
@@ -138,17 +141,19 @@ class Runner:
         try:
             outcome = self._engine.run(self._container_spec(env, image, outputs, meta, folder))
         except ReprocheckError as exc:  # the engine refused this container: this env's error
+            self._done += 1
             self._emit(label, f"error: {exc}", finished=True)
             return _setup_failure(env, folder, str(exc), image, repeat)
         (folder / "log.txt").write_text(outcome.log)
         result = _collect(env, image, outputs, meta, outcome, repeat)
+        self._done += 1
         self._emit(label, f"{result.status} in {outcome.duration:.1f} s", finished=True)
         return result
 
     def _emit(self, subject: str, message: str, finished: bool = False) -> None:
-        self._progress(
-            ProgressEvent(stage="run", subject=subject, message=message, finished=finished)
-        )
+        event = ProgressEvent(stage="run", subject=subject, message=message, finished=finished,
+                              done=self._done, total=self._total)  # fmt: skip
+        self._progress(event)
 
     def _write_spec(self, meta: Path) -> None:
         pipeline = self._config.pipeline
