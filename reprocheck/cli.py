@@ -202,15 +202,17 @@ def diff(config_path: Path | None, run_a: str, run_b: str, json_path: Path | Non
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Merged run folder.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
+@report_options
 @handled
 def merge(
     config_path: Path | None, run_dirs: tuple[Path, ...], out_dir: Path | None,
-    json_path: Path | None,
+    json_path: Path | None, **reports: Path | None,
 ) -> None:  # fmt: skip
     """Join runs of different environments (split across CI jobs or machines) into one."""
     config = load_config(config_path)
     result = merge_runs(config, require_runs(list(run_dirs)), out_dir)
-    sys.exit(_finish(config, result, build_matrix(config, result), json_path, quiet=False))
+    matrix = build_matrix(config, result)
+    sys.exit(_finish(config, result, matrix, json_path, False, report_paths(reports)))
 
 
 @main.command()
