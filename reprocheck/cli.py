@@ -241,7 +241,7 @@ def explain(
             "attributions": attributions_json(explanation),
             "experiments": experiments_json(explanation)}  # fmt: skip
     write_json(result.run_dir / "explain.json", data)
-    html = _attach_attributions(result, data, report_paths(reports))
+    html = _attach_attributions(config, result, data, report_paths(reports))
     if json_path:
         write_json(json_path, data)
     print_explanation(out, explanation, seconds)
@@ -250,9 +250,10 @@ def explain(
 
 
 def _attach_attributions(
-    result: RunResult, data: dict[str, Any], paths: ReportPaths
+    config: RunConfig, result: RunResult, data: dict[str, Any], paths: ReportPaths
 ) -> Path | None:
-    """Put the attributions into the run's report.json and re-render the reports with them."""
+    """Put the attributions into the run's report.json and re-render the reports with them
+    (keeping the trend plot the run's HTML had)."""
     report_path = result.run_dir / "report.json"
     if not report_path.is_file():
         return None
@@ -260,7 +261,8 @@ def _attach_attributions(
     report["attributions"] = data["attributions"]
     report["experiments"] = data["experiments"]
     write_json(report_path, report)
-    return write_reports(report, result.run_dir, paths)
+    trend = trend_png(run_lines(load_history(history_file(config))))
+    return write_reports(report, result.run_dir, paths, trend_png=trend)
 
 
 @main.group()
