@@ -189,9 +189,13 @@ def candidates(
 # --------------------------------------------------------------------------- knobs
 
 
-def _glibc_hwcaps(glibc: str | None) -> str:
-    major, _, minor = (glibc or "2.36").partition(".")
-    modern = (int(major), int(minor or 0)) >= (2, 33)
+def _glibc_hwcaps(glibc: str | None) -> str | None:
+    """The tunable masking AVX/FMA, or None when ``glibc`` is no glibc version (a musl
+    image, or a failed probe, whose value is an "error: ..." string)."""
+    version = re.match(r"(\d+)\.(\d+)", glibc or "2.36")
+    if version is None:
+        return None
+    modern = (int(version[1]), int(version[2])) >= (2, 33)
     names = (
         ["AVX2", "AVX", "FMA", "AVX512F"]
         if modern
@@ -217,7 +221,9 @@ def knobs(fingerprint: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
         found.append(
             ("NPY_DISABLE_CPU_FEATURES", {"NPY_DISABLE_CPU_FEATURES": " ".join(simd["dispatch"])})
         )
-    found.append(("GLIBC_TUNABLES", {"GLIBC_TUNABLES": _glibc_hwcaps(fingerprint.get("glibc"))}))
+    tunable = _glibc_hwcaps(fingerprint.get("glibc"))
+    if tunable is not None:
+        found.append(("GLIBC_TUNABLES", {"GLIBC_TUNABLES": tunable}))
     return found
 
 
