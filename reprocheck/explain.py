@@ -462,6 +462,7 @@ class Explainer:
                 ruled_out.append(f"{ran.factor} (transplant changed nothing)")
         if not any(c.kind in ("package", "knob") and c.confidence >= 0.9 for c in causes):
             causes.extend(_untested(item.output, ranked, done))
+            causes.extend(component_causes(item.output, base, cand, causes))
         causes.sort(key=lambda c: -c.confidence)
         return Attribution(
             output=item.output,
@@ -501,18 +502,61 @@ def _experiment_cause(ran: Experiment, effect: str, base: str) -> Cause | None:
 
 def _untested(output: str, ranked: list[Candidate], done: list[Experiment]) -> list[Cause]:
     """Candidates that fit the output but could not be (or were not) tested."""
-    tried = {e.factor for e in done}
+    ran = {e.factor: e for e in done}
     causes = []
     for c in ranked:
-        if c.package in tried or _hint_score(c.package, [output]) == 0:
+        experiment = ran.get(c.package)
+        broken = experiment is not None and experiment.status not in ("ok", "partial")
+        if (experiment is not None and not broken) or _hint_score(c.package, [output]) == 0:
             continue
-        why = "cannot be transplanted" if not c.transplantable else "not tried (budget)"
+        if broken:
+            why = f"its transplant does not run in the candidate ({experiment.status})"
+        else:
+            why = "cannot be transplanted" if not c.transplantable else "not tried (budget)"
         evidence = (
             f"{c.package} differs ({c.baseline_version} -> {c.candidate_version}), "
             f"its libraries are loaded by the pipeline; {why}"
         )
         causes.append(Cause(factor=c.package, kind="version", evidence=evidence, confidence=0.3))
     return causes[:3]
+
+
+# Components every fingerprint names, and the stages each can move.
+COMPONENTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("numpy", ("numpy", "version"), r"libm|linalg|svd|eig|solve|gemm|exp|log|float|transcend"),
+    ("cv2", ("cv2", "version"), r"decod|resiz|color|filter|edge|keypoint|dnn|canny|orb|corner"),
+    ("glibc", ("glibc",), r"libm|exp|log|sin|math|transcend|gamma|erf"),
+)
+
+
+def _component_version(fingerprint: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
+    value: Any = fingerprint
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return str(value) if value is not None else None
+
+
+def component_causes(
+    output: str, base: EnvironmentResult, cand: EnvironmentResult, found: list[Cause]
+) -> list[Cause]:
+    """Version changes of numpy, OpenCV and glibc that fit the output, when no experiment
+    settled it: the fallback for libraries that no transplant can test (a pip wheel's own
+    bundled libraries, glibc, a different SONAME)."""
+    named = {c.factor for c in found} | (
+        {"glibc"} if any(c.factor == "libc6" for c in found) else set()
+    )
+    causes = []
+    for name, path, stages in COMPONENTS:
+        old = _component_version(base.fingerprint, path)
+        new = _component_version(cand.fingerprint, path)
+        if old == new or name in named or not re.search(stages, output, re.I):
+            continue
+        evidence = (
+            f"{name} {old} in {base.name}, {new} in {cand.name}; not testable by transplant "
+            "(bundled in a wheel, the C library, or another SONAME)"
+        )
+        causes.append(Cause(factor=name, kind="version", evidence=evidence, confidence=0.25))
+    return causes
 
 
 # --------------------------------------------------------------------------- hybrid images
