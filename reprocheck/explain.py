@@ -509,7 +509,7 @@ def _untested(output: str, ranked: list[Candidate], done: list[Experiment]) -> l
         broken = experiment is not None and experiment.status not in ("ok", "partial")
         if (experiment is not None and not broken) or _hint_score(c.package, [output]) == 0:
             continue
-        if broken:
+        if experiment is not None and broken:
             why = f"its transplant does not run in the candidate ({experiment.status})"
         else:
             why = "cannot be transplanted" if not c.transplantable else "not tried (budget)"
