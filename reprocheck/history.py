@@ -19,6 +19,7 @@ from reprocheck.runner import RunResult
 
 COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict",
            "mismatched", "total", "max_abs", "max_ulp"]  # fmt: skip
+TEXT_COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +60,10 @@ def rows(run: RunResult, matrix: Matrix) -> pd.DataFrame:
 def load_history(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    # CSV keeps no types: an all-digit run id or environment name would come back an int.
+    return pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str))
 
 
 def append_history(config: RunConfig, run: RunResult, matrix: Matrix) -> Path:
