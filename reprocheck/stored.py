@@ -26,7 +26,7 @@ def baselines_dir(config: RunConfig) -> Path:
 
 def save_baseline(config: RunConfig, run_dir: Path, name: str) -> Path:
     """Copy a stored run to ``baselines/NAME`` (replacing an older baseline of that name)."""
-    if not _BASELINE_NAME.match(name):
+    if not _BASELINE_NAME.fullmatch(name):  # match() lets "name\n" through ($)
         raise ConfigError(f"baseline name {name!r} is not valid", fix="use letters, digits, . _ -")
     target = baselines_dir(config) / name
     staging = target.with_name(f".{name}.tmp")
