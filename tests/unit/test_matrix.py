@@ -1,0 +1,113 @@
+"""matrix: pairs of environments, rules from the config, and drift that is noise."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from runs import stored_env, stored_run
+
+from reprocheck.compare import Tolerance
+from reprocheck.config import load_config
+from reprocheck.matrix import (
+    Noise,
+    OutputComparison,
+    _mark_noise,
+    build_matrix,
+    decision_rules,
+    environment_pairs,
+    tolerance_rules,
+)
+
+CONFIG = '[pipeline]\ncallable = "p.py:run"\n[[environments]]\nname = "a"\nimage = "i"\n'
+
+
+def _item(verdict: str, base: str = "a", cand: str = "b") -> OutputComparison:
+    return OutputComparison(output="x/v", baseline=base, candidate=cand, verdict=verdict)  # type: ignore[arg-type]
+
+
+NOISE = Noise(output="x/v", environment="b", repeats=3, max_abs=0.25, max_ulp=4)
+
+
+@pytest.mark.parametrize("env", ["a", "b"])
+def test_drift_in_a_noisy_environment_is_nondeterministic(env: str) -> None:
+    noise = dataclasses.replace(NOISE, environment=env)
+    marked = _mark_noise(_item("drift"), {("x/v", env): noise})
+    assert marked.verdict == "nondeterministic"
+    assert marked.note == f"varies within {env} across 3 runs (max_abs 0.25)"
+
+
+@pytest.mark.parametrize("verdict", ["identical", "within_tolerance", "missing", "error"])
+def test_only_drift_is_marked(verdict: str) -> None:
+    item = _item(verdict)
+    assert _mark_noise(item, {("x/v", "b"): NOISE}) is item
+
+
+def test_drift_without_noise_stays_drift() -> None:
+    item = _item("drift")
+    assert _mark_noise(item, {("x/v", "c"): NOISE, ("y/v", "b"): NOISE}) is item
+
+
+def test_repeats_that_vary_make_drift_nondeterministic(make_project, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3), "w": np.ones(2)}})
+    b = stored_env(run_dir, "b", {"x": {"v": np.full(3, 0.5), "w": np.full(2, 2.0)}})
+    again = stored_env(
+        run_dir,
+        "b",
+        {"x": {"v": np.full(3, 0.75), "w": np.full(2, 2.0)}},
+        folder=run_dir / "environments/b/repeats/2",
+        repeat=2,
+    )
+    config = load_config(make_project(CONFIG + '[[environments]]\nname = "b"\nimage = "j"\n'))
+    matrix = build_matrix(config, stored_run(run_dir, (a, b), repeats=(again,)))
+    verdicts = {c.output: c.verdict for c in matrix.comparisons}
+    assert verdicts == {"x/v": "nondeterministic", "x/w": "drift"}
+    (noise,) = matrix.noise
+    assert (noise.output, noise.environment, noise.repeats) == ("x/v", "b", 2)
+    assert noise.max_abs == 0.25
+
+
+def test_environment_pairs() -> None:
+    names = ["a", "b", "c"]
+    assert environment_pairs(names, "baseline") == (("a", "b"), ("a", "c"))
+    assert environment_pairs(names, "all-pairs") == (("a", "b"), ("a", "c"), ("b", "c"))
+    assert environment_pairs(["a"], "baseline") == ()
+
+
+def test_rules_from_config(make_project) -> None:
+    config = load_config(
+        make_project(
+            CONFIG
+            + """
+[tolerance.default]
+atol = 1e-6
+[tolerance."*/prob"]
+ulp = 4
+max_mismatch_fraction = 0.01
+[decisions]
+"*/prob" = "argmax"
+"*/boxes" = { kind = "boxes", iou = 0.7 }
+"""
+        )
+    )
+    tolerances = tolerance_rules(config)
+    assert tolerances.default == Tolerance(pattern="default", atol=1e-6)
+    assert tolerances.for_output("x.png/prob") == Tolerance(
+        pattern="*/prob", ulp=4, max_mismatch_fraction=0.01
+    )
+    assert tolerances.for_output("x.png/mean").atol == 1e-6
+    decisions = decision_rules(config)
+    prob, boxes = decisions.for_output("x/prob"), decisions.for_output("x/boxes")
+    assert prob is not None and boxes is not None
+    assert (prob.kind, prob.iou) == ("argmax", 0.5)
+    assert (boxes.kind, boxes.iou) == ("boxes", 0.7)
+    assert decisions.for_output("x/mean") is None
+
+
+def test_rules_without_config(make_project) -> None:
+    config = load_config(make_project(CONFIG))
+    assert tolerance_rules(config).default == Tolerance()
+    assert tolerance_rules(config).rules == ()
+    assert decision_rules(config).rules == ()

@@ -1,0 +1,181 @@
+"""stored: named baselines, stored environments as references, and merged split runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runs import stored_env, stored_run
+
+from reprocheck.config import RunConfig, load_config
+from reprocheck.errors import ConfigError, RunNotFoundError
+from reprocheck.outputs import index_outputs, load_output
+from reprocheck.runner import EnvironmentResult, RunResult
+from reprocheck.store import MANIFEST, load_run, save_run
+from reprocheck.stored import (
+    baselines_dir,
+    load_baseline,
+    merge_runs,
+    reference_pairs,
+    renamed,
+    require_runs,
+    save_baseline,
+)
+
+CONFIG = """
+[pipeline]
+callable = "p.py:run"
+[[environments]]
+name = "bullseye"
+image = "debian:bullseye"
+[[environments]]
+name = "bookworm"
+image = "debian:bookworm"
+[[environments]]
+name = "trixie"
+image = "debian:trixie"
+"""
+
+
+@pytest.fixture
+def config(make_project) -> RunConfig:
+    return load_config(make_project(CONFIG))
+
+
+def _saved_run(config: RunConfig, run_id: str, *names: str) -> RunResult:
+    run_dir = config.reports_dir / run_id
+    envs = tuple(
+        stored_env(
+            run_dir, name, {"x.png": {"value": np.arange(3) + k}}, fingerprint={"glibc": f"2.3{k}"}
+        )
+        for k, name in enumerate(names)
+    )
+    run = stored_run(run_dir, envs)
+    save_run(run)
+    return run
+
+
+def _without_paths(env: EnvironmentResult) -> EnvironmentResult:
+    return dataclasses.replace(env, outputs_dir=Path(), meta_dir=Path())
+
+
+def _values(env: EnvironmentResult) -> list[int]:
+    return load_output(index_outputs(env.outputs_dir)["x.png/value"]).tolist()
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def test_baseline_round_trip(config: RunConfig) -> None:
+    run = _saved_run(config, "run-1", "bullseye", "bookworm")
+    (run.run_dir / "report.html").write_text("<html>")
+    (run.run_dir / "repeats").mkdir()
+    folder = save_baseline(config, run.run_dir, "release-1.0")
+    assert folder == baselines_dir(config) / "release-1.0"
+    assert not (folder / "report.html").exists()
+    assert not (folder / "repeats").exists()
+    stored = load_baseline(config, "release-1.0")
+    assert stored.run_id == "run-1"
+    assert stored.started == run.started
+    assert [_without_paths(e) for e in stored.environments] == [
+        _without_paths(e) for e in run.environments
+    ]
+    assert [_values(e) for e in stored.environments] == [[0, 1, 2], [1, 2, 3]]
+    assert all(e.outputs_dir.is_relative_to(folder) for e in stored.environments)
+
+
+def test_saving_a_baseline_again_replaces_it(config: RunConfig) -> None:
+    save_baseline(config, _saved_run(config, "run-1", "bullseye", "bookworm").run_dir, "nightly")
+    save_baseline(config, _saved_run(config, "run-2", "trixie").run_dir, "nightly")
+    stored = load_baseline(config, "nightly")
+    assert stored.run_id == "run-2"
+    assert [e.name for e in stored.environments] == ["trixie"]
+    assert not (baselines_dir(config) / "nightly" / "environments" / "bullseye").exists()
+    assert [p.name for p in baselines_dir(config).iterdir()] == ["nightly"]  # no staging left
+
+
+@pytest.mark.parametrize(
+    "name", ["", "../escape", "a/b", ".hidden", "-flag", "two words", "nightly\n"]
+)
+def test_invalid_baseline_names(config: RunConfig, name: str) -> None:
+    run = _saved_run(config, "run-1", "bullseye")
+    with pytest.raises(ConfigError, match="is not valid"):
+        save_baseline(config, run.run_dir, name)
+    assert not baselines_dir(config).exists()
+
+
+def test_missing_baseline(config: RunConfig) -> None:
+    with pytest.raises(RunNotFoundError, match="no baseline named 'gone'") as info:
+        load_baseline(config, "gone")
+    assert "reprocheck baseline save gone" in str(info.value.fix)
+
+
+# --------------------------------------------------------------------------- references
+
+
+def test_renamed_prefixes_every_environment(config: RunConfig) -> None:
+    run = _saved_run(config, "run-1", "bullseye", "bookworm")
+    refs = renamed(run, "release-1.0")
+    assert [e.name for e in refs] == ["release-1.0/bullseye", "release-1.0/bookworm"]
+    assert [e.outputs_dir for e in refs] == [e.outputs_dir for e in run.environments]
+    assert [e.name for e in run.environments] == ["bullseye", "bookworm"]  # a copy
+
+
+def test_reference_pairs_only_for_shared_environments(config: RunConfig) -> None:
+    stored = _saved_run(config, "run-1", "bullseye", "bookworm")
+    now = _saved_run(config, "run-2", "bookworm", "trixie")
+    pairs = reference_pairs(renamed(stored, "base"), now, "base")
+    assert pairs == (("base/bookworm", "bookworm"),)
+
+
+def test_reference_pairs_strip_only_the_prefix(config: RunConfig) -> None:
+    stored = _saved_run(config, "run-1", "bullseye")
+    now = _saved_run(config, "run-2", "bullseye")
+    refs = renamed(stored, "bull")  # a prefix that is also the start of the name
+    assert reference_pairs(refs, now, "bull") == (("bull/bullseye", "bullseye"),)
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def test_merge_disjoint_runs_in_config_order(config: RunConfig, tmp_path: Path) -> None:
+    late = _saved_run(config, "job-2", "trixie", "bullseye")
+    early = dataclasses.replace(
+        _saved_run(config, "job-1", "bookworm"), started="2024-04-30T08:00:00+00:00"
+    )
+    save_run(early)
+    merged = merge_runs(config, [late.run_dir, early.run_dir], tmp_path / "merged")
+    assert [e.name for e in merged.environments] == ["bullseye", "bookworm", "trixie"]
+    assert merged.run_id == "merged"
+    assert merged.started == "2024-04-30T08:00:00+00:00"
+    stored = load_run(tmp_path / "merged")
+    assert [e.name for e in stored.environments] == ["bullseye", "bookworm", "trixie"]
+    assert [_values(e) for e in stored.environments] == [[1, 2, 3], [0, 1, 2], [0, 1, 2]]
+    assert stored.environments[0].fingerprint == {"glibc": "2.31"}
+    for env in stored.environments:
+        assert env.outputs_dir == (tmp_path / "merged" / "environments" / env.name / "outputs")
+
+
+def test_merge_keeps_unconfigured_environments_last(config: RunConfig, tmp_path: Path) -> None:
+    a = _saved_run(config, "job-1", "zesty", "trixie")
+    b = _saved_run(config, "job-2", "alpine", "bullseye")
+    merged = merge_runs(config, [a.run_dir, b.run_dir], tmp_path / "merged")
+    assert [e.name for e in merged.environments] == ["bullseye", "trixie", "alpine", "zesty"]
+
+
+def test_merge_rejects_an_environment_in_two_runs(config: RunConfig, tmp_path: Path) -> None:
+    a = _saved_run(config, "job-1", "bullseye", "bookworm")
+    b = _saved_run(config, "job-2", "bookworm")
+    with pytest.raises(ConfigError, match="'bookworm' appears in both"):
+        merge_runs(config, [a.run_dir, b.run_dir], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_require_runs(config: RunConfig, tmp_path: Path) -> None:
+    run = _saved_run(config, "job-1", "bullseye")
+    assert require_runs([run.run_dir]) == [run.run_dir.resolve()]
+    assert (run.run_dir / MANIFEST).is_file()
+    with pytest.raises(RunNotFoundError, match="not a reprocheck run folder"):
+        require_runs([run.run_dir, tmp_path])
