@@ -93,6 +93,8 @@ def report_paths(kwargs: dict[str, Path | None]) -> ReportPaths:
               help="Run folder to write (default: reports/<run-id>).")  # fmt: skip
 @click.option("--baseline", "baseline", default=None,
               help="Also compare each environment with this saved baseline.")  # fmt: skip
+@click.option("-j", "--jobs", type=int, default=None,
+              help="Environments to run at the same time (default: [run] jobs, 1).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Show build and bootstrap output.")
 @report_options
@@ -103,6 +105,7 @@ def run(
     json_path: Path | None,
     out_dir: Path | None,
     baseline: str | None,
+    jobs: int | None,
     quiet: bool,
     verbose: bool,
     **reports: Path | None,
@@ -114,7 +117,7 @@ def run(
     engine = get_engine(config.run.engine)
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
-        result = Runner(engine, plan, progress).run(run_dir)
+        result = Runner(engine, plan, progress).run(run_dir, jobs or config.run.jobs)
     save_run(result)
     matrix = _matrix(config, result, golden, baseline)
     sys.exit(_finish(config, result, matrix, json_path, quiet, report_paths(reports)))

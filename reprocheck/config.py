@@ -83,6 +83,7 @@ class RunSettings(_Model):
     user: str | None = None
     read_only: bool = True
     repeat: int = Field(default=1, ge=1)
+    jobs: int = Field(default=1, ge=1)  # environments run at the same time
     shm_size: str = "1g"
 
     @field_validator("memory", "shm_size")

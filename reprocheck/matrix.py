@@ -22,7 +22,7 @@ from reprocheck.compare import (
     compare_arrays,
 )
 from reprocheck.config import DecisionConfig, RunConfig
-from reprocheck.outputs import OutputRef, index_outputs, load_output
+from reprocheck.outputs import OutputReader, OutputRef, index_outputs
 from reprocheck.runner import EnvironmentResult, RunResult
 
 # Verdicts that make `reprocheck run` exit 1.
@@ -104,6 +104,7 @@ class _Side:
             else index_outputs(env.outputs_dir, spec.include, spec.exclude, spec.max_file_bytes)
         )
         self.failed_fixtures = [f.fixture for f in env.fixtures if f.status != "ok"]
+        self.reader = OutputReader()
 
     def failure(self, output: str) -> str | None:
         if self.env.failed:
@@ -115,7 +116,7 @@ class _Side:
 
     def load(self, output: str) -> np.ndarray | None:
         ref = self.refs.get(output)
-        return None if ref is None else load_output(ref)
+        return None if ref is None else self.reader.load(ref)
 
 
 def build_matrix(
@@ -144,6 +145,8 @@ def build_matrix(
             item = _compare_pair(output, sides[base], sides[cand], arrays, tolerance, decision)
             comparisons.append(_mark_noise(item, noisy))
     comparisons.extend(_failed_pairs(sides, pairs, outputs))
+    for side in sides.values():
+        side.reader.close()
     return Matrix(
         pairs=pairs,
         comparisons=tuple(comparisons),

@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -92,12 +92,39 @@ def index_outputs(
 
 def load_output(ref: OutputRef) -> np.ndarray:
     """The array behind ``ref``; never unpickles."""
-    try:
-        if ref.kind == "npy":
-            return np.asarray(np.load(ref.file, allow_pickle=False, mmap_mode="r"))
-        if ref.kind == "npz":
-            with np.load(ref.file, allow_pickle=False) as archive:
-                return np.asarray(archive[ref.key])
-        return np.asarray(_read_json_numbers(ref.file)[str(ref.key)])
-    except (ValueError, OSError, KeyError) as exc:
-        raise OutputError(f"cannot read output {ref.name} from {ref.file}: {exc}") from exc
+    with OutputReader() as reader:
+        return reader.load(ref)
+
+
+class OutputReader:
+    """Loads many outputs, opening each .npz archive once (a callable writes one archive
+    per fixture, so a matrix over all outputs would otherwise reopen it per array)."""
+
+    def __init__(self) -> None:
+        self._archives: dict[Path, Any] = {}
+
+    def __enter__(self) -> OutputReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for archive in self._archives.values():
+            archive.close()
+        self._archives.clear()
+
+    def load(self, ref: OutputRef) -> np.ndarray:
+        try:
+            if ref.kind == "npy":
+                return np.asarray(np.load(ref.file, allow_pickle=False, mmap_mode="r"))
+            if ref.kind == "npz":
+                return np.asarray(self._archive(ref.file)[ref.key])
+            return np.asarray(_read_json_numbers(ref.file)[str(ref.key)])
+        except (ValueError, OSError, KeyError) as exc:
+            raise OutputError(f"cannot read output {ref.name} from {ref.file}: {exc}") from exc
+
+    def _archive(self, path: Path) -> Any:
+        if path not in self._archives:
+            self._archives[path] = np.load(path, allow_pickle=False)
+        return self._archives[path]

@@ -14,7 +14,9 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,16 +98,21 @@ class Runner:
         self._progress = progress
         self._images = ImageBuilder(engine, plan.config, progress)
         self._done = 0  # container runs finished, for progress
+        self._lock = threading.Lock()
         self._total = len(plan.environments) * plan.config.run.repeat
 
-    def run(self, run_dir: Path) -> RunResult:
+    def run(self, run_dir: Path, jobs: int = 1) -> RunResult:
+        """Run every environment, ``jobs`` at a time; results keep the configured order."""
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        results: list[EnvironmentResult] = []
-        repeats: list[EnvironmentResult] = []
-        for env in self._plan.environments:
-            first, extra = self._run_environment(env, run_dir / "environments" / env.name)
-            results.append(first)
-            repeats.extend(extra)
+        envs = self._plan.environments
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [
+                pool.submit(self._run_environment, env, run_dir / "environments" / env.name)
+                for env in envs
+            ]
+        outcomes = [future.result() for future in futures]
+        results = [first for first, _extra in outcomes]
+        repeats = [run for _first, extra in outcomes for run in extra]
         return RunResult(
             run_id=run_dir.name,
             run_dir=run_dir,
@@ -121,7 +128,7 @@ class Runner:
         try:
             image = self._images.resolve(env)
         except ReprocheckError as exc:
-            self._done += self._config.run.repeat
+            self._finished(self._config.run.repeat)
             self._emit(env.name, f"image failed: {exc}", finished=True)
             return _setup_failure(env, folder, str(exc)), []
         first = self.run_in(env, image, folder, 1)
@@ -141,14 +148,18 @@ class Runner:
         try:
             outcome = self._engine.run(self._container_spec(env, image, outputs, meta, folder))
         except ReprocheckError as exc:  # the engine refused this container: this env's error
-            self._done += 1
+            self._finished(1)
             self._emit(label, f"error: {exc}", finished=True)
             return _setup_failure(env, folder, str(exc), image, repeat)
         (folder / "log.txt").write_text(outcome.log)
         result = _collect(env, image, outputs, meta, outcome, repeat)
-        self._done += 1
+        self._finished(1)
         self._emit(label, f"{result.status} in {outcome.duration:.1f} s", finished=True)
         return result
+
+    def _finished(self, runs: int) -> None:
+        with self._lock:
+            self._done += runs
 
     def _emit(self, subject: str, message: str, finished: bool = False) -> None:
         event = ProgressEvent(stage="run", subject=subject, message=message, finished=finished,
