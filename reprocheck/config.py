@@ -62,7 +62,7 @@ class EnvironmentConfig(_Model):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
+        if not _NAME_RE.fullmatch(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
         return value
 

@@ -239,7 +239,7 @@ def first_divergent_stage(base: Path, cand: Path, fixture: str) -> tuple[str, st
     with np.load(a_path, allow_pickle=False) as a, np.load(b_path, allow_pickle=False) as b:
         stages = [k for k in a.files if k in b.files]
         same: list[str] = []
-        for key in sorted(stages):
+        for key in sorted(stages, key=lambda k: int(k.partition(":")[0] or 0)):
             result = compare_arrays(a[key], b[key], Tolerance())
             name = key.partition(":")[2]
             if result.verdict != "identical":
