@@ -6,6 +6,7 @@ import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,14 @@ def write_project(
     source = project / name
     source.write_text(textwrap.dedent(config))
     return source
+
+
+def fingerprint_errors(value: Any, path: str = "") -> list[str]:
+    """Every "error: ..." string anywhere in a fingerprint, with its path."""
+    if isinstance(value, str):
+        return [f"{path}: {value}"] if value.startswith("error:") else []
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in fingerprint_errors(v, f"{path}/{k}")]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in fingerprint_errors(v, f"{path}/{i}")]
+    return []

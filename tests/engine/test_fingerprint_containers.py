@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import fingerprint_errors
 
 pytestmark = pytest.mark.docker
 
@@ -27,16 +28,6 @@ SCRIPT = (
     "import numpy, cv2; numpy.linalg.inv(numpy.eye(3)); "
     "import fingerprint; print(json.dumps(fingerprint.collect()))"
 )
-
-
-def _errors(value: Any, path: str = "") -> list[str]:
-    if isinstance(value, str):
-        return [f"{path}: {value}"] if value.startswith("error:") else []
-    if isinstance(value, dict):
-        return [e for k, v in value.items() for e in _errors(v, f"{path}/{k}")]
-    if isinstance(value, list):
-        return [e for i, v in enumerate(value) for e in _errors(v, f"{path}/{i}")]
-    return []
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +72,7 @@ def test_fingerprint_in_container(
     client: Any, image: str, codename: str, glibc: str, python: str, numpy: str, cv2: str
 ) -> None:
     fp = _run(client, image)
-    assert _errors(fp) == []
+    assert fingerprint_errors(fp) == []
     assert fp["os"]["ID"] == "debian"
     assert fp["os"]["VERSION_CODENAME"] == codename
     assert fp["glibc"] == glibc

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import fingerprint_errors
 
 from reprocheck.harness import fingerprint
 
@@ -31,17 +32,6 @@ TOP_LEVEL_KEYS = {
 }
 
 
-def _errors(value: Any, path: str = "") -> list[str]:
-    """Every "error: ..." string anywhere in the fingerprint, with its path."""
-    if isinstance(value, str):
-        return [f"{path}: {value}"] if value.startswith("error:") else []
-    if isinstance(value, dict):
-        return [e for k, v in value.items() for e in _errors(v, f"{path}/{k}")]
-    if isinstance(value, list):
-        return [e for i, v in enumerate(value) for e in _errors(v, f"{path}/{i}")]
-    return []
-
-
 @pytest.fixture(scope="module")
 def fp() -> dict[str, Any]:
     import numpy  # noqa: F401  (the harness runs after the pipeline imported it)
@@ -55,7 +45,7 @@ def test_keys_and_json_round_trip(fp: dict[str, Any]) -> None:
 
 
 def test_no_probe_failed_on_host(fp: dict[str, Any]) -> None:
-    assert _errors(fp) == []
+    assert fingerprint_errors(fp) == []
 
 
 def test_os_kernel_machine_glibc_python(fp: dict[str, Any]) -> None:
