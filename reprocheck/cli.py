@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from reprocheck import __version__
 from reprocheck.config import RunConfig, load_config
@@ -51,7 +52,7 @@ def handled(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ReprocheckError as exc:
-            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]")

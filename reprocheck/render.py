@@ -8,6 +8,7 @@ from datetime import datetime
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -95,12 +96,12 @@ class ProgressPrinter:
         label = f"{event.stage} {event.subject}" if event.stage != "run" else "run"
         if key not in self._tasks:
             self._tasks[key] = self._bars.add_task(label, total=total)
-        update: dict[str, object] = {"description": f"{label}: {event.message[:70]}"}
+        update: dict[str, object] = {"description": escape(f"{label}: {event.message[:70]}")}
         if done is not None:
             update |= {"completed": done, "total": total}
         self._bars.update(self._tasks[key], **update)  # type: ignore[arg-type]
         if event.finished or event.stage == "pull" or self._verbose:
-            text = f"[bold]{event.stage}[/] {event.subject}: {event.message}"
+            text = f"[bold]{event.stage}[/] {escape(event.subject)}: {escape(event.message)}"
             self._bars.console.print(text, soft_wrap=True, highlight=False)
 
 
@@ -158,7 +159,7 @@ def _worst_table(matrix: Matrix) -> Table | None:
         assert m is not None
         changed = f"{m.decision.decisions_changed} of {m.decision.total}" if m.decision else "-"
         table.add_row(
-            item.output, f"{item.baseline}->{item.candidate}",
+            escape(item.output), escape(f"{item.baseline}->{item.candidate}"),
             f"{m.mismatched:,} / {m.total:,} ({100 * m.mismatched / max(m.total, 1):.1f}%)",
             _fmt(m.max_abs), _fmt(m.max_rel), _fmt(m.max_ulp), changed,
         )  # fmt: skip
@@ -198,11 +199,11 @@ def print_summary(console: Console, result: RunResult, matrix: Matrix, *, quiet:
     verdict = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "nothing compared"
     if not quiet:
         for line in _decision_lines(matrix):
-            console.print(f"[bold]decision[/] {line}", soft_wrap=True, highlight=False)
+            console.print(f"[bold]decision[/] {escape(line)}", soft_wrap=True, highlight=False)
         console.print(_env_table(result))
         for env in result.environments:
             if env.error:
-                console.print(f"[red]{env.name}[/]: {env.error}", soft_wrap=True)
+                console.print(f"[red]{env.name}[/]: {escape(env.error)}", soft_wrap=True)
         console.print(_pair_table(matrix))
         worst = _worst_table(matrix)
         if worst is not None:
@@ -239,12 +240,13 @@ def timestamp() -> str:
 def print_explanation(console: Console, explanation: Explanation, seconds: float) -> None:
     """One block per drifting output: its most likely causes with their evidence."""
     for item in explanation.attributions:
-        console.print(f"[bold]{item.output}[/] {item.baseline} -> {item.candidate}")
+        pair = f"{item.baseline} -> {item.candidate}"
+        console.print(f"[bold]{escape(item.output)}[/] {escape(pair)}")
         for cause in item.causes[:3]:
             line = f"  {cause.confidence:.2f} {cause.kind:8} {cause.factor}: {cause.evidence}"
-            console.print(line, soft_wrap=True)
+            console.print(escape(line), soft_wrap=True)
         if item.ruled_out:
-            console.print(f"  ruled out: {', '.join(item.ruled_out)}", soft_wrap=True)
+            console.print(escape(f"  ruled out: {', '.join(item.ruled_out)}"), soft_wrap=True)
     runs = len(explanation.experiments)
     cached = sum(e.cached for e in explanation.experiments)
     console.print(f"{len(explanation.attributions)} drifting outputs explained with {runs} "

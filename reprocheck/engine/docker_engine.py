@@ -143,6 +143,13 @@ class DockerEngine:
         try:
             return self._run(spec)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            if "executable file not found" in str(exc):
+                raise EngineError(
+                    f"image {spec.image} has no {spec.command[0]!r}: the harness needs Python "
+                    ">= 3.9 with numpy in the image",
+                    fix="install python3 and python3-numpy in its Dockerfile, "
+                    "or set the environment's 'python' to the interpreter's path",
+                ) from exc
             raise EngineError(
                 f"the engine could not run a container of {spec.image}: {exc}",
                 fix="check the [run] settings and that the image still exists",
