@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,13 +179,19 @@ class ImageBuilder:
                 buildargs={"REPROCHECK_CA": CA_FILE},
                 platform=env.platform,
             )
+            started = time.monotonic()
             try:
-                return self._engine.build(request, self._build_line(env.name))
+                info = self._engine.build(request, self._build_line(env.name))
             except ImageBuildError as exc:
                 raise ImageBuildError(
                     f"image {folder / 'Dockerfile'} (environment {env.name!r}): {exc.message}",
                     fix=exc.fix,
                 ) from exc
+            seconds = time.monotonic() - started
+            done = f"built {tag} in {seconds:.0f} s"
+            self._progress(ProgressEvent(stage="build", subject=env.name, message=done,
+                                         finished=True))  # fmt: skip
+            return info
 
     def _build_line(self, subject: str) -> _LineForwarder:
         return _LineForwarder(self._progress, "build", subject)
@@ -257,6 +264,7 @@ def bootstrap_debian(
         )
     _check_bootstrap_tools()
     arch = platform.rpartition("/")[2] if platform else None
+    started = time.monotonic()
     progress(
         ProgressEvent(
             stage="bootstrap",
@@ -275,7 +283,8 @@ def bootstrap_debian(
         shutil.rmtree(rootfs, ignore_errors=True)
         changes = (*_IMPORT_CHANGES, f"LABEL {LABEL_BOOTSTRAP}={suite}")
         info = engine.import_rootfs(tarball, _canonical(ref), changes)
-    progress(ProgressEvent(stage="bootstrap", subject=ref, message=f"{ref} ready", finished=True))
+    ready = f"{ref} ready in {time.monotonic() - started:.0f} s"
+    progress(ProgressEvent(stage="bootstrap", subject=ref, message=ready, finished=True))
     return info
 
 
