@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian/Ubuntu machine for reprocheck:
-#   - installs a Docker engine (docker.io), debootstrap and Chromium (for the HTML report test)
-#     when they are missing, and starts dockerd when no engine answers (no systemd needed);
+#   - installs a Docker engine (docker.io) and debootstrap when they are missing (and Chromium,
+#     for the HTML report's browser test, when REPROCHECK_WITH_CHROMIUM=1), and starts dockerd when no engine answers (no systemd needed);
 #   - installs reprocheck with its test extras;
 #   - builds the example's environment images (Debian bases are bootstrapped from the archive
 #     when no registry can provide them).
@@ -15,7 +15,10 @@ DOCKER=/usr/bin/docker   # Debian's client; /usr/local/bin/docker may be another
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Chromium only for the HTML report's browser test (scripts/test.sh asks for it).
+if [ "${REPROCHECK_WITH_CHROMIUM:-}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  need+=(chromium)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
