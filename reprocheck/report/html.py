@@ -344,8 +344,9 @@ def _pair_block(item: Comparison, arrays: _Arrays, budget: _Budget, pictures: bo
 def _detail(output: str, anchor: str, items: Sequence[Comparison], arrays: _Arrays,
             budget: _Budget) -> str:  # fmt: skip
     pictures = budget.outputs > 0
+    image_bytes = budget.image_bytes
     blocks = [_pair_block(i, arrays, budget, pictures) for i in items if i["verdict"] in FAILING]
-    if pictures and any(blocks):
+    if budget.image_bytes < image_bytes:  # only outputs that got pictures use up the budget
         budget.outputs -= 1
     return (
         f'<section class="detail" id="{anchor}"><h3>{_e(output)}</h3>'
@@ -371,7 +372,9 @@ def _details(report: Report, details: Mapping[str, str], arrays: _Arrays) -> str
     ]
     capped = len(details) > MAX_IMAGE_OUTPUTS
     note = (
-        f"Pictures for the worst {MAX_IMAGE_OUTPUTS}; the rest show metrics only." if capped else ""
+        f"Pictures for the worst {MAX_IMAGE_OUTPUTS} image outputs; the rest show metrics only."
+        if capped
+        else ""
     )
     return (
         f'<h2 id="details">Drifting outputs ({len(details)})</h2>'
