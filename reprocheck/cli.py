@@ -253,17 +253,28 @@ def explain(
         out.print(f"html: {reports.get('html_path') or html}")
 
 
+def _merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def key(item: dict[str, Any]) -> str:
+        return json.dumps({k: v for k, v in item.items() if k not in ("causes", "ruled_out",
+                           "status", "cached", "seconds")}, sort_keys=True)  # fmt: skip
+
+    merged = {key(item): item for item in old}
+    merged.update((key(item), item) for item in new)
+    return list(merged.values())
+
+
 def _attach_attributions(
     config: RunConfig, result: RunResult, data: dict[str, Any], paths: ReportPaths
 ) -> Path | None:
-    """Put the attributions into the run's report.json and re-render the reports with them
-    (keeping the trend plot the run's HTML had)."""
+    """Merge the attributions into the run's report.json (an output explained again replaces
+    its earlier attribution; explains of other outputs are kept) and re-render the reports
+    with them, keeping the trend plot the run's HTML had."""
     report_path = result.run_dir / "report.json"
     if not report_path.is_file():
         return None
     report = json.loads(report_path.read_text())
-    report["attributions"] = data["attributions"]
-    report["experiments"] = data["experiments"]
+    report["attributions"] = _merged(report.get("attributions", []), data["attributions"])
+    report["experiments"] = _merged(report.get("experiments", []), data["experiments"])
     write_json(report_path, report)
     trend = trend_png(run_lines(load_history(history_file(config))))
     return write_reports(report, result.run_dir, paths, trend_png=trend)
