@@ -42,7 +42,7 @@ from reprocheck.config import RunConfig
 from reprocheck.engine import LABEL, BuildRequest, ContainerEngine
 from reprocheck.images import EnvironmentImage
 from reprocheck.matrix import OutputComparison, build_matrix
-from reprocheck.outputs import index_outputs, load_output
+from reprocheck.outputs import OutputReader, OutputRef, index_outputs
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
 from reprocheck.runner import HARNESS_DIR, EnvironmentResult, Runner, RunResult
@@ -303,6 +303,8 @@ class Explainer:
         self._cache = config.reports_dir / ".cache" / "experiments"
         self._code = _files_digest([*HARNESS_DIR.glob("*.py"), *_pipeline_files(config)])
         self._envs = {env.name: env for env in run.environments}
+        self._outputs = _Outputs()
+        self._effects: dict[tuple[Path, str, str], str] = {}
 
     def explain(self, glob: str = "*") -> Explanation:
         matrix = build_matrix(self._config, self._run)
@@ -320,6 +322,7 @@ class Explainer:
             found, done = self._explain_pair(self._envs[a], self._envs[b], items)
             attributions.extend(found)
             experiments.extend(done)
+        self._outputs.close()
         return Explanation(attributions=tuple(attributions), experiments=tuple(experiments))
 
     def _explain_pair(
@@ -365,29 +368,26 @@ class Explainer:
         cand: EnvironmentResult,
         fixtures: list[str],
     ) -> Experiment:
+        """Run one experiment, or reuse its cached result: the cache key names everything the
+        result depends on, so a cached experiment costs no export, build or container."""
         env_config = self._config.environment(cand.name)
-        image = self._image(experiment, base, cand)
-        if image is None:
-            return dataclasses.replace(experiment, status="not_transplantable")
-        key = _digest(
-            image.image_id,
-            fixtures,
-            dict(experiment.env),
-            self._code,
-            self._config.pipeline.model_dump(),
-            env_config.env,
-        )
+        source = base.image_id if experiment.kind == "transplant" else None
+        key = _digest(experiment.kind, experiment.factor, cand.image_id, source, fixtures,
+                      dict(experiment.env), self._code, self._config.pipeline.model_dump(),
+                      env_config.env)  # fmt: skip
         folder = self._cache / key[:24]
-        self._progress(
-            ProgressEvent(
-                stage="explain", subject=cand.name, message=f"{experiment.kind} {experiment.factor}"
-            )
-        )
+        message = f"{experiment.kind} {experiment.factor}"
+        self._progress(ProgressEvent(stage="explain", subject=cand.name, message=message))
         if (folder / "done").is_file():
             status = (folder / "done").read_text().strip() or "ok"
             return dataclasses.replace(
                 experiment, outputs_dir=folder / "outputs", status=status, cached=True
             )
+        image = self._image(experiment, base, cand)
+        if image is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "done").write_text("not_transplantable")
+            return dataclasses.replace(experiment, status="not_transplantable")
         plan = Plan(config=self._config, environments=(env_config,), fixtures=tuple(fixtures))
         merged = env_config.model_copy(update={"env": {**env_config.env, **experiment.env}})
         result = Runner(self._engine, plan).run_in(merged, image, folder, 1)
@@ -426,12 +426,17 @@ class Explainer:
         """'follows' (now equals the baseline), 'changed', 'unchanged' or 'failed'."""
         if ran.outputs_dir is None or ran.status not in ("ok", "partial"):
             return "failed"
-        refs = index_outputs(ran.outputs_dir)
-        if output not in refs:
+        memo = (ran.outputs_dir, base.name, output)
+        if memo not in self._effects:
+            self._effects[memo] = self._measure(ran.outputs_dir, base, ran.environment, output)
+        return self._effects[memo]
+
+    def _measure(self, folder: Path, base: EnvironmentResult, cand: str, output: str) -> str:
+        new = self._outputs.load(folder, output)
+        if new is None:
             return "failed"
-        new = load_output(refs[output])
-        a = _load(base, output)
-        b = _load(self._envs[ran.environment], output)
+        a = self._outputs.load(base.outputs_dir, output)
+        b = self._outputs.load(self._envs[cand].outputs_dir, output)
         if a is not None and compare_arrays(a, new, Tolerance()).verdict == "identical":
             return "follows"
         if b is not None and compare_arrays(b, new, Tolerance()).verdict == "identical":
@@ -482,9 +487,23 @@ def _settled(result: EnvironmentResult) -> bool:
     return result.status in ("ok", "partial") or (result.status == "error" and reported)
 
 
-def _load(env: EnvironmentResult, output: str) -> np.ndarray | None:
-    refs = index_outputs(env.outputs_dir)
-    return load_output(refs[output]) if output in refs else None
+class _Outputs:
+    """Output folders indexed once and read through one reader each (explain compares the
+    same folders for every drifting output)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, tuple[dict[str, OutputRef], OutputReader]] = {}
+
+    def load(self, folder: Path, output: str) -> np.ndarray | None:
+        if folder not in self._folders:
+            self._folders[folder] = (index_outputs(folder), OutputReader())
+        refs, reader = self._folders[folder]
+        return reader.load(refs[output]) if output in refs else None
+
+    def close(self) -> None:
+        for _refs, reader in self._folders.values():
+            reader.close()
+        self._folders.clear()
 
 
 def _experiment_cause(ran: Experiment, effect: str, base: str) -> Cause | None:
