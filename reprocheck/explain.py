@@ -104,6 +104,7 @@ class Experiment:
     environment: str
     env: Mapping[str, str] = field(default_factory=dict)
     candidate: Candidate | None = None
+    extra: tuple[Candidate, ...] = ()  # more packages transplanted together with candidate
     outputs_dir: Path | None = None
     status: str = "planned"
     cached: bool = False
@@ -111,11 +112,11 @@ class Experiment:
 
     def describe(self) -> str:
         if self.kind == "transplant" and self.candidate is not None:
-            c = self.candidate
-            return (
-                f"{self.environment} with {c.package} {c.baseline_version} libraries "
-                f"({', '.join(sorted(c.transplant))}) from the baseline"
-            )
+            parts = [
+                f"{c.package} {c.baseline_version} ({', '.join(sorted(c.transplant))})"
+                for c in (self.candidate, *self.extra)
+            ]
+            return f"{self.environment} with the baseline's libraries of {' and '.join(parts)}"
         return f"{self.environment} with {', '.join(f'{k}={v}' for k, v in self.env.items())}"
 
 
@@ -334,7 +335,7 @@ class Explainer:
         ranked = candidates(base.fingerprint, cand.fingerprint, words)
         remaining = {i.output for i in items}
         done: list[Experiment] = []
-        for experiment in self._plan(cand, ranked):
+        for experiment in self._plan(cand, ranked, base, items, done):
             if not remaining or len(done) >= self._budget:
                 break
             ran = self._execute(experiment, base, cand, fixtures)
@@ -348,8 +349,17 @@ class Explainer:
     def _fixtures(self, env: EnvironmentResult) -> list[str]:
         return [f.fixture for f in env.fixtures]
 
-    def _plan(self, cand: EnvironmentResult, ranked: list[Candidate]) -> Iterator[Experiment]:
-        """Likely transplants first, then knobs, then the less likely transplants."""
+    def _plan(
+        self,
+        cand: EnvironmentResult,
+        ranked: list[Candidate],
+        base: EnvironmentResult,
+        items: list[OutputComparison],
+        done: list[Experiment],
+    ) -> Iterator[Experiment]:
+        """Likely transplants first, then knobs, then the likely transplants that each moved an
+        output without settling it, together (two libraries can share one drift), then the
+        less likely transplants. ``done`` fills in as the caller runs what this yields."""
         transplants = [
             Experiment(kind="transplant", factor=c.package, environment=cand.name, candidate=c)
             for c in ranked
@@ -359,7 +369,33 @@ class Explainer:
         yield from likely
         for name, env in knobs(cand.fingerprint):
             yield Experiment(kind="knob", factor=name, environment=cand.name, env=env)
+        combined = self._combination(done, base, items)
+        if combined is not None:
+            yield combined
         yield from (t for t in transplants if t not in likely)
+
+    def _combination(
+        self, done: list[Experiment], base: EnvironmentResult, items: list[OutputComparison]
+    ) -> Experiment | None:
+        open_outputs = [
+            i.output for i in items if not any(self._effect(e, base, i.output) == "follows"
+                                               for e in done)
+        ]  # fmt: skip
+        movers = [
+            e for e in done
+            if e.kind == "transplant" and e.candidate is not None
+            and any(self._effect(e, base, output) == "changed" for output in open_outputs)
+        ][:3]  # fmt: skip
+        if len(movers) < 2:
+            return None
+        chosen = [e.candidate for e in movers if e.candidate is not None]
+        return Experiment(
+            kind="transplant",
+            factor=" + ".join(c.package for c in chosen),
+            environment=movers[0].environment,
+            candidate=chosen[0],
+            extra=tuple(chosen[1:]),
+        )
 
     def _execute(
         self,
@@ -409,12 +445,15 @@ class Explainer:
         )
         if experiment.candidate is None:
             return original
-        files = transplant_files(
-            self._engine, original.image_id, base.image_id or "", experiment.candidate
-        )
-        if not files:
-            return None
-        origin = f"{experiment.candidate.package} from {base.name}"
+        files: dict[str, bytes] = {}
+        for candidate in (experiment.candidate, *experiment.extra):
+            found = transplant_files(
+                self._engine, original.image_id, base.image_id or "", candidate
+            )
+            if not found:
+                return None
+            files |= found
+        origin = f"{experiment.factor} from {base.name}"
         return hybrid_image(self._engine, original, files, origin)
 
     def _followed(
@@ -458,7 +497,10 @@ class Explainer:
         if stage:
             causes.append(Cause(factor=stage[0], kind="stage", evidence=stage[1], confidence=0.9))
         ruled_out: list[str] = []
-        for ran in done:
+        singles = [ran for ran in done if not ran.extra]
+        for ran in singles + [ran for ran in done if ran.extra]:
+            if ran.extra and _settled_by_one(causes):
+                continue  # a combination adds nothing where one factor alone explains it
             effect = self._effect(ran, base, item.output)
             cause = _experiment_cause(ran, effect, base.name)
             if cause is not None:
@@ -504,6 +546,10 @@ class _Outputs:
         for _refs, reader in self._folders.values():
             reader.close()
         self._folders.clear()
+
+
+def _settled_by_one(causes: list[Cause]) -> bool:
+    return any(c.kind in ("package", "knob") and c.confidence >= 0.9 for c in causes)
 
 
 def _experiment_cause(ran: Experiment, effect: str, base: str) -> Cause | None:

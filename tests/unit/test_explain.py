@@ -3,6 +3,7 @@ against the fake engine (a transplant or knob that makes the candidate follow th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -345,9 +346,11 @@ def test_no_cause_from_an_experiment_without_effect(effect: str) -> None:
 
 def test_describe_names_the_transplanted_libraries() -> None:
     assert TRANSPLANT.describe() == (
-        "new with libjpeg62-turbo 1:2.0.6-4 libraries (libjpeg.so.62) from the baseline"
+        "new with the baseline's libraries of libjpeg62-turbo 1:2.0.6-4 (libjpeg.so.62)"
     )
     assert KNOB.describe() == "new with JSIMD_FORCENONE=1"
+    both = dataclasses.replace(TRANSPLANT, extra=(_jpeg(),))
+    assert both.describe().count("libjpeg62-turbo 1:2.0.6-4 (libjpeg.so.62)") == 2
 
 
 def test_untested_lists_fitting_candidates_with_why() -> None:
