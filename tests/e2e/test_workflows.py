@@ -467,8 +467,21 @@ def explained(two_runs) -> dict[str, Any]:
     glob = "truncated_progressive.jpg/resize/*"
     for name in ("e1.json", "e2.json"):
         ok(reprocheck(root, "explain", "--output", glob, "--json", name), 0)
+    svd = "truncated_progressive.jpg/linalg/svd"
+    ok(reprocheck(root, "explain", "--output", svd, "--json", "s.json"), 0)
     ok(reprocheck(root, "explain", "--output", "photo_baseline.jpg/libm/*", "--json", "l.json"), 0)
-    return {name: load_json(root / f"{name}.json") for name in ("e1", "e2", "l")}
+    return {name: load_json(root / f"{name}.json") for name in ("e1", "e2", "s", "l")}
+
+
+def test_explain_combines_two_libraries_when_each_only_moves_the_output(explained) -> None:
+    """The truncated JPEG's SVD drift needs bullseye's libjpeg AND its BLAS: each transplant
+    alone changes bookworm's output without matching; the two together make it follow."""
+    (item,) = explained["s"]["attributions"]
+    causes = {c["factor"]: c for c in item["causes"]}
+    assert causes["libjpeg62-turbo + libblas3"]["confidence"] >= 0.9
+    assert "bit-identical" in causes["libjpeg62-turbo + libblas3"]["evidence"]
+    assert causes["libjpeg62-turbo"]["confidence"] == 0.5
+    assert causes["libblas3"]["confidence"] == 0.5
 
 
 def test_explain_attributes_resize_drift_to_libjpeg(explained, two_runs) -> None:
