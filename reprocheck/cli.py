@@ -28,7 +28,7 @@ from reprocheck.render import ProgressPrinter, print_explanation, print_images, 
 from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
 from reprocheck.runner import Runner, RunResult, new_run_id
-from reprocheck.store import find_run, load_run, save_run, write_atomic, write_bytes_atomic
+from reprocheck.store import find_run, load_run, save_run, write_bytes_atomic
 from reprocheck.stored import (
     load_baseline,
     merge_runs,
@@ -389,10 +389,6 @@ def images_list() -> None:
 def sweep() -> None:
     """Remove containers left behind by interrupted runs."""
     out.print(f"removed {get_engine('docker').sweep()} container(s)")
-
-
-def write_text(path: Path, text: str) -> None:
-    write_atomic(path, text)
 
 
 if __name__ == "__main__":  # pragma: no cover

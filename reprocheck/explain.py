@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import re
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -705,7 +704,3 @@ def experiments_json(explanation: Explanation) -> list[dict[str, Any]]:
         }
         for e in explanation.experiments
     ]
-
-
-def clear_cache(config: RunConfig) -> None:
-    shutil.rmtree(config.reports_dir / ".cache" / "experiments", ignore_errors=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from pathlib import Path
 
 from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.errors import ConfigError
@@ -51,10 +50,3 @@ def make_plan(config: RunConfig, only: tuple[str, ...] = ()) -> Plan:
 
 def spec_text(config: RunConfig) -> str:
     return f"include={list(config.fixtures.include)} exclude={list(config.fixtures.exclude)}"
-
-
-def relative_to_root(config: RunConfig, path: Path) -> str:
-    try:
-        return path.relative_to(config.root).as_posix()
-    except ValueError:
-        return str(path)

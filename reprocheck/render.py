@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime
 from types import TracebackType
 
 from rich.console import Console
@@ -231,10 +230,6 @@ def print_images(console: Console, built: list[ImageInfo], bases: list[ImageInfo
         table.add_row(", ".join(info.tags) or info.ref, info.id[7:19], origin, created,
                       f"{info.size / 1e6:,.0f} MB")  # fmt: skip
     console.print(table)
-
-
-def timestamp() -> str:
-    return datetime.now().isoformat(timespec="seconds")
 
 
 def print_explanation(console: Console, explanation: Explanation, seconds: float) -> None:

@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -329,7 +328,3 @@ def _collect(
         seconds=round(outcome.duration, 3),
         repeat=repeat,
     )
-
-
-def elapsed_since(start: float) -> float:
-    return round(time.monotonic() - start, 3)
