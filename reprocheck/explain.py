@@ -53,7 +53,7 @@ TRANSPLANT_DIR = "/opt/reprocheck-transplant"
 NOT_TRANSPLANTABLE = re.compile(r"^(libc6|libc-bin|libgcc-s1|libstdc\+\+6|libpython3.*|python3.*)$")
 # Which packages plausibly explain which stages (matched against output and stage names).
 HINTS: tuple[tuple[str, str], ...] = (
-    (r"decod|jpe?g|imread|pixel", r"jpeg|turbo|png|tiff|webp|imgcodecs"),
+    (r"decod|jpe?g|imread|pixel", r"jpeg|turbo|png|libtiff|webp|imgcodecs"),
     (r"linalg|svd|eig|solve|gemm|lstsq|blas|lapack", r"blas|lapack|gfortran|numpy"),
     (r"libm|exp|log|sin|cos|tanh|pow|math|transcend|gamma|erf", r"^libc6$|numpy"),
     (r"dnn|cnn|prob|label|infer", r"opencv-dnn|protobuf|opencv-core|blas"),
@@ -330,7 +330,7 @@ class Explainer:
     ) -> tuple[list[Attribution], list[Experiment]]:
         fixtures = sorted({f for i in items if (f := _fixture_of(i.output, self._fixtures(cand)))})
         stages = {f: first_divergent_stage(base.meta_dir, cand.meta_dir, f) for f in fixtures}
-        words = [i.output for i in items] + [s[0] for s in stages.values() if s]
+        words = [_stage_words(i.output, stages, self._fixtures(cand)) for i in items]
         ranked = candidates(base.fingerprint, cand.fingerprint, words)
         remaining = {i.output for i in items}
         done: list[Experiment] = []
@@ -507,8 +507,9 @@ class Explainer:
             elif effect == "unchanged" and ran.kind == "transplant":
                 ruled_out.append(f"{ran.factor} (transplant changed nothing)")
         if not any(c.kind in ("package", "knob") and c.confidence >= 0.9 for c in causes):
-            causes.extend(_untested(item.output, ranked, done))
-            causes.extend(component_causes(item.output, base, cand, causes))
+            words = _stage_words(item.output, stages, self._fixtures(cand))
+            causes.extend(_untested(words, ranked, done))
+            causes.extend(component_causes(words, base, cand, causes))
         causes.sort(key=lambda c: -c.confidence)
         return Attribution(
             output=item.output,
@@ -564,14 +565,26 @@ def _experiment_cause(ran: Experiment, effect: str, base: str) -> Cause | None:
     return None
 
 
-def _untested(output: str, ranked: list[Candidate], done: list[Experiment]) -> list[Cause]:
+def _stage_words(
+    output: str, stages: Mapping[str, tuple[str, str] | None], fixtures: list[str]
+) -> str:
+    """What hints match against: the output's name without its fixture (a fixture called
+    'x.jpg' says nothing about a libm output) and the fixture's first divergent stage."""
+    fixture = _fixture_of(output, fixtures)
+    if fixture is None:
+        return output
+    stage = stages.get(fixture)
+    return output[len(fixture) + 1 :] + (f" {stage[0]}" if stage else "")
+
+
+def _untested(words: str, ranked: list[Candidate], done: list[Experiment]) -> list[Cause]:
     """Candidates that fit the output but could not be (or were not) tested."""
     ran = {e.factor: e for e in done}
     causes = []
     for c in ranked:
         experiment = ran.get(c.package)
         broken = experiment is not None and experiment.status not in ("ok", "partial")
-        if (experiment is not None and not broken) or _hint_score(c.package, [output]) == 0:
+        if (experiment is not None and not broken) or _hint_score(c.package, [words]) == 0:
             continue
         if experiment is not None and broken:
             why = f"its transplant does not run in the candidate ({experiment.status})"
