@@ -390,7 +390,7 @@ class Explainer:
         chosen = [e.candidate for e in movers if e.candidate is not None]
         return Experiment(
             kind="transplant",
-            factor=" + ".join(c.package for c in chosen),
+            factor=" + ".join(sorted(c.package for c in chosen)),
             environment=movers[0].environment,
             candidate=chosen[0],
             extra=tuple(chosen[1:]),
