@@ -27,6 +27,7 @@ Notes on the metrics, in the user's words:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 from collections.abc import Mapping, Sequence
@@ -164,6 +165,23 @@ def _json_float(value: float | None) -> float | str | None:
     return "inf" if value > 0 else "-inf"
 
 
+def _to_json(value: object) -> object:
+    """A result as JSON data: nested results as objects, tuples as lists, floats made safe."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, float):
+        return _json_float(value)
+    if isinstance(value, tuple | list):
+        return [_to_json(item) for item in value]
+    return value
+
+
+def _as_json(result: object) -> dict[str, object]:
+    data = _to_json(result)
+    assert isinstance(data, dict)
+    return data
+
+
 @dataclass(frozen=True, kw_only=True)
 class RowMatch:
     """Rows of a and b paired by nearest neighbour (max abs difference <= atol)."""
@@ -174,12 +192,7 @@ class RowMatch:
     max_displacement: float | None
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "matched": self.matched,
-            "only_in_baseline": self.only_in_baseline,
-            "only_in_candidate": self.only_in_candidate,
-            "max_displacement": _json_float(self.max_displacement),
-        }
+        return _as_json(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,15 +208,7 @@ class DecisionComparison:
     moved: int | None = None
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "total": self.total,
-            "decisions_changed": self.decisions_changed,
-            "min_margin": _json_float(self.min_margin),
-            "appeared": self.appeared,
-            "vanished": self.vanished,
-            "moved": self.moved,
-        }
+        return _as_json(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,26 +235,7 @@ class ArrayComparison:
     decision: DecisionComparison | None = None
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "verdict": self.verdict,
-            "rule": self.rule,
-            "dtype": list(self.dtype),
-            "shape": [list(self.shape[0]), list(self.shape[1])],
-            "total": self.total,
-            "mismatched": self.mismatched,
-            "bit_identical": self.bit_identical,
-            "max_abs": _json_float(self.max_abs),
-            "mean_abs": _json_float(self.mean_abs),
-            "max_rel": _json_float(self.max_rel),
-            "max_ulp": self.max_ulp,
-            "worst_indices": [list(index) for index in self.worst_indices],
-            "nan_mismatch": self.nan_mismatch,
-            "inf_mismatch": self.inf_mismatch,
-            "psnr": _json_float(self.psnr),
-            "differing_pixels": self.differing_pixels,
-            "rows": None if self.rows is None else self.rows.as_json(),
-            "decision": None if self.decision is None else self.decision.as_json(),
-        }
+        return _as_json(self)
 
 
 # --------------------------------------------------------------------------- dtypes
