@@ -34,6 +34,12 @@ DEBIAN_SUITES = {
     "forky": "forky", "sid": "sid", "unstable": "sid",
 }  # fmt: skip
 _DEBIAN_REF = re.compile(r"^(?:(?:docker\.io/)?library/)?debian:(?P<suite>[a-z0-9]+)$")
+# Bases of another CPU architecture get their own name, so they never replace the native
+# debian:SUITE (Docker 20.10 keeps one image per tag, whatever its platform).
+_FOREIGN_REF = re.compile(r"^reprocheck/debian-(?P<arch>[a-z0-9]+):(?P<suite>[a-z0-9]+)$")
+_QEMU_NAMES = {"arm64": "aarch64", "armhf": "arm", "ppc64el": "ppc64le", "s390x": "s390x",
+               "riscv64": "riscv64", "i386": None, "amd64": None}  # fmt: skip
+_NATIVE = {"x86_64": "amd64", "aarch64": "arm64"}
 _IMPORT_CHANGES = (
     "ENV LANG=C.UTF-8",
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -104,9 +110,29 @@ def base_images(dockerfile: Path) -> list[str]:
 
 
 def debian_suite(ref: str) -> str | None:
-    """The Debian suite for an official ``debian:SUITE`` reference, else None."""
-    match = _DEBIAN_REF.match(ref)
+    """The Debian suite of ``debian:SUITE`` or ``reprocheck/debian-ARCH:SUITE``, else None."""
+    match = _DEBIAN_REF.match(ref) or _FOREIGN_REF.match(ref)
     return DEBIAN_SUITES.get(match["suite"]) if match else None
+
+
+def debian_arch(ref: str, platform: str | None = None) -> str:
+    """The Debian architecture a base reference (or an explicit platform) asks for."""
+    match = _FOREIGN_REF.match(ref)
+    if match:
+        return match["arch"]
+    if platform:
+        return platform.rpartition("/")[2]
+    return native_arch()
+
+
+def native_arch() -> str:
+    machine = os.uname().machine
+    return _NATIVE.get(machine, machine)
+
+
+def base_tag(suite: str, arch: str) -> str:
+    """``debian:SUITE`` for this machine's architecture, ``reprocheck/debian-ARCH:SUITE`` else."""
+    return f"debian:{suite}" if arch == native_arch() else f"reprocheck/debian-{arch}:{suite}"
 
 
 class ImageBuilder:
@@ -263,7 +289,8 @@ def bootstrap_debian(
             fix=f"use one of: {', '.join(sorted(set(DEBIAN_SUITES.values())))}",
         )
     _check_bootstrap_tools()
-    arch = platform.rpartition("/")[2] if platform else None
+    arch = debian_arch(ref, platform)
+    _check_emulation(arch)
     started = time.monotonic()
     progress(
         ProgressEvent(
@@ -274,7 +301,7 @@ def bootstrap_debian(
     )
     with tempfile.TemporaryDirectory(prefix="reprocheck-rootfs-", dir=_scratch_dir()) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        _debootstrap(suite, rootfs, mirror, arch, ref, progress)
+        _debootstrap(suite, rootfs, mirror, None if arch == native_arch() else arch, ref, progress)
         tarball = Path(tmp) / "rootfs.tar"
         progress(
             ProgressEvent(stage="bootstrap", subject=ref, message="importing the root filesystem")
@@ -282,14 +309,26 @@ def bootstrap_debian(
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
         shutil.rmtree(rootfs, ignore_errors=True)
         changes = (*_IMPORT_CHANGES, f"LABEL {LABEL_BOOTSTRAP}={suite}")
-        info = engine.import_rootfs(tarball, _canonical(ref), changes)
+        info = engine.import_rootfs(tarball, base_tag(suite, arch), changes)
     ready = f"{ref} ready in {time.monotonic() - started:.0f} s"
     progress(ProgressEvent(stage="bootstrap", subject=ref, message=ready, finished=True))
     return info
 
 
-def _canonical(ref: str) -> str:
-    return f"debian:{ref.rpartition(':')[2]}"
+def _check_emulation(arch: str) -> None:
+    """A foreign architecture runs through qemu-user, registered with binfmt_misc."""
+    if arch == native_arch():
+        return
+    if arch not in _QEMU_NAMES:
+        known = ", ".join(sorted(_QEMU_NAMES))
+        raise ImageBuildError(f"unknown Debian architecture {arch!r}", fix=f"use one of: {known}")
+    qemu = _QEMU_NAMES[arch]
+    if qemu and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{qemu}").is_file():
+        raise ImageBuildError(
+            f"no qemu-{qemu} handler is registered, so {arch} programs cannot run here",
+            fix="apt-get install -y qemu-user-static binfmt-support "
+            "(and 'mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc' if needed)",
+        )
 
 
 def _scratch_dir() -> str | None:

@@ -9,6 +9,7 @@ import pytest
 from fakes import FakeEngine, image_info
 
 from reprocheck import images
+from reprocheck import images as images_module
 from reprocheck.config import load_config
 from reprocheck.errors import ConfigError, ImageBuildError
 from reprocheck.images import (
@@ -17,6 +18,8 @@ from reprocheck.images import (
     LABEL_DOCKERFILE,
     ImageBuilder,
     base_images,
+    base_tag,
+    debian_arch,
     debian_suite,
 )
 
@@ -74,6 +77,27 @@ def test_base_images_of_the_repo_images() -> None:
 )
 def test_debian_suite(ref: str, suite: str | None) -> None:
     assert debian_suite(ref) == suite
+
+
+def test_foreign_architecture_bases_get_their_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images_module, "native_arch", lambda: "amd64")
+    assert debian_suite("reprocheck/debian-arm64:bookworm") == "bookworm"
+    assert debian_arch("reprocheck/debian-arm64:bookworm") == "arm64"
+    assert debian_arch("debian:bookworm") == "amd64"
+    assert debian_arch("debian:bookworm", "linux/arm64") == "arm64"
+    assert base_tag("bookworm", "amd64") == "debian:bookworm"
+    assert base_tag("trixie", "arm64") == "reprocheck/debian-arm64:trixie"
+
+
+def test_foreign_architecture_needs_a_qemu_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images_module, "native_arch", lambda: "amd64")
+    images_module._check_emulation("amd64")  # native: nothing to check
+    with pytest.raises(ImageBuildError, match="unknown Debian architecture"):
+        images_module._check_emulation("vax")
+    real_is_file = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda p: False if "binfmt" in str(p) else real_is_file(p))
+    with pytest.raises(ImageBuildError, match="qemu-user-static"):
+        images_module._check_emulation("arm64")
 
 
 # --- ImageBuilder with a fake engine --------------------------------------------------------
