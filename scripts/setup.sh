@@ -19,6 +19,10 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if [ "${REPROCHECK_WITH_CHROMIUM:-}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
   need+=(chromium)
 fi
+# qemu-user for the arm64 example/test (scripts/test.sh asks for it).
+if [ "${REPROCHECK_WITH_ARM64:-}" = "1" ] && [ ! -x /usr/bin/qemu-aarch64-static ]; then
+  need+=(qemu-user-static binfmt-support)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
@@ -36,8 +40,26 @@ fi
 echo "setup: installing reprocheck"
 python3 -m pip install -q --disable-pip-version-check -e ".[test,history]"
 
+bases=(debian:bullseye debian:bookworm debian:trixie)
+arm64=0
+if [ "${REPROCHECK_WITH_ARM64:-}" = "1" ]; then
+  # Register qemu-aarch64 with binfmt_misc (no systemd here to do it at boot).
+  mountpoint -q /proc/sys/fs/binfmt_misc || $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+  $SUDO update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+  if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    arm64=1
+    bases+=(reprocheck/debian-arm64:bookworm)
+  else
+    echo "setup: WARNING: qemu-aarch64 could not be registered; arm64 tests will be skipped" >&2
+  fi
+fi
+
 if [ "${REPROCHECK_SKIP_IMAGES:-}" != "1" ]; then
   echo "setup: building the example images (first time: Debian bases via debootstrap, a few minutes)"
-  $SUDO env "PATH=$PATH" reprocheck images bootstrap --jobs 3 debian:bullseye debian:bookworm debian:trixie
+  $SUDO env "PATH=$PATH" reprocheck images bootstrap --jobs "${#bases[@]}" "${bases[@]}"
   $SUDO env "PATH=$PATH" reprocheck images build --jobs 2
+  if [ "$arm64" = "1" ]; then
+    echo "setup: building the arm64 image under emulation (first time: about 6 minutes)"
+    $SUDO env "PATH=$PATH" reprocheck images build --config reprocheck-arm64.toml --env bookworm-arm64
+  fi
 fi
