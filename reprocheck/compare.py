@@ -283,6 +283,16 @@ class _Values:
     ulp: UIntArray  # 0 where NaN is involved
     outside: BoolArray  # not within tolerance
 
+    @classmethod
+    def without_nan(
+        cls, *, unequal: BoolArray, diff: FloatArray, rel: FloatArray, ulp: UIntArray,
+        outside: BoolArray,
+    ) -> _Values:  # fmt: skip
+        """Values of a chunk with no NaN or Inf in it (finite floats, integers, bools)."""
+        nothing = np.zeros(unequal.shape, dtype=np.bool_)
+        return cls(unequal=unequal, nan_x=nothing, inf_x=nothing, nan_any=0, nan_a=0,
+                   diff=diff, rel=rel, ulp=ulp, outside=outside)  # fmt: skip
+
 
 def _position(bits: npt.NDArray[np.signedinteger[Any]]) -> npt.NDArray[np.int64]:
     """Signed position of sign-magnitude float bits on the number line (-0.0 and +0.0 -> 0).
@@ -352,13 +362,8 @@ def _finite_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> _Values:
     with np.errstate(over="ignore"):
         diff = np.abs(wide_a - b.astype(np.float64))
     ulp = _float_ulp(a, b)
-    nothing = np.zeros(a.shape, dtype=np.bool_)
-    return _Values(
+    return _Values.without_nan(
         unequal=unequal,
-        nan_x=nothing,
-        inf_x=nothing,
-        nan_any=0,
-        nan_a=0,
         diff=diff,
         rel=_relative(diff, magnitude),
         ulp=ulp,
@@ -402,13 +407,8 @@ def _int_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> _Values:
         distance = _distance(a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))
     diff = distance.astype(np.float64)
     unequal = distance != 0
-    nothing = np.zeros(a.shape, dtype=np.bool_)
-    return _Values(
+    return _Values.without_nan(
         unequal=unequal,
-        nan_x=nothing,
-        inf_x=nothing,
-        nan_any=0,
-        nan_a=0,
         diff=diff,
         rel=_relative(diff, np.abs(a.astype(np.float64))),
         ulp=distance,
