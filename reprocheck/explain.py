@@ -41,7 +41,7 @@ from reprocheck.config import RunConfig
 from reprocheck.engine import LABEL, BuildRequest, ContainerEngine
 from reprocheck.images import EnvironmentImage
 from reprocheck.matrix import OutputComparison, build_matrix
-from reprocheck.outputs import OutputReader, OutputRef, index_outputs
+from reprocheck.outputs import OutputFolders
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
 from reprocheck.runner import HARNESS_DIR, EnvironmentResult, Runner, RunResult
@@ -303,7 +303,7 @@ class Explainer:
         self._cache = config.reports_dir / ".cache" / "experiments"
         self._code = _files_digest([*HARNESS_DIR.glob("*.py"), *_pipeline_files(config)])
         self._envs = {env.name: env for env in run.environments}
-        self._outputs = _Outputs()
+        self._outputs = OutputFolders()
         self._effects: dict[tuple[Path, str, str], str] = {}
 
     def explain(self, glob: str = "*") -> Explanation:
@@ -527,25 +527,6 @@ def _settled(result: EnvironmentResult) -> bool:
     Crashes, timeouts, OOM kills and engine refusals may be transient: not cached."""
     reported = (result.meta_dir / "status.json").is_file()
     return result.status in ("ok", "partial") or (result.status == "error" and reported)
-
-
-class _Outputs:
-    """Output folders indexed once and read through one reader each (explain compares the
-    same folders for every drifting output)."""
-
-    def __init__(self) -> None:
-        self._folders: dict[Path, tuple[dict[str, OutputRef], OutputReader]] = {}
-
-    def load(self, folder: Path, output: str) -> np.ndarray | None:
-        if folder not in self._folders:
-            self._folders[folder] = (index_outputs(folder), OutputReader())
-        refs, reader = self._folders[folder]
-        return reader.load(refs[output]) if output in refs else None
-
-    def close(self) -> None:
-        for _refs, reader in self._folders.values():
-            reader.close()
-        self._folders.clear()
 
 
 def _settled_by_one(causes: list[Cause]) -> bool:

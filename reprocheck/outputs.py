@@ -128,3 +128,23 @@ class OutputReader:
         if path not in self._archives:
             self._archives[path] = np.load(path, allow_pickle=False)
         return self._archives[path]
+
+
+class OutputFolders:
+    """Output folders, each indexed once and read through one reader (explain and the HTML
+    report look up the same folders for many outputs)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, tuple[dict[str, OutputRef], OutputReader]] = {}
+
+    def load(self, folder: Path, output: str) -> np.ndarray | None:
+        """The array ``output`` in ``folder``, or None when the folder does not hold it."""
+        if folder not in self._folders:
+            self._folders[folder] = (index_outputs(folder), OutputReader())
+        refs, reader = self._folders[folder]
+        return reader.load(refs[output]) if output in refs else None
+
+    def close(self) -> None:
+        for _refs, reader in self._folders.values():
+            reader.close()
+        self._folders.clear()

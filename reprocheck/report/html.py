@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from reprocheck.errors import ReprocheckError
-from reprocheck.outputs import OutputRef, index_outputs, load_output
+from reprocheck.outputs import OutputFolders
 from reprocheck.report.common import (
     FAILING,
     VERSION_KEYS,
@@ -81,24 +81,14 @@ class _Arrays:
             for e in report.get("environments") or []
             if e.get("outputs_dir")
         }
-        self._index: dict[str, dict[str, OutputRef]] = {}
-
-    def _refs(self, environment: str) -> dict[str, OutputRef]:
-        if environment not in self._index:
-            folder = self._dirs.get(environment)
-            try:
-                found = index_outputs(folder) if folder is not None else {}
-            except (ReprocheckError, OSError):
-                found = {}
-            self._index[environment] = found
-        return self._index[environment]
+        self._folders = OutputFolders()
 
     def load(self, environment: str, output: str) -> np.ndarray | None:
-        ref = self._refs(environment).get(output)
-        if ref is None:
+        folder = self._dirs.get(environment)
+        if folder is None:
             return None
         try:
-            return load_output(ref)
+            return self._folders.load(folder, output)
         except (ReprocheckError, OSError):
             return None
 
