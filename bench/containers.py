@@ -43,9 +43,9 @@ def main() -> None:
     engine = get_engine("docker")
     env = plan.environments[0]
     image = ImageBuilder(engine, config).resolve(env)
-    whole = [(Runner(engine, plan), plan)]
+    whole = [(Runner(engine, plan, run_id="bench"), plan)]
     split = [
-        (Runner(engine, p), p)
+        (Runner(engine, p, run_id="bench"), p)
         for p in (dataclasses.replace(plan, fixtures=(f,)) for f in plan.fixtures)
     ]
     per_env = min(_time_runs(whole, env, image) for _ in range(args.rounds))

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +23,7 @@ from rich.markup import escape
 
 from reprocheck import __version__
 from reprocheck.config import RunConfig, load_config
-from reprocheck.engine import get_engine
+from reprocheck.engine import ContainerEngine, get_engine
 from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
 from reprocheck.explain import Explainer, attributions_json, experiments_json
 from reprocheck.history import append_history, history_file, load_history, run_lines, trend_png
@@ -42,13 +48,57 @@ from reprocheck.stored import (
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
+EXIT_INTERRUPTED = 130
+ERROR_LOG = "error.log"
+
+
+class _WarningLine(logging.Handler):
+    """The library's warnings (a damaged history moved aside, ...) as one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning:[/] {escape(record.getMessage())}", soft_wrap=True)
+
+
+def _log_warnings() -> None:
+    logger = logging.getLogger("reprocheck")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine(level=logging.WARNING))
+        logger.setLevel(logging.WARNING)
+
+
+def _write_traceback(folder: Path | None) -> Path:
+    """The current exception's traceback in ``folder/error.log`` (else a temporary file)."""
+    text = f"reprocheck {__version__}, {' '.join(sys.argv)}\n{traceback.format_exc()}"
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / ERROR_LOG
+            path.write_text(text)
+            return path
+        except OSError:
+            pass
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    fd, name = tempfile.mkstemp(prefix=f"reprocheck-{stamp}-", suffix=".log")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return Path(name)
+
+
+def _internal_error(exc: BaseException, folder: Path | None, stored: str = "") -> None:
+    log = _write_traceback(folder)
+    what = f"internal error: {type(exc).__name__}: {exc}{stored}; traceback in {log}"
+    err.print(f"[bold red]error:[/] {escape(what)}", soft_wrap=True)
+    sys.exit(EXIT_ERROR)
 
 
 def handled(func: F) -> F:
-    """Turn a ReprocheckError into one line on stderr and its exit code; never a traceback."""
+    """Turn a ReprocheckError into one line on stderr and its exit code; an unexpected
+    exception into one line naming a log file with its traceback (exit 2). Never a
+    traceback on the terminal."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _log_warnings()
         try:
             return func(*args, **kwargs)
         except ReprocheckError as exc:
@@ -56,9 +106,24 @@ def handled(func: F) -> F:
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]")
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            _internal_error(exc, None)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _stored_run_guard(run_dir: Path) -> Iterator[None]:
+    """After the containers ran, the run is stored first; an unexpected failure later (in
+    compare or a report) names the stored run and a log file, and exits 2."""
+    try:
+        yield
+    except (ReprocheckError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        _internal_error(exc, run_dir, f" (the run is stored in {run_dir}: 'reprocheck "
+                        f"compare --run {run_dir}' compares it again)")  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,10 +183,26 @@ def run(
     engine = get_engine(config.run.engine)
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
-        result = Runner(engine, plan, progress).run(run_dir, jobs or config.run.jobs)
+        runner = Runner(engine, plan, progress, run_id=run_dir.name)
+        result = runner.run(run_dir, jobs or config.run.jobs)
     save_run(result)
-    matrix = _matrix(config, result, golden, baseline)
-    sys.exit(_finish(config, result, matrix, json_path, quiet, report_paths(reports)))
+    if result.interrupted:
+        _exit_interrupted(result)
+    with _stored_run_guard(result.run_dir):
+        matrix = _matrix(config, result, golden, baseline)
+        code = _finish(config, result, matrix, json_path, quiet, report_paths(reports))
+    sys.exit(code)
+
+
+def _exit_interrupted(result: RunResult) -> None:
+    """Stored what finished; leave now (threads still building an image are abandoned)."""
+    kept = [env.name for env in result.environments if env.status != "interrupted"]
+    err.print(f"[red]interrupted[/]: stored {len(kept)} finished environment(s) "
+              f"({', '.join(kept) or 'none'}) in {result.run_dir}; no container of this run is "
+              f"left running", soft_wrap=True)  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _matrix(
@@ -153,7 +234,9 @@ def _finish(
 
 
 def exit_code(result: RunResult, matrix: Matrix) -> int:
-    if any(env.failed or env.status == "partial" for env in result.environments):
+    if matrix.has_errors or any(
+        env.failed or env.status == "partial" for env in result.environments
+    ):
         return EXIT_ERROR
     return EXIT_DRIFT if matrix.has_drift else EXIT_OK
 
@@ -170,8 +253,10 @@ def compare(
     """Compare a stored run again (for example after changing tolerances)."""
     config = load_config(config_path)
     result = load_run(find_run(config.reports_dir, run_ref))
-    matrix = build_matrix(config, result)
-    sys.exit(_finish(config, result, matrix, json_path, False, report_paths(reports)))
+    with _stored_run_guard(result.run_dir):
+        matrix = build_matrix(config, result)
+        code = _finish(config, result, matrix, json_path, False, report_paths(reports))
+    sys.exit(code)
 
 
 @main.command()
@@ -198,7 +283,7 @@ def diff(config_path: Path | None, run_a: str, run_b: str, json_path: Path | Non
     if json_path:
         write_json(json_path, data)
     print_summary(out, second, matrix, quiet=False)
-    sys.exit(EXIT_DRIFT if matrix.has_drift else EXIT_OK)
+    sys.exit(exit_code(second, matrix))
 
 
 @main.command()
@@ -377,18 +462,34 @@ def images_build(config_path: Path | None, envs: tuple[str, ...], jobs: int) -> 
 
 
 @images.command("list")
+@config_option
 @handled
-def images_list() -> None:
+def images_list(config_path: Path | None) -> None:
     """Images reprocheck built or bootstrapped: from which Dockerfile, and when."""
-    engine = get_engine("docker")
+    engine = _configured_engine(config_path)
     print_images(out, engine.images("io.reprocheck"), engine.images("io.reprocheck.bootstrap"))
 
 
 @main.command()
+@config_option
+@click.option("--all", "everything", is_flag=True,
+              help="Also remove containers of runs still in progress (any owner).")  # fmt: skip
 @handled
-def sweep() -> None:
-    """Remove containers left behind by interrupted runs."""
-    out.print(f"removed {get_engine('docker').sweep()} container(s)")
+def sweep(config_path: Path | None, everything: bool) -> None:
+    """Remove containers left behind by runs whose reprocheck process is gone."""
+    removed = _configured_engine(config_path).sweep(everything=everything)
+    out.print(f"removed {removed} container(s)")
+
+
+def _configured_engine(config_path: Path | None) -> ContainerEngine:
+    """The engine of the project's config ([run] engine), or docker outside a project."""
+    try:
+        name = load_config(config_path).run.engine
+    except ConfigError:
+        if config_path is not None:
+            raise
+        name = "docker"
+    return get_engine(name)
 
 
 if __name__ == "__main__":  # pragma: no cover

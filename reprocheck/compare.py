@@ -825,8 +825,11 @@ def _elements(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> _Elements:
 
 
 def _unravel(flat: Sequence[int], shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Flat positions as index tuples; a 0-d array's only element has the index ``()``."""
     if not flat:
         return ()
+    if not shape:
+        return tuple(() for _ in flat)
     columns = np.unravel_index(np.asarray(flat, dtype=np.intp), shape)
     return tuple(tuple(int(c[i]) for c in columns) for i in range(len(flat)))
 
@@ -947,7 +950,7 @@ def _rows_comparable(a: AnyArray, b: AnyArray) -> bool:
 
     same_kind = a.dtype.kind == b.dtype.kind and a.dtype.kind in "fiub"
     shapes = a.ndim == b.ndim and a.ndim in (1, 2)
-    return same_kind and shapes and columns(a) == columns(b)
+    return same_kind and shapes and columns(a) == columns(b) > 0
 
 
 def _compare_rows(

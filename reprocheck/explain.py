@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
@@ -39,9 +38,10 @@ from elftools.elf.elffile import ELFFile
 from reprocheck.compare import Tolerance, compare_arrays
 from reprocheck.config import RunConfig
 from reprocheck.engine import LABEL, BuildRequest, ContainerEngine
+from reprocheck.errors import OutputError
 from reprocheck.images import EnvironmentImage
 from reprocheck.matrix import OutputComparison, build_matrix
-from reprocheck.outputs import OutputFolders
+from reprocheck.outputs import OutputFolders, OutputReader, OutputRef, index_outputs
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
 from reprocheck.runner import HARNESS_DIR, EnvironmentResult, Runner, RunResult
@@ -230,17 +230,36 @@ def knobs(fingerprint: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
 # --------------------------------------------------------------------------- stages
 
 
+def _probes(meta: Path, fixture: str) -> dict[str, OutputRef]:
+    """The readable probe records of one fixture, by ``<order>:<stage>``; the probes folder
+    is written by the pipeline, so it is read like outputs (no links, no pickle)."""
+    prefix = f"{fixture}/"
+    refs = index_outputs(meta / "probes")
+    return {
+        name.removeprefix(prefix): ref
+        for name, ref in refs.items()
+        if name.startswith(prefix) and ref.error is None and ref.kind == "npz"
+    }
+
+
+def _stage_order(key: str) -> tuple[int, str]:
+    number = key.partition(":")[0]
+    return (int(number) if number.isdigit() else 1 << 62, key)
+
+
 def first_divergent_stage(base: Path, cand: Path, fixture: str) -> tuple[str, str] | None:
     """(stage, evidence) for the first probe whose value differs, or None without probes."""
-    a_path = base / "probes" / f"{fixture}.npz"
-    b_path = cand / "probes" / f"{fixture}.npz"
-    if not (a_path.is_file() and b_path.is_file()):
+    a, b = _probes(base, fixture), _probes(cand, fixture)
+    if not (a and b):
         return None
-    with np.load(a_path, allow_pickle=False) as a, np.load(b_path, allow_pickle=False) as b:
-        stages = [k for k in a.files if k in b.files]
+    with OutputReader() as reader:
+        stages = [k for k in a if k in b]
         same: list[str] = []
-        for key in sorted(stages, key=lambda k: int(k.partition(":")[0] or 0)):
-            result = compare_arrays(a[key], b[key], Tolerance())
+        for key in sorted(stages, key=_stage_order):
+            try:
+                result = compare_arrays(reader.load(a[key]), reader.load(b[key]), Tolerance())
+            except OutputError:
+                continue
             name = key.partition(":")[2]
             if result.verdict != "identical":
                 detail = f"max_abs {result.max_abs}, {result.mismatched} of {result.total} differ"
@@ -425,7 +444,8 @@ class Explainer:
             return dataclasses.replace(experiment, status="not_transplantable")
         plan = Plan(config=self._config, environments=(env_config,), fixtures=tuple(fixtures))
         merged = env_config.model_copy(update={"env": {**env_config.env, **experiment.env}})
-        result = Runner(self._engine, plan).run_in(merged, image, folder, 1)
+        runner = Runner(self._engine, plan, run_id=self._run.run_id)
+        result = runner.run_in(merged, image, folder, 1)
         if _settled(result):
             (folder / "done").write_text(result.status)
         return dataclasses.replace(

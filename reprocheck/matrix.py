@@ -22,6 +22,7 @@ from reprocheck.compare import (
     compare_arrays,
 )
 from reprocheck.config import DecisionConfig, RunConfig
+from reprocheck.errors import OutputError
 from reprocheck.outputs import OutputReader, OutputRef, index_outputs
 from reprocheck.runner import EnvironmentResult, RunResult
 
@@ -68,6 +69,11 @@ class Matrix:
     def has_drift(self) -> bool:
         return any(c.verdict in FAILING for c in self.comparisons)
 
+    @property
+    def has_errors(self) -> bool:
+        """An output could not be read or compared somewhere (exit 2)."""
+        return any(c.verdict == "error" for c in self.comparisons)
+
 
 def tolerance_rules(config: RunConfig) -> ToleranceRules:
     rules = {
@@ -101,22 +107,48 @@ class _Side:
         self.refs: dict[str, OutputRef] = (
             {}
             if env.failed
-            else index_outputs(env.outputs_dir, spec.include, spec.exclude, spec.max_file_bytes)
+            else index_outputs(
+                env.outputs_dir,
+                spec.include,
+                spec.exclude,
+                spec.max_file_bytes,
+                spec.max_array_bytes,
+            )
         )
-        self.failed_fixtures = [f.fixture for f in env.fixtures if f.status != "ok"]
-        self.reader = OutputReader()
+        self.failed_fixtures = [f for f in env.fixtures if f.status != "ok"]
+        self.reader = OutputReader(spec.max_array_bytes)
 
     def failure(self, output: str) -> str | None:
         if self.env.failed:
             return f"{self.env.name}: {self.env.status}: {self.env.error}"
         for fixture in self.failed_fixtures:
-            if output.startswith(fixture + "/"):
-                return f"{self.env.name}: fixture {fixture} failed"
+            if output.startswith(fixture.fixture + "/"):
+                return f"{self.env.name}: fixture {fixture.fixture} failed: {fixture.reason}"
         return None
 
     def load(self, output: str) -> np.ndarray | None:
         ref = self.refs.get(output)
         return None if ref is None else self.reader.load(ref)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Loaded:
+    """One output's array in every environment, or why it could not be read there."""
+
+    arrays: Mapping[str, np.ndarray | None]
+    errors: Mapping[str, str]
+
+
+def _load_everywhere(output: str, sides: Mapping[str, _Side]) -> _Loaded:
+    arrays: dict[str, np.ndarray | None] = {}
+    errors: dict[str, str] = {}
+    for name, side in sides.items():
+        try:
+            arrays[name] = side.load(output)
+        except OutputError as exc:
+            arrays[name] = None
+            errors[name] = f"{name}: {exc}"
+    return _Loaded(arrays=arrays, errors=errors)
 
 
 def build_matrix(
@@ -138,11 +170,13 @@ def build_matrix(
     comparisons: list[OutputComparison] = []
     agreement: dict[str, list[list[str]]] = {}
     for output in outputs:
-        arrays = {name: side.load(output) for name, side in sides.items()}
-        agreement[output] = agreement_classes({name: arrays[name] for name in own})
+        loaded = _load_everywhere(output, sides)
+        agreement[output] = agreement_classes({name: loaded.arrays[name] for name in own})
         tolerance, decision = tolerances.for_output(output), decisions.for_output(output)
         for base, cand in pairs:
-            item = _compare_pair(output, sides[base], sides[cand], arrays, tolerance, decision)
+            if output not in sides[base].refs and output not in sides[cand].refs:
+                continue  # made by neither side: not part of this pair
+            item = _compare_pair(output, sides[base], sides[cand], loaded, tolerance, decision)
             comparisons.append(_mark_noise(item, noisy))
     comparisons.extend(_failed_pairs(sides, pairs, outputs))
     for side in sides.values():
@@ -172,21 +206,27 @@ def _compare_pair(
     output: str,
     base: _Side,
     cand: _Side,
-    arrays: Mapping[str, np.ndarray | None],
+    loaded: _Loaded,
     tolerance: Tolerance,
     decision: DecisionRule | None,
 ) -> OutputComparison:
-    a, b = arrays[base.env.name], arrays[cand.env.name]
+    a, b = loaded.arrays[base.env.name], loaded.arrays[cand.env.name]
     pair = functools.partial(
         OutputComparison, output=output, baseline=base.env.name, candidate=cand.env.name
     )
+    unreadable = [loaded.errors[n] for n in (base.env.name, cand.env.name) if n in loaded.errors]
+    if unreadable:
+        return pair(verdict="error", note="; ".join(unreadable))
     if a is None or b is None:
         failure = base.failure(output) if a is None else cand.failure(output)
         if failure:
             return pair(verdict="error", note=failure)
         absent = base.env.name if a is None else cand.env.name
         return pair(verdict="missing", note=f"not produced in {absent}")
-    metrics = compare_arrays(a, b, tolerance, decision)
+    try:
+        metrics = compare_arrays(a, b, tolerance, decision)
+    except Exception as exc:
+        return pair(verdict="error", note=f"cannot compare: {type(exc).__name__}: {exc}")
     return pair(verdict=metrics.verdict, metrics=metrics)
 
 
@@ -216,19 +256,27 @@ def _noise(config: RunConfig, run: RunResult, sides: Mapping[str, _Side]) -> Ite
 
 def _noise_in(config: RunConfig, first: _Side, others: list[_Side]) -> Iterable[Noise]:
     for output in first.refs:
-        a = first.load(output)
-        assert a is not None
-        worst: ArrayComparison | None = None
-        for other in others:
-            b = other.load(output)
-            if b is None:
-                continue
-            result = compare_arrays(a, b, Tolerance())
-            if not result.bit_identical and (worst is None or _worse(result, worst)):
-                worst = result
+        try:
+            worst = _worst_repeat(output, first, others)
+        except Exception:
+            continue
         if worst is not None:
             yield Noise(output=output, environment=first.env.name, repeats=len(others) + 1,
                         max_abs=worst.max_abs, max_ulp=worst.max_ulp)  # fmt: skip
+
+
+def _worst_repeat(output: str, first: _Side, others: list[_Side]) -> ArrayComparison | None:
+    a = first.load(output)
+    assert a is not None
+    worst: ArrayComparison | None = None
+    for other in others:
+        b = other.load(output)
+        if b is None:
+            continue
+        result = compare_arrays(a, b, Tolerance())
+        if not result.bit_identical and (worst is None or _worse(result, worst)):
+            worst = result
+    return worst
 
 
 def _worse(new: ArrayComparison, old: ArrayComparison) -> bool:

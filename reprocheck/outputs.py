@@ -1,93 +1,209 @@
-"""Outputs as written by a pipeline -> named arrays, loaded safely (no pickle, bounded size).
+"""Outputs as written by a pipeline -> named arrays, loaded safely.
 
 Naming (the same for callables and commands, since the harness writes a callable's
 results as ``<fixture>.npz``):
 - ``x.npz``: one output per array, ``x/<key>``;
 - ``x.npy``: one output ``x``;
 - ``x.json``: a flat object of numbers, one output per key, ``x/<key>``.
+
+The output folder is written by an untrusted pipeline and read by the host (often as root).
+So nothing here trusts it: the folder is walked without following links, files are opened
+with ``O_NOFOLLOW`` and must be regular, arrays are never unpickled, and an array's inflated
+size is checked from its npy header before a byte of it is read (``max_array_bytes``).
+Whatever is wrong with one file becomes an output whose ``error`` says so; it never hides the
+other outputs.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import stat
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
+from reprocheck.config import OutputsConfig
 from reprocheck.errors import OutputError
 from reprocheck.plan import matches
 
-Kind = Literal["npz", "npy", "json"]
+Kind = Literal["npz", "npy", "json", "unreadable"]
+_LIMITS = OutputsConfig()  # the defaults live in the config model, nowhere else
+_MAX_HEADER = 10_000  # bytes of an npy header (numpy's own default limit)
 
 
 @dataclass(frozen=True, kw_only=True)
 class OutputRef:
-    """Where one named output lives; the array is loaded on demand."""
+    """Where one named output lives; the array is loaded on demand.
+
+    ``error`` is set for an output that exists but cannot be read safely (a link, a damaged
+    archive, an object array, an array larger than ``max_array_bytes``, a bad name)."""
 
     name: str
     file: Path
     kind: Kind
     key: str | None = None
+    error: str | None = None
 
 
-def _npz_keys(path: Path) -> list[str]:
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened for reading without following a final symlink; regular files only."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return [n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy")]
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise OutputError(f"output file {path} is not a readable .npz: {exc}") from exc
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OutputError(f"cannot open {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
 
 
-def _json_keys(path: Path) -> list[str]:
-    return list(_read_json_numbers(path))
+# --------------------------------------------------------------------------- npy headers
+
+
+def _npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle, max_header_size=_MAX_HEADER)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(handle, max_header_size=_MAX_HEADER)
+    raise ValueError(f"npy format version {version} is not supported")
+
+
+def _check_header(
+    header: tuple[tuple[int, ...], bool, np.dtype[Any]], limit: int
+) -> tuple[int, ...]:
+    """The array's shape, after refusing object arrays and arrays larger than ``limit``."""
+    shape, _fortran, dtype = header
+    if dtype.hasobject:
+        raise ValueError(f"dtype {dtype} holds Python objects (reading it would need pickle)")
+    size = math.prod(shape) * dtype.itemsize
+    if size > limit:
+        raise ValueError(
+            f"array {shape} of {dtype} inflates to {size:,} bytes, more than "
+            f"[outputs] max_array_bytes ({limit:,})"
+        )
+    return shape
+
+
+def _read_npy(handle: IO[bytes], limit: int) -> np.ndarray:
+    _check_header(_npy_header(handle), limit)
+    handle.seek(0)
+    return np.lib.format.read_array(handle, allow_pickle=False, max_header_size=_MAX_HEADER)
+
+
+# --------------------------------------------------------------------------- indexing
+
+
+def _bad_name(name: str) -> str | None:
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return f"output name {name!r} has an empty, '.' or '..' part"
+    return None
+
+
+def _npz_refs(path: Path, stem: str, limit: int) -> Iterator[OutputRef]:
+    with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            key = info.filename.removesuffix(".npy")
+            name = f"{stem}/{key}"
+            try:
+                with archive.open(info) as member:
+                    _check_header(_npy_header(member), limit)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                yield OutputRef(name=name, file=path, kind="npz", key=key, error=str(exc))
+                continue
+            yield OutputRef(name=name, file=path, kind="npz", key=key, error=_bad_name(name))
+
+
+def _json_refs(path: Path, stem: str) -> Iterator[OutputRef]:
+    for key in _read_json_numbers(path):
+        name = f"{stem}/{key}"
+        yield OutputRef(name=name, file=path, kind="json", key=key, error=_bad_name(name))
 
 
 def _read_json_numbers(path: Path) -> dict[str, float | int | bool]:
     try:
-        data = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise OutputError(f"output file {path} is not valid JSON: {exc}") from exc
+        with open_regular(path) as handle:
+            data = json.loads(handle.read())
+    except ValueError as exc:
+        raise OutputError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise OutputError(f"output file {path} must hold a flat JSON object of numbers")
+        raise OutputError(f"{path} must hold a flat JSON object of numbers")
     return {k: v for k, v in data.items() if isinstance(v, int | float | bool)}
 
 
-def _refs_for(path: Path, rel: str) -> Iterator[OutputRef]:
+def _refs_for(path: Path, rel: str, limit: int) -> Iterator[OutputRef]:
     stem, _, suffix = rel.rpartition(".")
     if suffix == "npz":
-        for key in _npz_keys(path):
-            yield OutputRef(name=f"{stem}/{key}", file=path, kind="npz", key=key)
+        yield from _npz_refs(path, stem, limit)
     elif suffix == "npy":
-        yield OutputRef(name=stem, file=path, kind="npy")
+        with open_regular(path) as handle:
+            _check_header(_npy_header(handle), limit)
+        yield OutputRef(name=stem, file=path, kind="npy", error=_bad_name(stem))
     elif suffix == "json":
-        for key in _json_keys(path):
-            yield OutputRef(name=f"{stem}/{key}", file=path, kind="json", key=key)
+        yield from _json_refs(path, stem)
+
+
+def _walk(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every entry below ``folder`` that is not a directory, with its lstat; links are
+    entries, never followed."""
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            path = Path(entry.path)
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                yield from _walk(path)
+            else:
+                yield path, info
+
+
+def _file_refs(
+    path: Path, info: os.stat_result, rel: str, spec: OutputsConfig
+) -> Iterator[OutputRef]:
+    what = None
+    if stat.S_ISLNK(info.st_mode):
+        what = f"is a symbolic link to {str(path.readlink())!r} (links are not followed)"
+    elif not stat.S_ISREG(info.st_mode):
+        what = "is not a regular file"
+    elif info.st_size > spec.max_file_bytes:
+        what = f"is larger than [outputs] max_file_bytes ({spec.max_file_bytes:,})"
+    if what is None:
+        try:
+            yield from list(_refs_for(path, rel, spec.max_array_bytes))
+            return
+        except (OutputError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            what = f"cannot be read: {exc}"
+    stem = rel.rpartition(".")[0] or rel
+    yield OutputRef(name=stem, file=path, kind="unreadable", error=f"output file {rel} {what}")
 
 
 def index_outputs(
     folder: Path,
     include: tuple[str, ...] = ("*",),
     exclude: tuple[str, ...] = (),
-    max_file_bytes: int = 2 * 1024**3,
+    max_file_bytes: int = _LIMITS.max_file_bytes,
+    max_array_bytes: int = _LIMITS.max_array_bytes,
 ) -> dict[str, OutputRef]:
-    """Every output under ``folder`` selected by the globs, by name, sorted."""
+    """Every output under ``folder`` selected by the globs, by name, sorted. Files that
+    cannot be read safely are outputs with an ``error``, not exceptions."""
+    spec = OutputsConfig(include=include, exclude=exclude, max_file_bytes=max_file_bytes,
+                         max_array_bytes=max_array_bytes)  # fmt: skip
     found: dict[str, OutputRef] = {}
-    if not folder.is_dir():
+    if not folder.is_dir() or folder.is_symlink():
         return found
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.stat().st_size > max_file_bytes:
-            raise OutputError(
-                f"output file {path} is larger than outputs.max_file_bytes ({max_file_bytes})",
-                fix="raise [outputs] max_file_bytes or exclude it",
-            )
-        for ref in _refs_for(path, path.relative_to(folder).as_posix()):
+    for path, info in _walk(folder):
+        for ref in _file_refs(path, info, path.relative_to(folder).as_posix(), spec):
             if matches(ref.name, include, exclude):
                 found[ref.name] = ref
-    return found
+    return dict(sorted(found.items()))
 
 
 def load_output(ref: OutputRef) -> np.ndarray:
@@ -100,8 +216,9 @@ class OutputReader:
     """Loads many outputs, opening each .npz archive once (a callable writes one archive
     per fixture, so a matrix over all outputs would otherwise reopen it per array)."""
 
-    def __init__(self) -> None:
-        self._archives: dict[Path, Any] = {}
+    def __init__(self, max_array_bytes: int = _LIMITS.max_array_bytes) -> None:
+        self._archives: dict[Path, tuple[zipfile.ZipFile, IO[bytes]]] = {}
+        self._limit = max_array_bytes
 
     def __enter__(self) -> OutputReader:
         return self
@@ -110,24 +227,39 @@ class OutputReader:
         self.close()
 
     def close(self) -> None:
-        for archive in self._archives.values():
+        for archive, handle in self._archives.values():
             archive.close()
+            handle.close()  # a ZipFile does not close a file object it was given
         self._archives.clear()
 
     def load(self, ref: OutputRef) -> np.ndarray:
+        if ref.error:
+            raise OutputError(ref.error)
         try:
-            if ref.kind == "npy":
-                return np.asarray(np.load(ref.file, allow_pickle=False, mmap_mode="r"))
-            if ref.kind == "npz":
-                return np.asarray(self._archive(ref.file)[ref.key])
-            return np.asarray(_read_json_numbers(ref.file)[str(ref.key)])
-        except (ValueError, OSError, KeyError) as exc:
+            return self._load(ref)
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise OutputError(f"cannot read output {ref.name} from {ref.file}: {exc}") from exc
 
-    def _archive(self, path: Path) -> Any:
+    def _load(self, ref: OutputRef) -> np.ndarray:
+        if ref.kind == "npy":
+            with open_regular(ref.file) as handle:
+                return _read_npy(handle, self._limit)
+        if ref.kind == "npz":
+            with self._archive(ref.file).open(f"{ref.key}.npy") as member:
+                return _read_npy(member, self._limit)
+        if ref.kind == "json":
+            return np.asarray(_read_json_numbers(ref.file)[str(ref.key)])
+        raise OutputError(f"output {ref.name} cannot be read")
+
+    def _archive(self, path: Path) -> zipfile.ZipFile:
         if path not in self._archives:
-            self._archives[path] = np.load(path, allow_pickle=False)
-        return self._archives[path]
+            handle = open_regular(path)
+            try:
+                self._archives[path] = (zipfile.ZipFile(handle), handle)
+            except BaseException:
+                handle.close()
+                raise
+        return self._archives[path][0]
 
 
 class OutputFolders:
@@ -138,11 +270,18 @@ class OutputFolders:
         self._folders: dict[Path, tuple[dict[str, OutputRef], OutputReader]] = {}
 
     def load(self, folder: Path, output: str) -> np.ndarray | None:
-        """The array ``output`` in ``folder``, or None when the folder does not hold it."""
+        """The array ``output`` in ``folder``, or None when the folder does not hold it
+        or it cannot be read (the comparison already reported why)."""
         if folder not in self._folders:
             self._folders[folder] = (index_outputs(folder), OutputReader())
         refs, reader = self._folders[folder]
-        return reader.load(refs[output]) if output in refs else None
+        ref = refs.get(output)
+        if ref is None or ref.error:
+            return None
+        try:
+            return reader.load(ref)
+        except OutputError:
+            return None
 
     def close(self) -> None:
         for _refs, reader in self._folders.values():

@@ -10,27 +10,49 @@ Layout of a run folder (``reports/<run-id>/``)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
 import shutil
+import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from reprocheck.config import EnvironmentConfig, RunConfig
-from reprocheck.engine import ContainerEngine, ContainerOutcome, ContainerSpec, Mount
-from reprocheck.errors import ReprocheckError
+from reprocheck.engine import (
+    RUN_LABEL,
+    ContainerEngine,
+    ContainerOutcome,
+    ContainerSpec,
+    Mount,
+    container_labels,
+)
+from reprocheck.errors import OutputError, ReprocheckError
 from reprocheck.images import EnvironmentImage, ImageBuilder, ca_bundle
+from reprocheck.outputs import open_regular
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
 
 HARNESS_DIR = Path(__file__).parent / "harness"
 CONTAINER_CA = "/run/reprocheck/host-ca.crt"
-EnvStatus = Literal["ok", "partial", "error", "crash", "timeout", "oom"]
+EnvStatus = Literal["ok", "partial", "error", "crash", "timeout", "oom", "interrupted"]
+# The host waits this much longer than [run] timeout: the harness enforces the timeout inside
+# the container itself (so a container outlives a killed reprocheck by at most the timeout),
+# and the host's own wait is the fallback.
+DEADLINE_GRACE = 30.0
+# After Ctrl-C or SIGTERM, how long to keep removing this run's containers and waiting for
+# the environments that were running to come back.
+STOP_SECONDS = 10.0
+EXIT_DEADLINE = 124  # the harness's exit code when it killed the pipeline at the deadline
+FIXTURES_NAMED = 3  # failed fixtures named, with their exception, in an environment's error
 FixtureState = Literal["ok", "error", "running", "not_run"]
 
 
@@ -40,6 +62,12 @@ class FixtureResult:
     status: FixtureState
     seconds: float | None = None
     error: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """The last line of the fixture's error (the exception), or its status."""
+        lines = (self.error or "").strip().splitlines()
+        return lines[-1] if lines else self.status.replace("_", " ")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +99,10 @@ class RunResult:
     environments: tuple[EnvironmentResult, ...]
     repeats: tuple[EnvironmentResult, ...] = ()  # extra runs for the noise floor ([run] repeat)
 
+    @property
+    def interrupted(self) -> bool:
+        return any(env.status == "interrupted" for env in self.environments)
+
 
 def new_run_id(now: datetime | None = None) -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
@@ -86,34 +118,47 @@ def container_user(config: RunConfig) -> str:
 
 
 class Runner:
-    """Runs a plan environment by environment; never lets one failure lose the others."""
+    """Runs a plan environment by environment; never lets one failure lose the others.
+
+    Ctrl-C or SIGTERM while :meth:`run` waits removes this run's containers, keeps the
+    environments that finished and marks the others ``interrupted``."""
 
     def __init__(
-        self, engine: ContainerEngine, plan: Plan, progress: ProgressCallback = silent
-    ) -> None:
+        self, engine: ContainerEngine, plan: Plan, progress: ProgressCallback = silent, *,
+        run_id: str,
+    ) -> None:  # fmt: skip
         self._engine = engine
         self._plan = plan
         self._config = plan.config
         self._progress = progress
         self._images = ImageBuilder(engine, plan.config, progress)
+        self._run_id = run_id
         self._done = 0  # container runs finished, for progress
         self._lock = threading.Lock()
         self._total = len(plan.environments) * plan.config.run.repeat
+        self._cancel = threading.Event()
+        self._run_dir: Path | None = None
 
     def run(self, run_dir: Path, jobs: int = 1) -> RunResult:
         """Run every environment, ``jobs`` at a time; results keep the configured order."""
         started = datetime.now(UTC).isoformat(timespec="seconds")
         envs = self._plan.environments
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [
-                pool.submit(self._run_environment, env, run_dir / "environments" / env.name)
-                for env in envs
-            ]
-        outcomes = [future.result() for future in futures]
+        self._run_dir = run_dir
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        futures = [
+            pool.submit(self._run_environment, env, run_dir / "environments" / env.name)
+            for env in envs
+        ]
+        try:
+            with _sigterm_as_interrupt():
+                outcomes = [future.result() for future in futures]
+        except KeyboardInterrupt:
+            outcomes = self._interrupt(pool, futures, run_dir)
+        pool.shutdown(wait=False)
         results = [first for first, _extra in outcomes]
         repeats = [run for _first, extra in outcomes for run in extra]
         return RunResult(
-            run_id=run_dir.name,
+            run_id=self._run_id,
             run_dir=run_dir,
             config_source=self._config.source,
             started=started,
@@ -121,9 +166,26 @@ class Runner:
             repeats=tuple(repeats),
         )
 
-    def _run_environment(
-        self, env: EnvironmentConfig, folder: Path
-    ) -> tuple[EnvironmentResult, list[EnvironmentResult]]:
+    def _interrupt(
+        self, pool: ThreadPoolExecutor, futures: list[Future[_Outcomes]], run_dir: Path
+    ) -> list[_Outcomes]:
+        """Stop this run's containers; keep what finished, mark the rest interrupted."""
+        self._cancel.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline:  # again and again: a container may start late
+            self._engine.stop({RUN_LABEL: self._run_id})
+            if all(future.done() for future in futures):
+                break
+            time.sleep(0.2)
+        outcomes = []
+        for env, future in zip(self._plan.environments, futures, strict=True):
+            folder = run_dir / "environments" / env.name
+            finished = future.done() and not future.cancelled() and future.exception() is None
+            outcomes.append(future.result() if finished else (_interrupted(env, folder), []))
+        return outcomes
+
+    def _run_environment(self, env: EnvironmentConfig, folder: Path) -> _Outcomes:
         try:
             image = self._images.resolve(env)
         except ReprocheckError as exc:
@@ -140,18 +202,24 @@ class Runner:
     def run_in(
         self, env: EnvironmentConfig, image: EnvironmentImage, folder: Path, repeat: int
     ) -> EnvironmentResult:
+        if self._cancel.is_set():
+            return _interrupted(env, folder, image, repeat)
         outputs, meta = _fresh_dirs(folder)
         self._write_spec(meta)
         label = env.name if repeat == 1 else f"{env.name} (repeat {repeat})"
         self._emit(label, f"running in {image.ref}")
         try:
-            outcome = self._engine.run(self._container_spec(env, image, outputs, meta, folder))
+            outcome = self._engine.run(self._container_spec(env, image, outputs, meta))
         except ReprocheckError as exc:  # the engine refused this container: this env's error
             self._finished(1)
+            if self._cancel.is_set():
+                return _interrupted(env, folder, image, repeat)
             self._emit(label, f"error: {exc}", finished=True)
             return _setup_failure(env, folder, str(exc), image, repeat)
         (folder / "log.txt").write_text(outcome.log)
         result = _collect(env, image, outputs, meta, outcome, repeat)
+        if self._cancel.is_set() and result.status != "ok":
+            result = _interrupted(env, folder, image, repeat)
         self._finished(1)
         self._emit(label, f"{result.status} in {outcome.duration:.1f} s", finished=True)
         return result
@@ -176,13 +244,13 @@ class Runner:
             "fixtures": list(self._plan.fixtures),
             "outputs": "/out",
             "meta": "/meta",
+            "deadline": self._config.run.timeout,
         }
         (meta / "spec.json").write_text(json.dumps(spec, indent=1))
 
     def _container_spec(
-        self, env: EnvironmentConfig, image: EnvironmentImage, outputs: Path, meta: Path,
-        folder: Path,
-    ) -> ContainerSpec:  # fmt: skip
+        self, env: EnvironmentConfig, image: EnvironmentImage, outputs: Path, meta: Path
+    ) -> ContainerSpec:
         settings = self._config.run
         mounts = [
             Mount(source=self._config.root, target="/project"),
@@ -215,10 +283,44 @@ class Runner:
             network=settings.network,
             read_only=settings.read_only,
             shm_size=settings.shm_size,
-            timeout=settings.timeout,
-            labels={"io.reprocheck.run": folder.parts[-3], "io.reprocheck.environment": env.name},
+            timeout=settings.timeout + DEADLINE_GRACE,
+            labels=container_labels(self._run_id, env.name),
             platform=env.platform,
+            masked=_masked_paths(self._config, (self._run_dir,) if self._run_dir else ()),
         )
+
+
+_Outcomes = tuple[EnvironmentResult, list[EnvironmentResult]]
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, ``kill``) stops a run like Ctrl-C does."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _masked_paths(config: RunConfig, extra: tuple[Path, ...]) -> tuple[str, ...]:
+    """Container paths under /project that hold stored runs, baselines or caches: hidden
+    so that one environment's pipeline cannot read another's outputs or a baseline."""
+    root = config.root.resolve()
+    history = (root / config.history).resolve().parent
+    folders = (config.reports_dir, (root / config.baselines).resolve(), history, *extra)
+    inside = {f.resolve() for f in folders if f.resolve() != root and f.resolve().is_dir()}
+    inside = {f for f in inside if f.is_relative_to(root)}
+    # A folder inside another masked one is hidden already (a second mount would show it).
+    outer = {f for f in inside if not any(f != o and f.is_relative_to(o) for o in inside)}
+    return tuple(sorted(f"/project/{f.relative_to(root).as_posix()}" for f in outer))
 
 
 def _fresh_dirs(folder: Path) -> tuple[Path, Path]:
@@ -229,6 +331,13 @@ def _fresh_dirs(folder: Path) -> tuple[Path, Path]:
         path.mkdir(parents=True)
         path.chmod(0o777)  # the container runs as an unprivileged user
     return outputs, meta
+
+
+def _interrupted(
+    env: EnvironmentConfig, folder: Path, image: EnvironmentImage | None = None, repeat: int = 1
+) -> EnvironmentResult:
+    result = _setup_failure(env, folder, "interrupted (Ctrl-C or SIGTERM)", image, repeat)
+    return dataclasses.replace(result, status="interrupted")
 
 
 def _setup_failure(
@@ -253,9 +362,11 @@ def _setup_failure(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object the container wrote, or {}; never follows a link it planted."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        with open_regular(path) as handle:
+            data = json.loads(handle.read())
+    except (OutputError, OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -280,23 +391,50 @@ def _log_tail(log: str, lines: int = 15) -> str:
     return "\n".join(log.strip().splitlines()[-lines:])
 
 
+def _crash_tail(log: str, frames: int = 4) -> str:
+    """What a crash left on stderr: Python's fatal error and its innermost frames when the
+    harness's faulthandler wrote them (the pipeline's own code), else the log's last lines."""
+    lines = log.strip().splitlines()
+    fatal = next((i for i, line in enumerate(lines) if line.startswith("Fatal Python error")), None)
+    if fatal is None:
+        return _log_tail(log, 8)
+    stack = [line.strip() for line in lines[fatal + 1 :] if line.strip().startswith("File ")]
+    return "\n".join([*lines[max(0, fatal - 2) : fatal + 1], *stack[:frames]])
+
+
+def _exit_description(code: int | None) -> str:
+    """``exit code 139 (SIGSEGV)``: the signal a process died of, by name."""
+    if code is not None and 128 < code < 128 + 65:
+        try:
+            return f"exit code {code} ({signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"exit code {code}"
+
+
 def _environment_status(
-    outcome: ContainerOutcome, status: dict[str, Any], fixtures: tuple[FixtureResult, ...]
-) -> tuple[EnvStatus, str | None]:
-    if outcome.timed_out:
+    outcome: ContainerOutcome, status: dict[str, Any], fixtures: tuple[FixtureResult, ...],
+    watchdog: dict[str, Any],
+) -> tuple[EnvStatus, str | None]:  # fmt: skip
+    if outcome.timed_out or (outcome.exit_code == EXIT_DEADLINE and "deadline" in watchdog):
         return "timeout", f"timed out after {outcome.duration:.0f} s ([run] timeout)"
     if outcome.oom_killed:
         return "oom", "killed: out of memory ([run] memory)"
     if status.get("harness_error"):
         return "error", str(status["harness_error"]).strip().splitlines()[-1]
     if outcome.exit_code != 0 or not status:
-        return "crash", f"exit code {outcome.exit_code}: {_log_tail(outcome.log, 5)}"
+        tail = _crash_tail(outcome.log) or "(no output on stdout or stderr)"
+        return "crash", f"{_exit_description(outcome.exit_code)}: {tail}"
     command = status.get("command") or {}
     if command.get("status") == "error":
-        return "error", f"command exited {command.get('exit_code')}: {command.get('error', '')}"
-    if any(f.status != "ok" for f in fixtures):
-        failed = sum(f.status != "ok" for f in fixtures)
-        return "partial", f"{failed} of {len(fixtures)} fixtures failed"
+        how = (f"was killed by {command['signal']}" if command.get("signal")
+               else f"exited {command.get('exit_code')}")  # fmt: skip
+        return "error", f"command {how}: {_log_tail(str(command.get('error', '')), 8)}"
+    failed = [f for f in fixtures if f.status != "ok"]
+    if failed:
+        causes = "; ".join(f"{f.fixture}: {f.reason}" for f in failed[:FIXTURES_NAMED])
+        more = f"; and {len(failed) - FIXTURES_NAMED} more" if len(failed) > FIXTURES_NAMED else ""
+        return "partial", f"{len(failed)} of {len(fixtures)} fixtures failed: {causes}{more}"
     return "ok", None
 
 
@@ -313,7 +451,8 @@ def _collect(
     # A command processes the fixtures folder as a whole: it has no per-fixture status.
     planned = list(spec.get("fixtures", [])) if spec.get("mode") == "callable" else []
     fixtures = _fixture_results(status, planned)
-    state, error = _environment_status(outcome, status, fixtures)
+    watchdog = _read_json(meta / "watchdog.json")
+    state, error = _environment_status(outcome, status, fixtures, watchdog)
     return EnvironmentResult(
         name=env.name,
         image=env.image,

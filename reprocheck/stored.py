@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from reprocheck.config import RunConfig
@@ -31,10 +33,26 @@ def save_baseline(config: RunConfig, run_dir: Path, name: str) -> Path:
     target = baselines_dir(config) / name
     staging = target.with_name(f".{name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(run_dir, staging, ignore=shutil.ignore_patterns("*.html", "repeats"))
+    # symlinks=True: a link the pipeline planted is copied as a link, never followed.
+    shutil.copytree(run_dir, staging, symlinks=True,
+                    ignore=_ignoring(["*.html", "repeats"]))  # fmt: skip
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def _ignoring(patterns: list[str]) -> Callable[[str, list[str]], set[str]]:
+    """A copytree filter: ``patterns``, and special files a pipeline may have left among its
+    outputs (FIFOs, sockets, devices), which cannot be copied and are not outputs."""
+    by_pattern = shutil.ignore_patterns(*patterns)
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        modes = {name: (Path(folder) / name).lstat().st_mode for name in names}
+        kept = (stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK)
+        special = {name for name, mode in modes.items() if not any(k(mode) for k in kept)}
+        return set(by_pattern(folder, names)) | special
+
+    return ignore
 
 
 def load_baseline(config: RunConfig, name: str) -> RunResult:
@@ -81,22 +99,30 @@ def merge_runs(config: RunConfig, run_dirs: list[Path], out_dir: Path | None) ->
     ordered = [n for n in (e.name for e in config.environments) if n in by_name]
     ordered += sorted(set(by_name) - set(ordered))
     merged = tuple(_copy_env(by_name[name][1], target) for name in ordered)
+    repeats = tuple(
+        _copy_env(extra, target, Path("repeats") / str(extra.repeat))
+        for run in runs
+        for extra in run.repeats
+    )
     result = RunResult(
         run_id=target.name,
         run_dir=target,
         config_source=config.source,
         started=min(run.started for run in runs),
         environments=merged,
+        repeats=repeats,
     )
     save_run(result)
     return result
 
 
-def _copy_env(env: EnvironmentResult, target: Path) -> EnvironmentResult:
+def _copy_env(env: EnvironmentResult, target: Path, sub: Path = Path()) -> EnvironmentResult:
+    """Copy one environment's folder (a repeat's under ``sub``), links as links."""
     source = env.outputs_dir.parent
-    folder = target / "environments" / env.name
+    folder = target / "environments" / env.name / sub
     if source.resolve() != folder.resolve():
-        shutil.copytree(source, folder, dirs_exist_ok=True)
+        shutil.copytree(source, folder, dirs_exist_ok=True, symlinks=True,
+                        ignore=_ignoring(["repeats"]))  # fmt: skip
     return dataclasses.replace(env, outputs_dir=folder / "outputs", meta_dir=folder / "meta")
 
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from reprocheck.engine.base import (
+    ENVIRONMENT_LABEL,
     LABEL,
+    OWNER_LABEL,
+    RUN_LABEL,
     BuildRequest,
     ContainerEngine,
     ContainerOutcome,
     ContainerSpec,
     ImageInfo,
     Mount,
+    container_labels,
+    owner_alive,
 )
 from reprocheck.errors import ConfigError
 
@@ -39,12 +44,17 @@ def get_engine(name: str) -> ContainerEngine:
 
 __all__ = [
     "ENGINES",
+    "ENVIRONMENT_LABEL",
     "LABEL",
+    "OWNER_LABEL",
+    "RUN_LABEL",
     "BuildRequest",
     "ContainerEngine",
     "ContainerOutcome",
     "ContainerSpec",
     "ImageInfo",
     "Mount",
+    "container_labels",
     "get_engine",
+    "owner_alive",
 ]

@@ -7,14 +7,56 @@ one module each, and unit tests can use a fake.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-LABEL = (
-    "io.reprocheck"  # every container and image we create carries it, so a sweep finds leftovers
-)
+# Every container and image we create carries LABEL, so a sweep finds leftovers; containers
+# also name their run, environment and owner (the host process that waits for them).
+LABEL = "io.reprocheck"
+RUN_LABEL = "io.reprocheck.run"
+ENVIRONMENT_LABEL = "io.reprocheck.environment"
+OWNER_LABEL = "io.reprocheck.owner"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (tells a reused pid apart)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        fields = text.rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def owner_label(pid: int | None = None) -> str:
+    """``host:pid:start`` of the process that owns a container (this one by default)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the owning process still runs; None when it ran on another host."""
+    host, _, rest = owner.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname():
+        return None
+    if not pid.isdigit():
+        return False
+    return _start_time(int(pid)) == start
+
+
+def container_labels(run_id: str, environment: str) -> dict[str, str]:
+    """The labels of one environment's container in run ``run_id``, owned by this process."""
+    return {
+        LABEL: "1",
+        RUN_LABEL: run_id,
+        ENVIRONMENT_LABEL: environment,
+        OWNER_LABEL: owner_label(),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +85,7 @@ class ContainerSpec:
     timeout: float = 3600.0
     labels: Mapping[str, str] = field(default_factory=dict)
     platform: str | None = None
+    masked: tuple[str, ...] = ()  # container paths hidden behind an empty read-only tmpfs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,5 +145,9 @@ class ContainerEngine(Protocol):
     def export_files(self, image: str, paths: tuple[str, ...]) -> dict[str, bytes]:
         """Regular files (symlinks followed) read from ``image`` without running it."""
 
-    def sweep(self) -> int:
-        """Remove leftover containers carrying :data:`LABEL`; return how many."""
+    def stop(self, labels: Mapping[str, str]) -> int:
+        """Kill and remove the running containers carrying all ``labels``; return how many."""
+
+    def sweep(self, *, everything: bool = False) -> int:
+        """Remove containers carrying :data:`LABEL` whose owner process is gone on this host
+        (all of them with ``everything``); return how many."""

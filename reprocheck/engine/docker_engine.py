@@ -7,7 +7,7 @@ import os
 import posixpath
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,14 @@ import requests.exceptions
 
 from reprocheck.engine.base import (
     LABEL,
+    OWNER_LABEL,
     BuildRequest,
     ContainerOutcome,
     ContainerSpec,
     ImageInfo,
     LineCallback,
+    owner_alive,
+    owner_label,
 )
 from reprocheck.errors import EngineError, EngineUnavailableError, ImageBuildError
 
@@ -188,20 +191,43 @@ class DockerEngine:
             yield container
         finally:
             if not os.environ.get(KEEP_ENV):
-                container.remove(force=True)
+                _remove(container)
 
     def export_files(self, image: str, paths: tuple[str, ...]) -> dict[str, bytes]:
-        container = self._client.containers.create(image, command=["true"], labels={LABEL: "1"})
+        labels = {LABEL: "1", OWNER_LABEL: owner_label()}
+        container = self._client.containers.create(image, command=["true"], labels=labels)
         try:
             return {path: _read_member(container, path) for path in paths}
         finally:
-            container.remove(force=True)
+            _remove(container)
 
-    def sweep(self) -> int:
+    def stop(self, labels: Mapping[str, str]) -> int:
+        wanted = [f"{key}={value}" for key, value in labels.items()]
+        found = self._client.containers.list(all=True, filters={"label": wanted})
+        return sum(_remove(container) for container in found)
+
+    def sweep(self, *, everything: bool = False) -> int:
         leftovers = self._client.containers.list(all=True, filters={"label": LABEL})
-        for container in leftovers:
-            container.remove(force=True)
-        return len(leftovers)
+        orphans = [c for c in leftovers if everything or _orphaned(c.labels)]
+        return sum(_remove(container) for container in orphans)
+
+
+def _orphaned(labels: Mapping[str, str]) -> bool:
+    """A container whose owner process is gone (or that predates owner labels)."""
+    owner = labels.get(OWNER_LABEL)
+    return owner is None or owner_alive(owner) is False
+
+
+def _remove(container: Any) -> bool:
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        return False  # removed meanwhile (by its own runner)
+    except docker.errors.APIError as exc:
+        if "already in progress" in str(exc):
+            return False
+        raise
+    return True
 
 
 def _read_member(container: Any, path: str, depth: int = 0) -> bytes:
@@ -236,7 +262,7 @@ def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "shm_size": spec.shm_size,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
-        "tmpfs": {"/tmp": "rw,exec,size=2g"},
+        "tmpfs": {"/tmp": "rw,exec,size=2g"} | dict.fromkeys(spec.masked, "ro,size=4k"),
         "labels": {LABEL: "1", **spec.labels},
         "volumes": {
             str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}

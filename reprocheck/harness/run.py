@@ -9,11 +9,14 @@ Constraints: Python >= 3.9, standard library and numpy only.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import importlib
 import importlib.util
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +25,9 @@ from typing import Any, Callable, Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXIT_HARNESS_ERROR = 3
+EXIT_DEADLINE = 124  # as coreutils' timeout
 ERROR_TAIL_CHARS = 4000
+WATCHDOG_FILE = "watchdog.json"
 
 
 def _tail(text: str) -> str:
@@ -114,6 +119,8 @@ def run_fixture(func: Callable[[str], Any], spec: Dict[str, Any], fixture: str) 
         entry = {"status": "ok", "outputs": sorted(arrays)}
     except Exception:  # a fixture that raises is that fixture's status, not the run's end
         entry = {"status": "error", "error": _tail(traceback.format_exc())}
+    except SystemExit as exc:  # sys.exit() in the pipeline ends this fixture, not the run
+        entry = {"status": "error", "error": f"the pipeline called sys.exit({exc.code!r})"}
     finally:
         reprocheck_probe.end(os.path.join(spec["meta"], "probes"))
     entry["seconds"] = round(time.monotonic() - started, 4)
@@ -147,10 +154,19 @@ def run_command(spec: Dict[str, Any], status: Status) -> None:
         "exit_code": proc.returncode,
         "seconds": round(time.monotonic() - started, 4),
     }
+    if proc.returncode < 0:
+        entry["signal"] = _signal_name(-proc.returncode)
     if proc.returncode != 0:
         entry["error"] = _tail(proc.stdout)
     status.data["command"] = entry
     status.save()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def write_fingerprint(meta: str) -> None:
@@ -166,10 +182,9 @@ def write_fingerprint(meta: str) -> None:
     os.replace(tmp, os.path.join(meta, "fingerprint.json"))
 
 
-def main(meta: str) -> int:
-    os.umask(0o022)
-    with open(os.path.join(meta, "spec.json")) as handle:
-        spec = json.load(handle)
+def work(meta: str, spec: Dict[str, Any]) -> int:
+    """Run the pipeline and write status, outputs and fingerprint; the exit code."""
+    faulthandler.enable()  # a segfault or abort leaves a Python traceback on stderr
     sys.path.insert(0, HERE)
     status = Status(meta)
     code = 0
@@ -178,14 +193,71 @@ def main(meta: str) -> int:
             run_callable(spec, status)
         else:
             run_command(spec, status)
-    except Exception:
-        status.data["harness_error"] = _tail(traceback.format_exc())
-        sys.stderr.write(status.data["harness_error"])
+    except (Exception, SystemExit) as exc:
+        if isinstance(exc, SystemExit):
+            status.data["harness_error"] = f"the pipeline called sys.exit({exc.code!r})"
+        else:
+            status.data["harness_error"] = _tail(traceback.format_exc())
+        sys.stderr.write(status.data["harness_error"] + "\n")
         code = EXIT_HARNESS_ERROR
     write_fingerprint(meta)
     status.data["finished"] = time.time()
     status.save()
     return code
+
+
+def _write_watchdog(meta: str, data: Dict[str, Any]) -> None:
+    with open(os.path.join(meta, WATCHDOG_FILE), "w") as handle:
+        json.dump(data, handle)
+
+
+def _child(meta: str, spec: Dict[str, Any]) -> None:
+    os.setpgid(0, 0)
+    code = EXIT_HARNESS_ERROR
+    try:
+        code = work(meta, spec)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def watch(meta: str, spec: Dict[str, Any], seconds: float) -> int:
+    """Run the harness in a child process and kill it at the deadline. As the container's
+    first process, this makes the container end by itself even when nobody on the host waits
+    for it any more (reprocheck killed with -9). Names the signal a child died of."""
+    pid = os.fork()
+    if pid == 0:
+        _child(meta, spec)
+    end = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() >= end:
+            for target in (-pid, pid):
+                with contextlib.suppress(OSError):
+                    os.kill(target, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            _write_watchdog(meta, {"deadline": seconds})
+            sys.stderr.write(f"reprocheck: the pipeline ran past its deadline of {seconds:g}s\n")
+            return EXIT_DEADLINE
+        time.sleep(0.05)
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        _write_watchdog(meta, {"signal": number, "name": _signal_name(number)})
+        return 128 + number
+    return os.WEXITSTATUS(status)
+
+
+def main(meta: str) -> int:
+    os.umask(0o022)
+    with open(os.path.join(meta, "spec.json")) as handle:
+        spec = json.load(handle)
+    deadline = spec.get("deadline")
+    if deadline:
+        return watch(meta, spec, float(deadline))
+    return work(meta, spec)
 
 
 if __name__ == "__main__":

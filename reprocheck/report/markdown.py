@@ -29,8 +29,10 @@ STATUS_MARK = {"CONSISTENT": "✅", "DRIFT": "❌", "ERROR": "⚠️"}
 
 
 def _cell(value: Any) -> str:
-    """Table cell text: pipes escaped, newlines folded."""
-    return " ".join(str(value).split()).replace("|", "\\|")
+    """Table cell text: HTML tags and entities, and pipes escaped (user text may hold any),
+    newlines folded. ``>`` alone starts no tag and stays readable ("a -> b")."""
+    text = " ".join(str(value).split()).replace("&", "&amp;").replace("<", "&lt;")
+    return text.replace("|", "\\|")
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:

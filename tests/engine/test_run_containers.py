@@ -37,7 +37,7 @@ INPUTS = {"inputs/a.txt": "abc", "inputs/sub/b.txt": "hello"}
 def _run(engine: Any, source: Path, *envs: str) -> RunResult:
     config = load_config(source)
     run_dir = source.parent / "reports" / f"run-{uuid.uuid4().hex[:8]}"
-    return Runner(engine, make_plan(config, envs)).run(run_dir)
+    return Runner(engine, make_plan(config, envs), run_id=run_dir.name).run(run_dir)
 
 
 def _env(result: RunResult, name: str) -> EnvironmentResult:

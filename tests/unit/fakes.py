@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,7 @@ class FakeEngine:
     pulls: list[str] = field(default_factory=list)
     builds: list[BuildRequest] = field(default_factory=list)
     runs: list[ContainerSpec] = field(default_factory=list)
+    stops: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, ref: str, image_id: str | None = None, **labels: str) -> ImageInfo:
         info = image_info(ref, image_id, **labels)
@@ -124,7 +125,9 @@ class FakeEngine:
     def export_files(self, image: str, paths: tuple[str, ...]) -> dict[str, bytes]:
         return dict.fromkeys(paths, b"")
 
-    def sweep(self) -> int:
+    def stop(self, labels: Mapping[str, str]) -> int:
+        self.stops.append(dict(labels))
         return 0
 
-
+    def sweep(self, *, everything: bool = False) -> int:
+        return 0

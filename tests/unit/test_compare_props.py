@@ -279,3 +279,113 @@ def test_integer_distance_has_no_overflow(dtype: type, x: int, y: int, expected:
     result = compare_arrays(np.array([x], dtype=dtype), np.array([y], dtype=dtype))
     assert result.max_ulp == expected
     assert result.max_abs == float(expected)
+
+
+# --------------------------------------------------------------------------- the whole input space
+
+NUMERIC = [*FLOATS, *INTS, *COMPLEX]
+NOT_NUMERIC = [np.dtype(t) for t in ("U3", "S2", "O", "M8[s]", "m8[ms]", "V4")]
+SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
+SPECIAL_FLOATS = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1.0, -1.0, 5e-324]
+
+
+@st.composite
+def tolerances(draw: st.DrawFn) -> Tolerance:
+    return Tolerance(
+        atol=draw(st.sampled_from([0.0, 1e-6, 0.5, 1.0, np.inf])),
+        rtol=draw(st.sampled_from([0.0, 1e-3])),
+        ulp=draw(st.sampled_from([None, 0, 4])),
+        max_mismatch_fraction=draw(st.sampled_from([0.0, 0.5, 1.0])),
+        match=draw(st.sampled_from(["elements", "rows"])),
+    )
+
+
+DECISIONS = st.sampled_from(
+    [None, *(compare.DecisionRule(pattern="*", kind=k) for k in ("argmax", "labels", "boxes"))]
+)
+
+
+@st.composite
+def any_array(draw: st.DrawFn, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    if dtype.kind in "fc":
+        real = np.dtype(dtype.char.lower()) if dtype.kind == "c" else dtype
+        values = st.sampled_from(SPECIAL_FLOATS) | st.floats(width=8 * real.itemsize)
+        return draw(hnp.arrays(dtype, shape, elements=values.map(real.type)))
+    if dtype.kind == "O":
+        return np.full(shape, None, dtype=object)
+    if dtype.kind == "V":
+        return np.zeros(shape, dtype=dtype)
+    return draw(hnp.arrays(dtype, shape))
+
+
+def assert_sane(result: compare.ArrayComparison, a: np.ndarray, b: np.ndarray) -> None:
+    import json
+
+    json.dumps(result.as_json(), allow_nan=False)  # JSON without NaN/Inf literals
+    if a.dtype == b.dtype and a.shape == b.shape and result.rows is None:
+        assert result.bit_identical == (a.tobytes() == b.tobytes())
+        assert (result.verdict == "identical") == result.bit_identical
+        assert result.total == a.size * (2 if a.dtype.kind == "c" else 1)
+        index_shape = (*a.shape, 2) if a.dtype.kind == "c" else a.shape
+        for index in result.worst_indices:
+            assert len(index) == len(index_shape)
+            assert all(0 <= i < n for i, n in zip(index, index_shape, strict=True))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    dtypes=st.tuples(st.sampled_from(NUMERIC + NOT_NUMERIC), st.sampled_from(NUMERIC)),
+    same=st.booleans(),
+    tolerance=tolerances(),
+    decision=DECISIONS,
+)
+def test_any_two_arrays_compare_or_raise_output_error(
+    data: st.DataObject,
+    dtypes: tuple[np.dtype, np.dtype],
+    same: bool,
+    tolerance: Tolerance,
+    decision: compare.DecisionRule | None,
+) -> None:
+    """0-d, empty and single-element arrays, every dtype kind, NaN/Inf/-0.0: compare returns
+    a result, or raises OutputError for what is not numeric; nothing else escapes."""
+    shape_a = data.draw(SHAPES)
+    dtype_a, dtype_b = (dtypes[0], dtypes[0]) if same else dtypes
+    shape_b = shape_a if same else data.draw(SHAPES)
+    a = data.draw(any_array(dtype_a, shape_a))
+    b = data.draw(any_array(dtype_b, shape_b))
+    try:
+        result = compare_arrays(a, b, tolerance, decision)
+    except compare.OutputError:
+        assert not (a.dtype.kind in "biufc" and b.dtype.kind in "biufc")
+        return
+    assert_sane(result, a, b)
+
+
+@PROPS
+@given(data=st.data(), dtype=st.sampled_from(FLOATS + INTS))
+def test_metrics_match_reference_for_every_shape(data: st.DataObject, dtype: np.dtype) -> None:
+    """The reference check over 0-d, empty and larger shapes (not only 1-d)."""
+    shape = data.draw(SHAPES)
+    a = data.draw(any_array(dtype, shape))
+    b = data.draw(any_array(dtype, shape))
+    check_against_reference(a, b)
+
+
+@pytest.mark.parametrize("dtype", NUMERIC)
+def test_scalar_outputs_compare(dtype: np.dtype) -> None:
+    one, two = np.asarray(1, dtype=dtype), np.asarray(2 if dtype.kind != "b" else 0, dtype=dtype)
+    result = compare_arrays(one, two)
+    assert result.verdict == "drift"
+    assert result.shape == ((), ())
+    assert result.worst_indices[0] == (() if dtype.kind != "c" else (0,))
+    assert compare_arrays(one, one.copy()).verdict == "identical"
+
+
+def test_scalar_within_tolerance_and_nan() -> None:
+    assert compare_arrays(np.asarray(0.9712), np.asarray(0.9716), Tolerance(atol=1e-3)).verdict == (
+        "within_tolerance"
+    )
+    nan = compare_arrays(np.asarray(np.nan), np.asarray(1.0))
+    assert (nan.verdict, nan.nan_mismatch, nan.max_ulp) == ("drift", 1, None)
+    assert compare_arrays(np.asarray(-0.0), np.asarray(0.0)).mismatched == 0

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from reprocheck.config import find_config, load_config
+from reprocheck.config import DecisionConfig, OutputsConfig, find_config, load_config, size_bytes
 from reprocheck.errors import EXIT_ERROR, ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
 
 VALID = """
 [pipeline]
@@ -221,7 +223,7 @@ def test_memory_must_be_a_docker_size(make_project, value) -> None:
     assert "is not a size" in str(error)
 
 
-@pytest.mark.parametrize("value", ["64m", "16g", "1024", "512MB", "2k"])
+@pytest.mark.parametrize("value", ["64m", "16g", "6291456", "512MB", "6144k"])
 def test_memory_sizes_docker_accepts(make_project, value) -> None:
     source = make_project(f'[pipeline]\ncallable = "p.py:run"\n[run]\nmemory = "{value}"\n' + ENVS)
     assert load_config(source).run.memory == value
@@ -230,3 +232,227 @@ def test_memory_sizes_docker_accepts(make_project, value) -> None:
 def test_shm_size_is_checked_too(make_project) -> None:
     source = make_project('[pipeline]\ncallable = "p.py:run"\n[run]\nshm_size = "big"\n' + ENVS)
     assert "field 'run.shm_size'" in str(_error(source))
+
+
+# --- limits and closed sets: every out-of-range value is an error at load time ----------------
+
+HEAD = '[pipeline]\ncallable = "p.py:run"\n' + ENVS
+
+
+@pytest.mark.parametrize(
+    ("snippet", "dotted", "says"),
+    [
+        ("[run]\npids_limit = 0", "run.pids_limit", "there is no 'unlimited'"),
+        ("[run]\npids_limit = -1", "run.pids_limit", "use a positive number"),
+        ("[run]\ncpus = 0", "run.cpus", "greater than or equal to 0.01, got 0"),
+        ("[run]\ncpus = -2.0", "run.cpus", "got -2.0"),
+        ("[run]\ncpus = nan", "run.cpus", "finite number"),
+        ("[run]\ntimeout = 0", "run.timeout", "greater than 0, got 0"),
+        ("[run]\ntimeout = -5", "run.timeout", "greater than 0"),
+        ("[run]\ntimeout = inf", "run.timeout", "finite number, got inf"),
+        ("[run]\nrepeat = 0", "run.repeat", "greater than or equal to 1, got 0"),
+        ("[run]\njobs = 0", "run.jobs", "greater than or equal to 1, got 0"),
+        ('[run]\nmemory = "0"', "run.memory", "less than Docker's minimum of 6m"),
+        ('[run]\nmemory = "0g"', "run.memory", "less than Docker's minimum of 6m"),
+        ('[run]\nmemory = "5m"', "run.memory", "less than Docker's minimum of 6m"),
+        ('[run]\nmemory = "6291455"', "run.memory", "less than Docker's minimum of 6m"),
+        ('[run]\nshm_size = "0"', "run.shm_size", "0 bytes"),
+        ('[run]\nshm_size = "0k"', "run.shm_size", "0 bytes"),
+        ('[run]\nnetwork = "off"', "run.network", "'none', 'bridge' or 'host', got 'off'"),
+        ("[outputs]\nmax_file_bytes = 0", "outputs.max_file_bytes", "greater than 0"),
+        ("[outputs]\nmax_array_bytes = -1", "outputs.max_array_bytes", "greater than 0"),
+        ("[tolerance]\ndefault = { atol = -1e-9 }", "tolerance.default.atol", ">= 0"),
+        ("[tolerance]\ndefault = { atol = nan }", "tolerance.default.atol", ">= 0"),
+        ('[tolerance]\n"*/x" = { rtol = -1 }', "tolerance.*/x.rtol", ">= 0"),
+        ("[tolerance]\ndefault = { ulp = -1 }", "tolerance.default.ulp", ">= 0"),
+        (
+            "[tolerance]\ndefault = { max_mismatch_fraction = 1.5 }",
+            "tolerance.default.max_mismatch_fraction",
+            "less than or equal to 1",
+        ),
+        ('[tolerance]\ndefault = { match = "row" }', "tolerance.default.match", "'rows', got"),
+        ('[decisions]\n"*/b" = { kind = "boxes", iou = 0 }', "decisions.*/b.iou", "than 0"),
+        ('[decisions]\n"*/b" = { kind = "boxes", iou = 1.5 }', "decisions.*/b.iou", "than or"),
+        ('[decisions]\n"*/p" = "argmx"', "decisions.*/p.kind", "'labels' or 'boxes', got"),
+        ('[decisions]\n"*/p" = { kind = "top1" }', "decisions.*/p.kind", "'argmax', 'labels'"),
+        ('[decisions]\n"*/p" = 3', "decisions.*/p", "use a kind ('argmax', 'labels' or 'boxes')"),
+        ('[decisions]\n"*/p" = { kind = "argmax", iou = 0.3 }', "decisions.*/p", "'boxes' only"),
+        ('[compare]\nmode = "pairs"', "compare.mode", "'baseline' or 'all-pairs', got 'pairs'"),
+        ('[images]\nbootstrap = "always"', "images.bootstrap", "'auto' or 'never'"),
+    ],
+)
+def test_out_of_range_value(make_project, snippet, dotted, says) -> None:
+    source = make_project(HEAD + snippet + "\n")
+    message = str(_error(source))
+    assert message.startswith(f"{source.resolve()}: field '{dotted}': ")
+    assert says.replace(">=", "greater than or equal to") in message
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "[run]\npids_limit = 1",
+        "[run]\ncpus = 0.01",
+        "[run]\ntimeout = 0.5",
+        '[run]\nmemory = "6m"\nshm_size = "1"',
+        "[outputs]\nmax_file_bytes = 1\nmax_array_bytes = 1",
+        "[tolerance]\ndefault = { max_mismatch_fraction = 1, ulp = 0 }",
+        '[decisions]\n"*/b" = { kind = "boxes", iou = 1 }',
+    ],
+)
+def test_smallest_and_largest_values_allowed(make_project, snippet) -> None:
+    load_config(make_project(HEAD + snippet + "\n"))
+
+
+def test_max_array_bytes(make_project) -> None:
+    assert OutputsConfig().max_array_bytes == 512 * 1024**2
+    config = load_config(make_project(HEAD + "[outputs]\nmax_array_bytes = 1024\n"))
+    assert config.outputs.max_array_bytes == 1024
+
+
+def test_decision_kind_alone_is_short_for_a_table(make_project) -> None:
+    snippet = '[decisions]\n"*/p" = "argmax"\n"*/b" = { kind = "boxes", iou = 0.7 }\n'
+    decisions = load_config(make_project(HEAD + snippet)).decisions
+    assert decisions == {
+        "*/p": DecisionConfig(kind="argmax"),
+        "*/b": DecisionConfig(kind="boxes", iou=0.7),
+    }
+
+
+def test_size_bytes() -> None:
+    assert [size_bytes(s) for s in ("1", "2b", "3k", "4KB", "5m", "6g")] == [
+        1, 2, 3 * 1024, 4 * 1024, 5 * 1024**2, 6 * 1024**3,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="is not a size"):
+        size_bytes("10bb")
+
+
+def test_control_characters_stay_on_one_line(make_project) -> None:
+    error = _error(make_project('"a\\nb" = 1\n' + HEAD))
+    assert "unknown key 'a\\nb'" in str(error)
+
+
+# --- images: a folder with a Dockerfile, or a valid image reference ---------------------------
+
+TRIXIE = {"images/debian-trixie/Dockerfile": "FROM debian:trixie\n", "images/empty/x": ""}
+
+
+def _image_project(make_project, image: str, files: dict[str, str] | None = None) -> Path:
+    text = f'[pipeline]\ncallable = "p.py:run"\n[[environments]]\nname = "e"\nimage = "{image}"\n'
+    return make_project(text, TRIXIE if files is None else files)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "debian:bookworm",
+        "ubuntu",
+        "reprocheck/debian-arm64:bookworm",
+        "127.0.0.1:5000/name@sha256:" + "0123456789abcdef" * 4,
+        "ghcr.io/org/img:tag",
+        "localhost:5000/a/b_c__d---e.f:v1.2-rc_3",
+        "docker.io/library/debian:bookworm@sha256:" + "a" * 64,
+        "[::1]:5000/img:tag",
+        "img/new:1",
+        "imgs/debian-trixie",  # no imgs/ folder: a registry reference, as Docker reads it
+    ],
+)
+def test_valid_image_references(make_project, image) -> None:
+    config = load_config(_image_project(make_project, image))
+    assert config.environments[0].image == image
+    assert config.dockerfile_folder(config.environments[0]) is None
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "Debian:Bookworm",
+        "Images/Debian-Trixie",
+        "debian bookworm",
+        "debian:",
+        ":bookworm",
+        "debian::bookworm",
+        "debian:-bookworm",
+        "debian@sha256:abc",
+        "ghcr.io/Org/img",
+        "img/",
+        "-img",
+        "a" * 256,
+    ],
+)
+def test_invalid_image_references(make_project, image) -> None:
+    message = str(_error(_image_project(make_project, image)))
+    assert f"field 'environments.0.image': {image!r} is neither an existing folder" in message
+    assert 'lowercase, like "debian:bookworm"' in message
+
+
+@pytest.mark.parametrize(
+    "image", ["images/debian-trixie", "./images/debian-trixie", "images/../images/debian-trixie"]
+)
+def test_dockerfile_folder(make_project, image) -> None:
+    config = load_config(_image_project(make_project, image))
+    folder = config.dockerfile_folder(config.environments[0])
+    assert folder == (config.root / "images/debian-trixie").resolve()
+
+
+def test_absolute_and_home_folders(make_project, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "project"))
+    for image in (str(REPO / "images/debian-bookworm"), "~/images/debian-trixie"):
+        config = load_config(_image_project(make_project, image))
+        assert config.dockerfile_folder(config.environments[0]) is not None
+
+
+@pytest.mark.parametrize("image", ["images/Debian-Trixie", "images/debian-trixy"])
+def test_missing_folder_is_not_a_registry_reference(make_project, image) -> None:
+    source = _image_project(make_project, image)
+    message = str(_error(source))
+    assert f"field 'environments.0.image': no folder {source.parent / image} " in message
+    assert "did you mean 'images/debian-trixie'?" in message
+    assert f"folders in {source.parent / 'images'}: debian-trixie, empty)" in message
+
+
+@pytest.mark.parametrize("image", ["./nowhere/x", "/nonexistent-reprocheck/x", "~/nowhere"])
+def test_missing_path_like_folder(make_project, tmp_path, monkeypatch, image) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    message = str(_error(_image_project(make_project, image)))
+    assert "field 'environments.0.image': no folder " in message
+    assert 'an image reference is lowercase, like "debian:bookworm"' in message
+
+
+def test_folder_without_dockerfile(make_project) -> None:
+    message = str(_error(_image_project(make_project, "images/empty")))
+    assert "field 'environments.0.image': folder " in message
+    assert "images/empty has no Dockerfile (add a Dockerfile" in message
+
+
+def test_folder_of_dockerfile_folders(make_project) -> None:
+    message = str(_error(_image_project(make_project, "images")))
+    assert "has no Dockerfile (folders with a Dockerfile in it: debian-trixie)" in message
+
+
+def test_the_bad_image_is_named_by_its_index(make_project) -> None:
+    text = (
+        '[pipeline]\ncallable = "p.py:run"\n[[environments]]\nname = "a"\nimage = "debian:bookworm"'
+        '\n[[environments]]\nname = "b"\nimage = "images/Debian-Trixie"\n'
+    )
+    assert "field 'environments.1.image'" in str(_error(make_project(text, TRIXIE)))
+
+
+def test_dockerfile_folder_checks_again(make_project) -> None:
+    config = load_config(_image_project(make_project, "images/debian-trixie"))
+    (config.root / "images/debian-trixie/Dockerfile").unlink()
+    with pytest.raises(ConfigError, match=r"environment 'e': folder .* has no Dockerfile"):
+        config.dockerfile_folder(config.environments[0])
+
+
+@pytest.mark.parametrize("name", ["reprocheck.toml", "reprocheck-arm64.toml"])
+def test_repository_configs_stay_valid(name) -> None:
+    config = load_config(REPO / name)
+    assert all(config.dockerfile_folder(env) for env in config.environments)
+
+
+def test_missing_folder_lists_visible_folders_next_to_it(make_project) -> None:
+    source = _image_project(make_project, "./trixie", {**TRIXIE, ".git/HEAD": ""})
+    message = str(_error(source))
+    assert f"no folder {source.parent / 'trixie'} to build from" in message
+    assert message.endswith(f"(folders in {source.parent}: images)")

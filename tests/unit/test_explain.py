@@ -448,7 +448,7 @@ def explained(make_project, no_host_ca):
         engine = _engine(follows)
         for env in config.environments:
             engine.add(env.image)
-        run = Runner(engine, make_plan(config)).run(config.reports_dir / "run-1")
+        run = Runner(engine, make_plan(config), run_id="run-1").run(config.reports_dir / "run-1")
         explainer = Explainer(engine, config, run, **kwargs)
         return explainer, engine, run
 

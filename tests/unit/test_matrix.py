@@ -111,3 +111,61 @@ def test_rules_without_config(make_project) -> None:
     assert tolerance_rules(config).default == Tolerance()
     assert tolerance_rules(config).rules == ()
     assert decision_rules(config).rules == ()
+
+
+def _verdicts(matrix) -> dict[tuple[str, str, str], str]:  # type: ignore[no-untyped-def]
+    return {(c.output, c.baseline, c.candidate): c.verdict for c in matrix.comparisons}
+
+
+def test_an_unreadable_output_is_an_error_and_the_others_are_compared(
+    make_project, tmp_path
+) -> None:
+    config = load_config(make_project(CONFIG))
+    run_dir = tmp_path / "run"
+    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3)}})
+    b = stored_env(run_dir, "b", {"x": {"v": np.zeros(3)}})
+    for env in (a, b):
+        np.save(env.outputs_dir / "text.npy", np.array(["a", "b"]))
+        (env.outputs_dir / "junk.npz").write_bytes(b"PK junk")
+    (b.outputs_dir / "scalar.npy").write_bytes(b"")  # empty file: no npy header
+    np.save(a.outputs_dir / "scalar.npy", np.float64(1.0))
+    matrix = build_matrix(config, stored_run(run_dir, (a, b)))
+    found = _verdicts(matrix)
+    assert found == {
+        ("junk", "a", "b"): "error", ("scalar", "a", "b"): "error",
+        ("text", "a", "b"): "error", ("x/v", "a", "b"): "identical",
+    }  # fmt: skip
+    notes = {c.output: c.note for c in matrix.comparisons}
+    assert "dtype <U1" in str(notes["text"])
+    assert "b:" in str(notes["scalar"])
+    assert matrix.has_errors and not matrix.has_drift
+
+
+def test_outputs_neither_side_made_are_not_part_of_a_pair(make_project, tmp_path) -> None:
+    config = load_config(make_project(CONFIG))
+    run_dir = tmp_path / "run"
+    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3)}})
+    b = stored_env(run_dir, "b", {"x": {"v": np.zeros(3)}})
+    c = stored_env(run_dir, "c", {"x": {"v": np.zeros(3), "extra": np.ones(1)}})
+    pairs = environment_pairs(["a", "b", "c"], "all-pairs")
+    matrix = build_matrix(config, stored_run(run_dir, (a, b, c)), pairs=pairs)
+    assert _verdicts(matrix) == {
+        ("x/v", "a", "b"): "identical", ("x/v", "a", "c"): "identical",
+        ("x/v", "b", "c"): "identical", ("x/extra", "a", "c"): "missing",
+        ("x/extra", "b", "c"): "missing",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.float64(2.0), np.asarray(2), np.asarray(True), np.zeros((0, 3)), np.asarray(np.nan)],
+)
+def test_scalars_and_empty_arrays_compare(make_project, tmp_path, value) -> None:
+    config = load_config(make_project(CONFIG))
+    run_dir = tmp_path / "run"
+    a = stored_env(run_dir, "a", {"x": {"v": np.asarray(value)}})
+    b = stored_env(run_dir, "b", {"x": {"v": np.ones_like(value)}})
+    matrix = build_matrix(config, stored_run(run_dir, (a, b)))
+    (item,) = matrix.comparisons
+    assert item.verdict in ("drift", "identical")
+    assert not matrix.has_errors

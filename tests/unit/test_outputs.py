@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -96,21 +99,100 @@ def test_raw_pickle_named_npy_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def the_error(folder: Path, name: str | None = None) -> str:
+    """The error of the one output (or ``name``) under ``folder``; loading it raises it too."""
+    refs = index_outputs(folder)
+    ref = refs[name] if name else next(iter(refs.values()))
+    assert ref.error, ref
+    with pytest.raises(OutputError, match=re.escape(ref.error)):
+        load_output(ref)
+    return ref.error
+
+
 def test_max_file_bytes(out: Path) -> None:
     np.save(out / "big.npy", np.zeros(1000))
-    with pytest.raises(OutputError, match="max_file_bytes"):
-        index_outputs(out, max_file_bytes=4000)
-    assert "big" in index_outputs(out, max_file_bytes=9000)
+    refs = index_outputs(out, max_file_bytes=4000)
+    assert "max_file_bytes" in str(refs["big"].error)
+    assert refs["a/edges"].error is None  # the other outputs are unaffected
+    assert index_outputs(out, max_file_bytes=9000)["big"].error is None
 
 
 def test_corrupt_npz(tmp_path: Path) -> None:
     (tmp_path / "x.npz").write_bytes(b"not a zip")
-    with pytest.raises(OutputError, match=r"not a readable \.npz"):
-        index_outputs(tmp_path)
+    assert "x.npz cannot be read" in the_error(tmp_path, "x")
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", "{not json"])
 def test_json_must_be_a_flat_object(tmp_path: Path, text: str) -> None:
     (tmp_path / "x.json").write_text(text)
-    with pytest.raises(OutputError, match=r"x\.json"):
-        index_outputs(tmp_path)
+    assert "x.json" in the_error(tmp_path, "x")
+
+
+def test_links_are_outputs_with_an_error_and_never_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "s.json").write_text('{"secret_key": 1}')
+    np.save(secret / "w.npy", np.arange(3))
+    out = tmp_path / "out"
+    (out / "real").mkdir(parents=True)
+    np.save(out / "real" / "ok.npy", np.arange(2))
+    (out / "leak.json").symlink_to(secret / "s.json")
+    (out / "w.npy").symlink_to(secret / "w.npy")
+    (out / "dir").symlink_to(secret)
+    (out / "dangling.npz").symlink_to(tmp_path / "nothing")
+    refs = index_outputs(out)
+    assert sorted(refs) == ["dangling", "dir", "leak", "real/ok", "w"]
+    for name in ("dangling", "dir", "leak", "w"):
+        assert "symbolic link" in str(refs[name].error), name
+    assert refs["real/ok"].error is None
+    assert index_outputs(out / "dir") == {}  # a linked outputs folder is not walked either
+
+
+def test_fifo_is_not_a_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.npy")
+    assert "not a regular file" in the_error(tmp_path)
+
+
+def _bomb(path: Path, shape: tuple[int, ...], dtype: str = "<f4") -> None:
+    """A .npz whose header claims ``shape`` (zeros): tiny on disk, huge when inflated."""
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("big.npy", "w", force_zip64=True) as member,
+    ):
+        np.lib.format.write_array_header_1_0(member, header)
+        member.write(bytes(2**20))
+
+
+def test_inflated_size_is_checked_from_the_header(tmp_path: Path) -> None:
+    _bomb(tmp_path / "b.npz", (2**28,))
+    assert (tmp_path / "b.npz").stat().st_size < 100_000
+    error = the_error(tmp_path, "b/big")
+    assert "max_array_bytes" in error and "1,073,741,824" in error
+    small = index_outputs(tmp_path, max_array_bytes=2**31)["b/big"]
+    assert small.error is None  # under a higher limit the header passes (the data is short)
+    with pytest.raises(OutputError):
+        load_output(small)
+
+
+def test_npy_header_claims_are_checked_too(tmp_path: Path) -> None:
+    with (tmp_path / "x.npy").open("wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}
+        )
+    assert "max_array_bytes" in the_error(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["..", ".", ""])
+def test_dot_names_are_refused(tmp_path: Path, key: str) -> None:
+    np.savez(tmp_path / "f.npz", **{key: np.ones(1), "fine": np.ones(1)})
+    refs = index_outputs(tmp_path)
+    assert refs["f/fine"].error is None
+    assert "'.' or '..'" in str(refs[f"f/{key}"].error)
+
+
+def test_one_bad_member_leaves_the_archive_readable(tmp_path: Path) -> None:
+    np.savez(tmp_path / "m.npz", obj=np.array([None], dtype=object), ok=np.arange(3))
+    refs = index_outputs(tmp_path)
+    assert "pickle" in str(refs["m/obj"].error)
+    np.testing.assert_array_equal(load_output(refs["m/ok"]), np.arange(3))

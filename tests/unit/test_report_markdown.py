@@ -41,3 +41,12 @@ def test_consistent_run_has_a_green_headline() -> None:
     text = render_markdown(report)
     assert text.startswith("## ✅ reprocheck: CONSISTENT")
     assert "### Errors" not in text
+
+
+def test_html_in_user_text_is_escaped(tmp_path: Path) -> None:
+    report = synthetic_report(tmp_path)
+    report["environments"][0]["status"] = "partial"
+    report["environments"][0]["error"] = "fixture a: ValueError: <script>alert(1)</script> & co"
+    text = render_markdown(report)
+    assert "<script>" not in text
+    assert "&lt;script>alert(1)&lt;/script> &amp; co" in text

@@ -11,9 +11,10 @@ import pytest
 from fakes import FakeEngine, Mounted, outcome
 
 from reprocheck.config import load_config
+from reprocheck.engine import ContainerSpec
 from reprocheck.errors import ImageBuildError
 from reprocheck.plan import make_plan
-from reprocheck.runner import HARNESS_DIR, Runner, RunResult, container_user
+from reprocheck.runner import DEADLINE_GRACE, HARNESS_DIR, Runner, RunResult, container_user
 
 FIXTURES = {"inputs/a.png": "a", "inputs/b.png": "b", "inputs/c.png": "c"}
 PLANNED = ["a.png", "b.png", "c.png"]
@@ -38,7 +39,9 @@ def _run(make_project, fake_engine: FakeEngine, tmp_path: Path, **kwargs) -> Run
     config = _config(make_project, **kwargs)
     for env in config.environments:
         fake_engine.add(env.image)
-    return Runner(fake_engine, make_plan(config)).run(tmp_path / "reports" / "run-1")
+    return Runner(fake_engine, make_plan(config), run_id="run-1").run(
+        tmp_path / "reports" / "run-1"
+    )
 
 
 def _by_name(result: RunResult):
@@ -151,8 +154,14 @@ def test_command_that_fails(make_project, fake_engine, tmp_path) -> None:
         return outcome(0)
 
     fake_engine.behaviours["one"] = command_fails
-    envs = _by_name(_run(make_project, fake_engine, tmp_path,
-                         pipeline='command = ["python3", "x.py", "{inputs}", "{outputs}"]'))
+    envs = _by_name(
+        _run(
+            make_project,
+            fake_engine,
+            tmp_path,
+            pipeline='command = ["python3", "x.py", "{inputs}", "{outputs}"]',
+        )
+    )
     assert envs["one"].status == "error"
     assert "command exited 2: no such file" in (envs["one"].error or "")
     assert envs["two"].status == "ok"
@@ -162,7 +171,7 @@ def test_image_failure_is_that_environments_error(make_project, fake_engine, tmp
     config = _config(make_project, names=("one", "two", "three"))
     fake_engine.add("img/one:1")
     fake_engine.add("img/three:1")  # img/two:1 is neither present nor pullable
-    result = Runner(fake_engine, make_plan(config)).run(tmp_path / "run")
+    result = Runner(fake_engine, make_plan(config), run_id="run").run(tmp_path / "run")
     envs = _by_name(result)
     assert envs["two"].status == "error"
     assert "img/two:1" in (envs["two"].error or "")
@@ -238,15 +247,24 @@ user = "1234:1234"
 """
     _run(make_project, fake_engine, tmp_path, names=("one",), extra=extra)
     (spec,) = fake_engine.runs
-    assert (spec.memory, spec.cpus, spec.pids_limit, spec.timeout, spec.shm_size, spec.user) == (
-        "64m", 1.5, 99, 3, "8m", "1234:1234",
+    assert (spec.memory, spec.cpus, spec.pids_limit, spec.shm_size, spec.user) == (
+        "64m", 1.5, 99, "8m", "1234:1234",
     )  # fmt: skip
+    assert_deadline(spec, 3)
+
+
+def assert_deadline(spec: ContainerSpec, timeout: float) -> None:
+    """The harness enforces [run] timeout inside the container; the host waits a grace longer."""
+    meta = next(m.source for m in spec.mounts if m.target == "/meta")
+    assert json.loads((meta / "spec.json").read_text())["deadline"] == timeout
+    assert spec.timeout == timeout + DEADLINE_GRACE
 
 
 def test_default_limits(make_project, fake_engine, tmp_path) -> None:
     _run(make_project, fake_engine, tmp_path, names=("one",))
     (spec,) = fake_engine.runs
-    assert (spec.memory, spec.pids_limit, spec.timeout) == ("16g", 4096, 3600.0)
+    assert (spec.memory, spec.pids_limit) == ("16g", 4096)
+    assert_deadline(spec, 3600.0)
 
 
 def test_host_ca_is_mounted_read_only_beside_the_containers_bundle(
@@ -270,7 +288,6 @@ def test_container_user_is_never_root(make_project, monkeypatch, uid, expected) 
     assert container_user(_config(make_project)) == expected
 
 
-
 def test_command_that_succeeds_is_ok_not_partial(make_project, fake_engine, tmp_path) -> None:
     def command_ok(box: Mounted) -> object:
         np.save(box.out / "result.npy", np.zeros(2))
@@ -279,7 +296,13 @@ def test_command_that_succeeds_is_ok_not_partial(make_project, fake_engine, tmp_
         return outcome(0)
 
     fake_engine.behaviours["one"] = command_ok
-    envs = _by_name(_run(make_project, fake_engine, tmp_path,
-                         pipeline='command = ["python3", "x.py", "{inputs}", "{outputs}"]'))
+    envs = _by_name(
+        _run(
+            make_project,
+            fake_engine,
+            tmp_path,
+            pipeline='command = ["python3", "x.py", "{inputs}", "{outputs}"]',
+        )
+    )
     assert envs["one"].status == "ok", envs["one"].error
     assert envs["one"].fixtures == ()  # a command has no per-fixture status
