@@ -79,16 +79,9 @@ def ca_bundle(config: RunConfig | None) -> Path | None:
 
 
 def dockerfile_folder(config: RunConfig, env: EnvironmentConfig) -> Path | None:
-    """The build folder when ``image`` names a folder with a Dockerfile, else None (a reference)."""
-    candidate = config.root / env.image
-    if (candidate / "Dockerfile").is_file():
-        return candidate.resolve()
-    if candidate.is_dir():
-        raise ConfigError(
-            f"{config.source}: environment {env.name!r}: folder {env.image} has no Dockerfile",
-            fix="add a Dockerfile or give an image reference",
-        )
-    return None
+    """The build folder when ``image`` names a folder with a Dockerfile, else None (a reference).
+    The rule lives in the config, which checked it at load time."""
+    return config.dockerfile_folder(env)
 
 
 def base_images(dockerfile: Path) -> list[str]:

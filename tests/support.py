@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = REPO_ROOT / "images"
 DEBIAN_ENVS = ("bullseye", "bookworm", "trixie")
 
-# What the images built from images/debian-* hold (see /work/shared/FACTS.md).
+# What the images built from images/debian-* hold (the versions each Debian release ships).
 # name -> (VERSION_CODENAME, glibc, python)
 DEBIAN_FACTS = {
     "bullseye": ("bullseye", "2.31", "3.9.2"),

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[2]
 HARNESS_DIR = REPO / "reprocheck" / "harness"
 
-# (image, codename, glibc, python, numpy, cv2) as recorded in /work/shared/FACTS.md.
+# (image, codename, glibc, python, numpy, cv2): what Debian 11, 12 and 13 ship (measured in the
+# images built from images/debian-*; the packages are pinned by the Debian release).
 IMAGES = [
     ("debian-bullseye", "bullseye", "2.31", "3.9.2", "1.19.5", "4.5.1"),
     ("debian-bookworm", "bookworm", "2.36", "3.11.2", "1.24.2", "4.6.0"),
