@@ -160,7 +160,8 @@ def report_paths(kwargs: dict[str, Path | None]) -> ReportPaths:
 @click.option("--baseline", "baseline", default=None,
               help="Also compare each environment with this saved baseline.")  # fmt: skip
 @click.option("-j", "--jobs", type=int, default=None,
-              help="Environments to run at the same time (default: [run] jobs, 1).")  # fmt: skip
+              help="Environments to run at the same time (default: [run] jobs, else one per "
+                   "core).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Show build and bootstrap output.")
 @report_options
@@ -184,7 +185,7 @@ def run(
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
         runner = Runner(engine, plan, progress, run_id=run_dir.name)
-        result = runner.run(run_dir, jobs or config.run.jobs)
+        result = runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1)
     save_run(result)
     if result.interrupted:
         _exit_interrupted(result)

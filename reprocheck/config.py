@@ -130,7 +130,8 @@ class RunSettings(_Model):
     user: str | None = None
     read_only: bool = True
     repeat: int = Field(default=1, ge=1)
-    jobs: int = Field(default=1, ge=1)  # environments run at the same time
+    # Environments run at the same time; None: as many as the host has cores.
+    jobs: int | None = Field(default=None, ge=1)
     shm_size: str = "1g"
 
     @field_validator("memory", "shm_size")

@@ -306,7 +306,7 @@ def test_interrupt_stops_the_containers_and_keeps_what_finished(
     envs = {"quick": {"SLEEP": "0"}, "slow": {"SLEEP": "600"}, "later": {"SLEEP": "0"}}
     root = project(tmp_path / "p", SLEEPER, envs)
     run_id = f"interrupt-{signum}"
-    proc = start_run(root, run_id)
+    proc = start_run(root, run_id, "--jobs", "1")  # one after another: "later" never starts
     wait_for_container(docker_client, run_id, "slow")  # "quick" ran first
     sent = time.monotonic()
     proc.send_signal(signum)
