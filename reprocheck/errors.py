@@ -47,3 +47,16 @@ class RunNotFoundError(ReprocheckError):
 
 class OutputError(ReprocheckError):
     """An output file cannot be read safely."""
+
+
+class UnsafeFileError(ReprocheckError):
+    """A file cannot be read safely: a symlink, not a regular file, too large, or not the
+    JSON it should be (raised by :mod:`reprocheck.safe_files`; callers wrap it with a fix)."""
+
+
+class StoredRunError(ReprocheckError):
+    """A stored run's run.json or fingerprint.json is damaged, of the wrong shape or unsafe."""
+
+
+class HistoryError(ReprocheckError):
+    """The drift history cannot be locked for writing."""

@@ -2,24 +2,47 @@
 
 Parquet when pyarrow is importable, CSV otherwise (pandas either way), so a nightly job's
 trend survives across runs. ``trend_png`` draws drift counts per run (matplotlib, optional).
+
+Concurrent runs of one project append under an exclusive lock and replace the file through
+a unique temporary file, so no run loses its rows. A damaged file (truncated, not a table,
+wrong columns) is moved aside with one warning and a new history starts: the run completes.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from reprocheck.config import RunConfig
+from reprocheck.errors import HistoryError
 from reprocheck.matrix import Matrix
 from reprocheck.runner import RunResult
+from reprocheck.store import write_bytes_atomic
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict",
            "mismatched", "total", "max_abs", "max_ulp"]  # fmt: skip
 TEXT_COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict"]
+NUMBER_COLUMNS = ["mismatched", "total", "max_abs", "max_ulp"]
+# How long a run waits for another one writing the same history (a write takes well under
+# a second; the lock is an flock, so a killed writer never leaves it held).
+LOCK_SECONDS = 120.0
+_REASON_CHARS = 200
+# What a damaged file raises while being read: pandas' parser errors and pyarrow's
+# ArrowInvalid are ValueErrors; the others come from corrupt footers and odd column types.
+_DAMAGE: tuple[type[Exception], ...] = (
+    ValueError, TypeError, KeyError, IndexError, NotImplementedError, OSError,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,29 +81,142 @@ def rows(run: RunResult, matrix: Matrix) -> pd.DataFrame:
 
 
 def load_history(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        return pd.DataFrame(columns=COLUMNS)
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    # CSV keeps no types: an all-digit run id or environment name would come back an int.
-    return pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str))
+    """The stored history, or an empty table when there is none yet. A damaged file is moved
+    aside (see :func:`_move_aside`) and reads as empty, so it never stops a run."""
+    table = _read_or_none(path)
+    if table is not None:
+        return table
+    try:
+        with _locked(path):  # another run may be replacing the file right now: look again
+            return _load_locked(path)
+    except OSError as exc:  # a read-only reports folder: neither lock nor rename works
+        logger.warning("history %s is unreadable and cannot be moved aside (%s): ignoring it",
+                       path, _one_line(exc))  # fmt: skip
+        return _empty()
 
 
 def append_history(config: RunConfig, run: RunResult, matrix: Matrix) -> Path:
-    """Add this run's rows (replacing earlier rows of the same run id) and write atomically."""
+    """Add this run's rows (replacing earlier rows of the same run id) and write atomically.
+
+    The read-modify-write holds an exclusive lock, so concurrent runs of one project each
+    keep their rows."""
     path = history_file(config)
-    old = load_history(path)
-    old = old[old["run_id"] != run.run_id]
-    new = rows(run, matrix)
-    table = new if old.empty else pd.concat([old, new], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".parquet":
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with _locked(path):
+        old = _load_locked(path)
+        old = old[old["run_id"] != run.run_id]
+        new = rows(run, matrix)
+        table = new if old.empty else pd.concat([old, new], ignore_index=True)
+        write_bytes_atomic(path, _serialized(table, path))
     return path
+
+
+def _serialized(table: pd.DataFrame, path: Path) -> bytes:
+    buffer = io.BytesIO()
+    if path.suffix == ".parquet":
+        table.to_parquet(buffer, index=False)
+    else:
+        table.to_csv(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _damage_errors() -> tuple[type[Exception], ...]:
+    """:data:`_DAMAGE`, and every pyarrow error (an absurd size in a footer is a
+    MemoryError) when pyarrow is there to raise them."""
+    if not _has_parquet():
+        return _DAMAGE
+    import pyarrow
+
+    return (*_DAMAGE, pyarrow.ArrowException)
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame(columns=COLUMNS)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    """The table in ``path``, in :data:`COLUMNS` order; raises on any damage."""
+    if path.suffix == ".parquet":
+        table = _read_parquet(path.read_bytes())
+    else:
+        # CSV keeps no types: an all-digit run id or environment name would come back an int.
+        table = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str))
+    missing = [column for column in COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"no column {', '.join(missing)}")
+    table = table[COLUMNS].copy()
+    empty = [column for column in TEXT_COLUMNS if table[column].isna().any()]
+    if empty:
+        raise ValueError(f"empty values in column {', '.join(empty)}")
+    for column in NUMBER_COLUMNS:
+        table[column] = pd.to_numeric(table[column])
+    return table
+
+
+def _read_parquet(data: bytes) -> pd.DataFrame:
+    import pyarrow
+    import pyarrow.parquet
+
+    # Bad UTF-8 or offsets in a column pass read_table and fail only later, in run_lines.
+    pyarrow.parquet.read_table(pyarrow.BufferReader(data)).validate(full=True)
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def _read_or_none(path: Path) -> pd.DataFrame | None:
+    """The stored table, an empty one when there is no file, None when it is damaged."""
+    if not path.is_file():
+        return _empty()
+    try:
+        return _read(path)
+    except _damage_errors():
+        return None
+
+
+def _load_locked(path: Path) -> pd.DataFrame:
+    """:func:`load_history` for a caller holding the lock: only then is moving aside safe."""
+    if not path.is_file():
+        return _empty()
+    try:
+        return _read(path)
+    except _damage_errors() as exc:
+        _move_aside(path, exc)
+        return _empty()
+
+
+def _move_aside(path: Path, exc: BaseException) -> Path:
+    """Rename a damaged history to ``<name>.damaged-<UTC stamp>`` and say so in one line."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    count = 1
+    while target.exists():  # two damaged files within one second
+        count += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{count}")
+    path.rename(target)
+    logger.warning("history %s is unreadable (%s): moved it to %s and starting a new history",
+                   path, _one_line(exc), target)  # fmt: skip
+    return target
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock on ``path`` (a sibling ``.<name>.lock`` file)."""
+    lock = FileLock(path.with_name(f".{path.name}.lock"), timeout=LOCK_SECONDS)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise HistoryError(
+            f"{path} stayed locked for {LOCK_SECONDS:.0f} s by another reprocheck run",
+            fix="wait for the other run to finish, then run again",
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def run_lines(table: pd.DataFrame) -> list[RunLine]:

@@ -16,7 +16,6 @@ other outputs.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
@@ -28,8 +27,9 @@ from typing import IO, Any, Literal
 
 import numpy as np
 
+from reprocheck import safe_files
 from reprocheck.config import OutputsConfig
-from reprocheck.errors import OutputError
+from reprocheck.errors import OutputError, UnsafeFileError
 from reprocheck.plan import matches
 
 Kind = Literal["npz", "npy", "json", "unreadable"]
@@ -52,15 +52,11 @@ class OutputRef:
 
 
 def open_regular(path: Path) -> IO[bytes]:
-    """``path`` opened for reading without following a final symlink; regular files only."""
+    """``path`` opened without following a final link; regular files only (OutputError)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise OutputError(f"cannot open {path}: {exc.strerror}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OutputError(f"{path} is not a regular file")
-    return os.fdopen(fd, "rb")
+        return safe_files.open_regular(path)
+    except UnsafeFileError as exc:
+        raise OutputError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- npy headers
@@ -131,12 +127,9 @@ def _json_refs(path: Path, stem: str) -> Iterator[OutputRef]:
 
 def _read_json_numbers(path: Path) -> dict[str, float | int | bool]:
     try:
-        with open_regular(path) as handle:
-            data = json.loads(handle.read())
-    except ValueError as exc:
-        raise OutputError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise OutputError(f"{path} must hold a flat JSON object of numbers")
+        data = safe_files.read_json_object(path)
+    except UnsafeFileError as exc:
+        raise OutputError(f"{exc} (outputs in .json files are flat objects of numbers)") from exc
     return {k: v for k, v in data.items() if isinstance(v, int | float | bool)}
 
 

@@ -35,11 +35,11 @@ from reprocheck.engine import (
     Mount,
     container_labels,
 )
-from reprocheck.errors import OutputError, ReprocheckError
+from reprocheck.errors import ReprocheckError, UnsafeFileError
 from reprocheck.images import EnvironmentImage, ImageBuilder, ca_bundle
-from reprocheck.outputs import open_regular
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
+from reprocheck.safe_files import read_json_object
 
 HARNESS_DIR = Path(__file__).parent / "harness"
 CONTAINER_CA = "/run/reprocheck/host-ca.crt"
@@ -52,6 +52,9 @@ DEADLINE_GRACE = 30.0
 # the environments that were running to come back.
 STOP_SECONDS = 10.0
 EXIT_DEADLINE = 124  # the harness's exit code when it killed the pipeline at the deadline
+# The largest status.json, fingerprint.json or watchdog.json read from a container (they are
+# far smaller; a pipeline could write an endless one).
+META_FILE_BYTES = 16 * 1024**2
 FIXTURES_NAMED = 3  # failed fixtures named, with their exception, in an environment's error
 FixtureState = Literal["ok", "error", "running", "not_run"]
 
@@ -364,11 +367,9 @@ def _setup_failure(
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object the container wrote, or {}; never follows a link it planted."""
     try:
-        with open_regular(path) as handle:
-            data = json.loads(handle.read())
-    except (OutputError, OSError, ValueError):
+        return read_json_object(path, limit=META_FILE_BYTES)
+    except UnsafeFileError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _fixture_results(status: dict[str, Any], planned: list[str]) -> tuple[FixtureResult, ...]:

@@ -1,20 +1,46 @@
-"""Stored runs: the run.json manifest, ``reports/latest``, atomic writes, lookup by id."""
+"""Stored runs: the run.json manifest, ``reports/latest``, atomic writes, lookup by id.
+
+Reading a run trusts nothing in its folder: a container wrote part of it. run.json and every
+meta/fingerprint.json are read without following symlinks, and any damage (truncated JSON, a
+list where an object belongs, a missing key, a value of the wrong type) is one
+:class:`StoredRunError` naming the file and what is wrong, never a traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar, get_args
 
-from reprocheck.errors import RunNotFoundError
-from reprocheck.runner import EnvironmentResult, FixtureResult, RunResult
+from reprocheck.errors import RunNotFoundError, StoredRunError, UnsafeFileError
+from reprocheck.runner import (
+    META_FILE_BYTES,
+    EnvironmentResult,
+    EnvStatus,
+    FixtureResult,
+    FixtureState,
+    RunResult,
+)
+from reprocheck.safe_files import json_kind, read_json_object
 
 MANIFEST = "run.json"
 MANIFEST_VERSION = 1
 LATEST = "latest"
+FINGERPRINT = "fingerprint.json"  # in an environment's meta folder, written by the harness
+# Far above any real manifest or fingerprint; a planted endless file stops here.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_FINGERPRINT_BYTES = META_FILE_BYTES  # the runner read it with the same limit
+ENV_STATES: tuple[EnvStatus, ...] = get_args(EnvStatus)
+FIXTURE_STATES: tuple[FixtureState, ...] = get_args(FixtureState)
+_TEMP_ATTEMPTS = 16
+_SHOWN_CHARS = 80
+_FIX = "re-run 'reprocheck run', or restore the file"
+_REQUIRED: Final = object()
+_Choice = TypeVar("_Choice", bound=str)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -60,40 +86,193 @@ def save_run(result: RunResult) -> Path:
 
 
 def point_latest(run_dir: Path) -> None:
+    """Point ``reports/latest`` at ``run_dir``, atomically; concurrent runs never collide."""
     link = run_dir.parent / LATEST
-    tmp = run_dir.parent / f".{LATEST}.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(link)
+    tmp = _temporary_symlink(run_dir.parent, run_dir.name)
+    try:
+        tmp.replace(link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def _env_from_json(data: dict[str, Any], run_dir: Path) -> EnvironmentResult:
-    meta = run_dir / data["meta_dir"]
-    fingerprint_path = meta / "fingerprint.json"
-    fingerprint = json.loads(fingerprint_path.read_text()) if fingerprint_path.is_file() else {}
-    return EnvironmentResult(
-        **{k: v for k, v in data.items() if k not in ("outputs_dir", "meta_dir", "fixtures")},
-        outputs_dir=run_dir / data["outputs_dir"],
-        meta_dir=meta,
-        fingerprint=fingerprint,
-        fixtures=tuple(FixtureResult(**f) for f in data.get("fixtures", [])),
+def _temporary_symlink(folder: Path, target: str) -> Path:
+    """A new symlink to ``target`` under a name no other process uses (symlink creation is
+    atomic and never replaces, so a clash is retried rather than overwritten)."""
+    for _ in range(_TEMP_ATTEMPTS):
+        tmp = folder / f".{LATEST}.{secrets.token_hex(8)}.tmp"
+        try:
+            tmp.symlink_to(target)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name for {folder / LATEST}")
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """Typed access to one JSON object of a stored file; a failure names the file and key."""
+
+    path: Path
+    where: str  # "environments[2]." for an entry, "" at the top
+    data: dict[str, Any]
+
+    def damaged(self, key: str, what: str) -> StoredRunError:
+        return _damaged(self.path, f"{self.where}{key} {what}")
+
+    def value(self, key: str, kinds: tuple[type, ...], default: Any = _REQUIRED) -> Any:
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self.damaged(key, "is missing")
+            return default
+        value = self.data[key]
+        # bool is an int to Python, never a count or a duration here.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise self.damaged(key, f"is {json_kind(value)}, expected {_kinds(kinds)}")
+        return value
+
+    def text(self, key: str) -> str:
+        return str(self.value(key, (str,)))
+
+    def optional_text(self, key: str, default: Any = _REQUIRED) -> str | None:
+        """A string or null; missing only where ``default`` (None) allows it."""
+        value = self.value(key, (str, type(None)), default)
+        return None if value is None else str(value)
+
+    def number(self, key: str, default: float) -> float:
+        return self._float(key, self.value(key, (int, float), default))
+
+    def optional_number(self, key: str) -> float | None:
+        value = self.value(key, (int, float, type(None)), None)
+        return None if value is None else self._float(key, value)
+
+    def _float(self, key: str, value: int | float) -> float:
+        try:
+            return float(value)
+        except OverflowError as exc:  # an integer of 400 digits
+            raise self.damaged(key, "is a number too large for a float") from exc
+
+    def integer(self, key: str, default: int) -> int:
+        return int(self.value(key, (int,), default))
+
+    def choice(self, key: str, choices: tuple[_Choice, ...]) -> _Choice:
+        value = self.text(key)
+        for choice in choices:
+            if choice == value:
+                return choice
+        raise self.damaged(key, f"is {_shown(value)}, expected one of {', '.join(choices)}")
+
+    def folder(self, key: str, run_dir: Path) -> Path:
+        """A folder of the run, stored relative to it; never one outside."""
+        text = self.text(key)
+        value = Path(text)
+        if value.is_absolute() or ".." in value.parts or "\0" in text:
+            raise self.damaged(key, f"is {_shown(text)}, not a folder inside the run")
+        return run_dir / value
+
+    def objects(self, key: str, *, optional: bool = False) -> list[_Fields]:
+        items = self.value(key, (list,), [] if optional else _REQUIRED)
+        entries = []
+        for index, item in enumerate(items):
+            where = f"{self.where}{key}[{index}]"
+            if not isinstance(item, dict):
+                raise _damaged(self.path, f"{where} is {json_kind(item)}, expected an object")
+            entries.append(_Fields(self.path, f"{where}.", item))
+        return entries
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a one-line message, shortened when long."""
+    return repr(text) if len(text) <= _SHOWN_CHARS else repr(text[:_SHOWN_CHARS]) + "..."
+
+
+def _kinds(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "a whole number", float: "a number", list: "a list",
+             dict: "an object", bool: "true/false", type(None): "null"}  # fmt: skip
+    if float in kinds:  # a float field takes ints too: say "a number" once
+        kinds = tuple(kind for kind in kinds if kind is not int)
+    return " or ".join(names[kind] for kind in kinds)
+
+
+def _damaged(path: Path, what: str) -> StoredRunError:
+    return StoredRunError(f"{path} is damaged: {what}", fix=_FIX)
+
+
+def _read_object(path: Path, limit: int) -> dict[str, Any]:
+    """The JSON object in ``path``, read without following a symlink a pipeline planted."""
+    try:
+        return read_json_object(path, limit)
+    except UnsafeFileError as exc:
+        raise StoredRunError(exc.message, fix=_FIX) from exc
+
+
+def _exists(path: Path) -> bool:
+    """True for a file, and for a symlink too (even a dangling one): it must not be skipped."""
+    return path.is_symlink() or path.exists()
+
+
+def _fingerprint(meta: Path) -> dict[str, Any]:
+    path = meta / FINGERPRINT
+    return _read_object(path, MAX_FINGERPRINT_BYTES) if _exists(path) else {}
+
+
+def _fixture_from_json(entry: _Fields) -> FixtureResult:
+    return FixtureResult(
+        fixture=entry.text("fixture"),
+        status=entry.choice("status", FIXTURE_STATES),
+        seconds=entry.optional_number("seconds"),
+        error=entry.optional_text("error", None),
     )
 
 
+def _env_from_json(entry: _Fields, run_dir: Path) -> EnvironmentResult:
+    meta = entry.folder("meta_dir", run_dir)
+    return EnvironmentResult(
+        name=entry.text("name"),
+        image=entry.text("image"),
+        image_ref=entry.optional_text("image_ref"),
+        image_id=entry.optional_text("image_id"),
+        status=entry.choice("status", ENV_STATES),
+        error=entry.optional_text("error"),
+        outputs_dir=entry.folder("outputs_dir", run_dir),
+        meta_dir=meta,
+        fingerprint=_fingerprint(meta),
+        fixtures=tuple(_fixture_from_json(f) for f in entry.objects("fixtures", optional=True)),
+        seconds=entry.number("seconds", 0.0),
+        repeat=entry.integer("repeat", 1),
+    )
+
+
+def _check_version(manifest: _Fields) -> None:
+    version = manifest.integer("manifest_version", MANIFEST_VERSION)
+    if not 1 <= version <= MANIFEST_VERSION:
+        raise manifest.damaged(
+            "manifest_version", f"is {version}, this reprocheck reads 1 to {MANIFEST_VERSION}"
+        )
+
+
 def load_run(run_dir: Path) -> RunResult:
+    """The run stored in ``run_dir``; a damaged or unsafe run.json or fingerprint.json raises
+    :class:`StoredRunError` naming the file, a missing run.json :class:`RunNotFoundError`."""
     path = run_dir / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunNotFoundError(f"{path} is not a reprocheck run: {exc}") from exc
+    if not _exists(path):
+        raise RunNotFoundError(f"{run_dir} is not a reprocheck run: it has no {MANIFEST}",
+                               fix="pass a run folder that 'reprocheck run' wrote")  # fmt: skip
+    manifest = _Fields(path, "", _read_object(path, MAX_MANIFEST_BYTES))
+    _check_version(manifest)
     resolved = run_dir.resolve()
     return RunResult(
-        run_id=data["run_id"],
+        run_id=manifest.text("run_id"),
         run_dir=resolved,
-        config_source=Path(data["config_source"]),
-        started=data["started"],
-        environments=tuple(_env_from_json(e, resolved) for e in data["environments"]),
-        repeats=tuple(_env_from_json(e, resolved) for e in data.get("repeats", [])),
+        config_source=Path(manifest.text("config_source")),
+        started=manifest.text("started"),
+        environments=tuple(_env_from_json(e, resolved) for e in manifest.objects("environments")),
+        repeats=tuple(
+            _env_from_json(e, resolved) for e in manifest.objects("repeats", optional=True)
+        ),
     )
 
 

@@ -4,16 +4,25 @@ one line per run and the trend plot."""
 from __future__ import annotations
 
 import importlib.util
+import logging
+import multiprocessing
+import subprocess
+import sys
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from filelock import FileLock
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from runs import stored_run
 
 from reprocheck import history
 from reprocheck.compare import compare_arrays
 from reprocheck.config import RunConfig, load_config
+from reprocheck.errors import HistoryError
 from reprocheck.history import append_history, load_history, run_lines, trend_png
 from reprocheck.matrix import Matrix, OutputComparison
 from reprocheck.runner import RunResult
@@ -162,3 +171,212 @@ def test_numeric_environment_names_stay_text(config, store_format, tmp_path) -> 
     path = append_history(config, run, _matrix(_drift("x/a", 3, base="10", cand="11")))
     (line,) = run_lines(load_history(path))
     assert line.environments == ("10", "11")
+
+
+# --------------------------------------------------------------------------- damaged history
+
+
+def _damage(path: Path, kind: str) -> bytes:
+    """Damage the stored history in one of the ways seen in the field; the bytes written."""
+    data = path.read_bytes()
+    damaged = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "garbage": b"\x00\xffPAR1 not a table\n\x01" * 10,
+        "wrong columns": b"when,what\n2024,x\n",
+        "text in numbers": data,  # replaced below, in the file's own format
+    }[kind]
+    if kind == "text in numbers":
+        table = load_history(path).astype({"max_ulp": object})
+        table["max_ulp"] = "lots"
+        damaged = history._serialized(table, path)
+    path.write_bytes(damaged)
+    return damaged
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+DAMAGE = ["truncated", "empty", "garbage", "wrong columns", "text in numbers"]
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damaged_history_is_moved_aside_and_the_run_appends(
+    config, store_format, tmp_path, caplog, kind
+) -> None:
+    path = append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
+                          _matrix(_drift("x/a", 3)))  # fmt: skip
+    damaged = _damage(path, kind)
+    caplog.set_level(logging.WARNING, logger="reprocheck")
+    append_history(config, _run(tmp_path, "run-2", "2024-05-02T10:00:00"), _matrix(_same("x/a")))
+    (aside,) = path.parent.glob(f"{path.name}.damaged-*")
+    assert aside.read_bytes() == damaged  # kept as it was, for a post-mortem
+    assert aside.name.removeprefix(f"{path.name}.damaged-").endswith("Z")  # a UTC stamp
+    assert list(load_history(path)["run_id"]) == ["run-2"]
+    (warning,) = _warnings(caplog)
+    assert "\n" not in warning
+    assert str(path) in warning
+    assert str(aside) in warning
+    assert "new history" in warning
+
+
+def test_load_history_moves_a_damaged_file_aside(config, store_format, caplog) -> None:
+    path = history.history_file(config)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1\x00\x00")
+    caplog.set_level(logging.WARNING, logger="reprocheck")
+    table = load_history(path)
+    assert table.empty
+    assert list(table.columns) == history.COLUMNS
+    assert not path.exists()
+    assert len(list(path.parent.glob(f"{path.name}.damaged-*"))) == 1
+    assert len(_warnings(caplog)) == 1
+    assert load_history(path).empty  # and nothing more to move or say
+    assert len(_warnings(caplog)) == 1
+
+
+def test_two_damaged_histories_in_one_second_keep_both(config, store_format) -> None:
+    path = history.history_file(config)
+    path.parent.mkdir(parents=True)
+    for content in (b"first", b"second"):
+        path.write_bytes(content)
+        load_history(path)
+    kept = sorted(p.read_bytes() for p in path.parent.glob(f"{path.name}.damaged-*"))
+    assert kept == [b"first", b"second"]
+
+
+def test_damaged_history_in_a_read_only_folder_is_ignored(
+    config, store_format, caplog, monkeypatch
+) -> None:
+    path = history.history_file(config)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage")
+
+    def refuse(self: Path, target: Path) -> Path:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "rename", refuse)
+    caplog.set_level(logging.WARNING, logger="reprocheck")
+    assert load_history(path).empty
+    assert path.read_bytes() == b"garbage"
+    (warning,) = _warnings(caplog)
+    assert "cannot be moved aside" in warning
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_history_command_after_a_damaged_history(make_project, tmp_path, fmt) -> None:
+    """The user's view: `reprocheck history` says one warning line, then works again."""
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        pytest.skip("pyarrow is not installed")
+    source = make_project(CONFIG)
+    path = source.parent / "reports" / f"history.{fmt}"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1 truncated")
+    code = "import sys; from reprocheck import cli, history\n"
+    if fmt == "csv":
+        code += "history._has_parquet = lambda: False\n"
+    code += "sys.argv = ['reprocheck', 'history', '--config', sys.argv[1]]; cli.main()\n"
+    done = subprocess.run([sys.executable, "-c", code, str(source)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("warning:")
+    assert "new history" in line
+    assert len(list(path.parent.glob(f"history.{fmt}.damaged-*"))) == 1
+
+
+def _history_bytes(config: RunConfig, tmp_path: Path) -> tuple[Path, bytes]:
+    run = _run(tmp_path, "run-1", "2024-05-01T10:00:00")
+    path = append_history(config, run, _matrix(_drift("x/a", 3), _same("x/b"), _same("x/c")))
+    return path, path.read_bytes()
+
+
+def test_every_truncation_of_a_history_loads(config, store_format, tmp_path) -> None:
+    path, data = _history_bytes(config, tmp_path)
+    for cut in range(0, len(data), 7):
+        path.write_bytes(data[:cut])
+        table = load_history(path)
+        assert list(table.columns) == history.COLUMNS
+
+
+@pytest.fixture
+def stored_history(config, store_format, tmp_path) -> tuple[Path, bytes]:
+    return _history_bytes(config, tmp_path)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(flips=st.lists(st.tuples(st.integers(0, 2**20), st.integers(1, 255)), min_size=1,
+                      max_size=4))  # fmt: skip
+def test_a_history_with_any_bytes_changed_loads(stored_history, flips) -> None:
+    """Bit rot anywhere (header, data, footer) reads as a table or moves the file aside."""
+    path, data = stored_history
+    damaged = bytearray(data)
+    for offset, xor in flips:
+        damaged[offset % len(damaged)] ^= xor
+    path.write_bytes(bytes(damaged))
+    try:
+        table = load_history(path)
+        assert list(table.columns) == history.COLUMNS
+        lines = run_lines(table)  # and what the `history` command does next works too
+        assert len(lines) <= len(table)
+    finally:
+        for aside in path.parent.glob(f"{path.name}.damaged-*"):
+            aside.unlink()
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_append_waits_for_the_lock_then_says_so(
+    config, store_format, tmp_path, monkeypatch
+) -> None:
+    path = history.history_file(config)
+    path.parent.mkdir(parents=True)
+    monkeypatch.setattr(history, "LOCK_SECONDS", 0.2)
+    run = _run(tmp_path, "run-1", "2024-05-01T10:00:00")
+    other_run = FileLock(path.with_name(f".{path.name}.lock"))
+    with other_run, pytest.raises(HistoryError, match="stayed locked") as info:
+        append_history(config, run, _matrix(_same("x/a")))
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def _append_in_rounds(source: str, worker: int, rounds: int, fmt: str, start: Barrier) -> None:
+    """One of several concurrent `reprocheck run`s: each round appends one run's rows."""
+    if fmt == "csv":
+        history._has_parquet = lambda: False  # type: ignore[method-assign]
+    config = load_config(Path(source))
+    for round_ in range(rounds):
+        start.wait()  # all workers read-modify-write at the same moment
+        run = stored_run(config.reports_dir / f"w{worker}-r{round_}", (),
+                         started=f"2024-05-01T10:{round_:02d}:{worker:02d}")  # fmt: skip
+        append_history(config, run, _matrix(_drift("x/a", round_ + 1), _same("x/b")))
+
+
+def test_concurrent_runs_lose_no_history_row(make_project, store_format) -> None:
+    """5 rounds of 3 parallel runs (separate processes): 15 runs, 30 rows, nothing lost."""
+    workers, rounds = 3, 5
+    source = make_project(CONFIG)
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(workers)
+    processes = [
+        spawn.Process(target=_append_in_rounds,
+                      args=(str(source), worker, rounds, store_format, start))
+        for worker in range(workers)
+    ]  # fmt: skip
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    assert [p.exitcode for p in processes] == [0] * workers
+    config = load_config(source)
+    path = history.history_file(config)
+    table = load_history(path)
+    expected = {f"w{w}-r{r}" for w in range(workers) for r in range(rounds)}
+    assert set(table["run_id"]) == expected
+    assert len(table) == 2 * workers * rounds
+    leftovers = {p.name for p in path.parent.iterdir()} - {path.name, f".{path.name}.lock"}
+    assert leftovers == set()  # no temporary file left behind, no damaged file moved aside

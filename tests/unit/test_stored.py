@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import threading
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ from reprocheck.config import RunConfig, load_config
 from reprocheck.errors import ConfigError, RunNotFoundError
 from reprocheck.outputs import index_outputs, load_output
 from reprocheck.runner import EnvironmentResult, RunResult
-from reprocheck.store import MANIFEST, load_run, save_run
+from reprocheck.store import LATEST, MANIFEST, load_run, point_latest, save_run
 from reprocheck.stored import (
     baselines_dir,
     load_baseline,
@@ -179,3 +182,68 @@ def test_require_runs(config: RunConfig, tmp_path: Path) -> None:
     assert (run.run_dir / MANIFEST).is_file()
     with pytest.raises(RunNotFoundError, match="not a reprocheck run folder"):
         require_runs([run.run_dir, tmp_path])
+
+
+# --------------------------------------------------------------------------- latest
+
+
+def test_point_latest_replaces_the_link(tmp_path: Path) -> None:
+    for name in ("run-1", "run-2"):
+        (tmp_path / name).mkdir()
+        point_latest(tmp_path / name)
+    assert (tmp_path / LATEST).readlink() == Path("run-2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LATEST, "run-1", "run-2"]
+
+
+def test_point_latest_from_many_threads_never_raises(tmp_path: Path) -> None:
+    """Concurrent runs of one project each point ``latest`` at their own folder at the end;
+    a fixed temporary name made some of them fail with FileExistsError/FileNotFoundError."""
+    run_dirs = [tmp_path / f"run-{k}" for k in range(8)]
+    for run_dir in run_dirs:
+        run_dir.mkdir()
+    start = threading.Barrier(len(run_dirs))
+    errors: list[BaseException] = []
+
+    def point(run_dir: Path) -> None:
+        start.wait()
+        for _ in range(100):
+            try:
+                point_latest(run_dir)
+            except Exception as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=point, args=(d,)) for d in run_dirs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert (tmp_path / LATEST).readlink() in {Path(d.name) for d in run_dirs}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [LATEST, *(d.name for d in run_dirs)]
+    )
+
+
+def _point_many_times(run_dir: str, start: Barrier, times: int) -> None:
+    start.wait()
+    for _ in range(times):
+        point_latest(Path(run_dir))
+
+
+def test_point_latest_from_many_processes_never_raises(tmp_path: Path) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    run_dirs = [tmp_path / f"run-{k}" for k in range(4)]
+    start = spawn.Barrier(len(run_dirs))
+    workers = []
+    for run_dir in run_dirs:
+        run_dir.mkdir()
+        workers.append(spawn.Process(target=_point_many_times, args=(str(run_dir), start, 200)))
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0] * len(workers)  # an exception exits 1
+    assert (tmp_path / LATEST).readlink() in {Path(d.name) for d in run_dirs}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [LATEST, *(d.name for d in run_dirs)]
+    )
