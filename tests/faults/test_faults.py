@@ -8,6 +8,7 @@ so the tier costs one image and about a second per container.
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import subprocess
 import sys
@@ -95,7 +96,11 @@ np.save(os.path.join(out, "scalar.npy"), np.asarray(shift, dtype=np.int32))
 """
 
 
-@pytest.mark.parametrize(("code", "command"), [(SCALARS_CALLABLE, False), (SCALARS_COMMAND, True)])
+@pytest.mark.parametrize(
+    ("code", "command"),
+    [(SCALARS_CALLABLE, False), (SCALARS_COMMAND, True)],
+    ids=["callable", "command"],
+)
 def test_changing_scalars_are_drift_not_a_crash(docker_engine, debian_bases, tmp_path: Path,
                                                 code: str, command: bool) -> None:  # fmt: skip
     root = project(tmp_path / "p", code, TWO, command=command,
@@ -305,7 +310,7 @@ def test_interrupt_stops_the_containers_and_keeps_what_finished(
 ) -> None:
     envs = {"quick": {"SLEEP": "0"}, "slow": {"SLEEP": "600"}, "later": {"SLEEP": "0"}}
     root = project(tmp_path / "p", SLEEPER, envs)
-    run_id = f"interrupt-{signum}"
+    run_id = f"interrupt-{signum}-{secrets.token_hex(4)}"  # never a leftover's label
     proc = start_run(root, run_id, "--jobs", "1")  # one after another: "later" never starts
     wait_for_container(docker_client, run_id, "slow")  # "quick" ran first
     sent = time.monotonic()
@@ -325,8 +330,9 @@ def test_a_killed_reprocheck_leaves_no_unbounded_container(
 ) -> None:
     root = project(tmp_path / "p", SLEEPER, {"slow": {"SLEEP": "600"}},
                    extra="[run]\ntimeout = 4\n")  # fmt: skip
-    proc = start_run(root, "killed")
-    container = wait_for_container(docker_client, "killed", "slow")
+    killed, alive = (f"{what}-{secrets.token_hex(4)}" for what in ("killed", "alive"))
+    proc = start_run(root, killed)
+    container = wait_for_container(docker_client, killed, "slow")
     proc.kill()  # SIGKILL: no cleanup runs on the host
     proc.communicate(timeout=30)
     end = time.monotonic() + 30
@@ -339,17 +345,17 @@ def test_a_killed_reprocheck_leaves_no_unbounded_container(
     assert container.attrs["State"]["ExitCode"] == 124
     # a sweep removes it (its owner is gone) but not the container of a run in progress
     other = project(tmp_path / "q", SLEEPER, {"slow": {"SLEEP": "600"}})
-    running = start_run(other, "alive")
+    running = start_run(other, alive)
     try:
-        wait_for_container(docker_client, "alive", "slow")
+        wait_for_container(docker_client, alive, "slow")
         swept = reprocheck(root, "sweep")
         assert swept.returncode == 0, swept.stderr
-        assert run_containers(docker_client, "killed") == []
-        assert len(run_containers(docker_client, "alive")) == 1
+        assert run_containers(docker_client, killed) == []
+        assert len(run_containers(docker_client, alive)) == 1
     finally:
         running.send_signal(signal.SIGINT)
         running.communicate(timeout=60)
-    assert run_containers(docker_client, "alive") == []
+    assert run_containers(docker_client, alive) == []
 
 
 def test_timeout_is_reported_as_timeout(docker_engine, debian_bases, tmp_path: Path) -> None:
