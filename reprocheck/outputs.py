@@ -16,6 +16,8 @@ other outputs.
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 import os
 import stat
@@ -38,6 +40,20 @@ _MAX_HEADER = 10_000  # bytes of an npy header (numpy's own default limit)
 
 
 @dataclass(frozen=True, kw_only=True)
+class Located:
+    """Where an array's bytes lie in its file (an uncompressed .npz member): read in one go."""
+
+    offset: int
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    fortran: bool
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutputRef:
     """Where one named output lives; the array is loaded on demand.
 
@@ -49,6 +65,7 @@ class OutputRef:
     kind: Kind
     key: str | None = None
     error: str | None = None
+    located: Located | None = None
 
 
 def open_regular(path: Path) -> IO[bytes]:
@@ -62,7 +79,29 @@ def open_regular(path: Path) -> IO[bytes]:
 # --------------------------------------------------------------------------- npy headers
 
 
-def _npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+Header = tuple[tuple[int, ...], bool, np.dtype[Any]]
+
+
+def _npy_header(handle: IO[bytes]) -> Header:
+    """(shape, fortran order, dtype) from the npy header at the handle's position."""
+    start = handle.read(_PREFIX)
+    if len(start) < _PREFIX:
+        raise ValueError("not an npy array: the header is cut short")
+    size = int.from_bytes(start[8:10] if start[6] == 1 else start[8:12], "little")
+    if start[6] != 1:
+        start += handle.read(2)
+    text = handle.read(size)
+    return _parse_header(start + text)
+
+
+_PREFIX = 10  # magic (6), version (2), header length (2 bytes in 1.0, 4 in 2.0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_header(raw: bytes) -> Header:
+    """Parse a whole npy header; many outputs share one (same dtype and shape), and numpy's
+    parser (a literal_eval) costs tens of microseconds, so each text is parsed once."""
+    handle = io.BytesIO(raw)
     version = np.lib.format.read_magic(handle)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(handle, max_header_size=_MAX_HEADER)
@@ -105,18 +144,48 @@ def _bad_name(name: str) -> str | None:
 
 def _npz_refs(path: Path, stem: str, limit: int) -> Iterator[OutputRef]:
     with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
+        size = os.fstat(handle.fileno()).st_size
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 continue
             key = info.filename.removesuffix(".npy")
             name = f"{stem}/{key}"
             try:
-                with archive.open(info) as member:
-                    _check_header(_npy_header(member), limit)
+                located = _locate(handle, info, size, limit)
+                if located is None:  # compressed: read through zipfile
+                    with archive.open(info) as member:
+                        _check_header(_npy_header(member), limit)
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
                 yield OutputRef(name=name, file=path, kind="npz", key=key, error=str(exc))
                 continue
-            yield OutputRef(name=name, file=path, kind="npz", key=key, error=_bad_name(name))
+            yield OutputRef(name=name, file=path, kind="npz", key=key, error=_bad_name(name),
+                            located=located)  # fmt: skip
+
+
+_LOCAL_HEADER = 30  # fixed part of a zip local file header
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+
+
+def _locate(handle: IO[bytes], info: zipfile.ZipInfo, size: int, limit: int) -> Located | None:
+    """Where an uncompressed member's array data lies in the archive (np.savez writes them
+    so), checked against the member's and the file's size; None for a compressed member."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    fd = handle.fileno()
+    local = os.pread(fd, _LOCAL_HEADER, info.header_offset)
+    if len(local) < _LOCAL_HEADER or local[:4] != _LOCAL_SIGNATURE:
+        raise ValueError(f"member {info.filename} has no local header")
+    names = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+    start = info.header_offset + _LOCAL_HEADER + names
+    head = os.pread(fd, min(info.file_size, _MAX_HEADER + 16), start)
+    member = io.BytesIO(head)
+    header = _npy_header(member)
+    _check_header(header, limit)
+    located = Located(offset=start + member.tell(), dtype=header[2], shape=header[0],
+                      fortran=header[1])  # fmt: skip
+    if member.tell() + located.nbytes > info.file_size or start + info.file_size > size:
+        raise ValueError(f"member {info.filename} is shorter than its header says")
+    return located
 
 
 def _json_refs(path: Path, stem: str) -> Iterator[OutputRef]:
@@ -234,6 +303,8 @@ class OutputReader:
             raise OutputError(f"cannot read output {ref.name} from {ref.file}: {exc}") from exc
 
     def _load(self, ref: OutputRef) -> np.ndarray:
+        if ref.located is not None:
+            return self._read_located(ref.file, ref.located)
         if ref.kind == "npy":
             with open_regular(ref.file) as handle:
                 return _read_npy(handle, self._limit)
@@ -243,6 +314,15 @@ class OutputReader:
         if ref.kind == "json":
             return np.asarray(_read_json_numbers(ref.file)[str(ref.key)])
         raise OutputError(f"output {ref.name} cannot be read")
+
+    def _read_located(self, path: Path, where: Located) -> np.ndarray:
+        self._archive(path)  # keeps the file open for every member read from it
+        handle = self._archives[path][1]
+        data = os.pread(handle.fileno(), where.nbytes, where.offset)
+        if len(data) != where.nbytes:
+            raise ValueError("the array is cut short")
+        array = np.frombuffer(data, dtype=where.dtype)
+        return array.reshape(where.shape, order="F" if where.fortran else "C")
 
     def _archive(self, path: Path) -> zipfile.ZipFile:
         if path not in self._archives:

@@ -118,4 +118,6 @@ def report_dict(
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(data, indent=1, allow_nan=False))
+    """Compact JSON: without ``indent`` the json module encodes in C, several times faster
+    on reports of many outputs (``python -m json.tool`` shows it indented)."""
+    write_atomic(path, json.dumps(data, separators=(",", ":"), allow_nan=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -196,3 +197,43 @@ def test_one_bad_member_leaves_the_archive_readable(tmp_path: Path) -> None:
     refs = index_outputs(tmp_path)
     assert "pickle" in str(refs["m/obj"].error)
     np.testing.assert_array_equal(load_output(refs["m/ok"]), np.arange(3))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        np.arange(5, dtype=">i4"),
+        np.float64(2.5),
+        np.zeros((0, 3), np.float32),
+        np.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")]),
+        np.array([1 + 2j], dtype=np.complex64),
+    ],
+    ids=["fortran", "big-endian", "0-d", "empty", "structured", "complex"],
+)
+def test_uncompressed_members_are_read_in_place_exactly(tmp_path: Path, array) -> None:
+    np.savez(tmp_path / "f.npz", v=array)
+    np.savez_compressed(tmp_path / "z.npz", v=array)
+    refs = index_outputs(tmp_path)
+    assert refs["f/v"].located is not None and refs["z/v"].located is None
+    for name in ("f/v", "z/v"):
+        loaded = load_output(refs[name])
+        assert loaded.dtype == array.dtype and loaded.shape == array.shape
+        assert loaded.tobytes(order="A") == np.asarray(array).tobytes(order="A")
+
+
+def test_a_member_shorter_than_its_header_is_an_error(tmp_path: Path) -> None:
+    header = {"descr": "<f8", "fortran_order": False, "shape": (1000,)}
+    with zipfile.ZipFile(tmp_path / "s.npz", "w", zipfile.ZIP_STORED) as archive:
+        body = io.BytesIO()
+        np.lib.format.write_array_header_1_0(body, header)
+        archive.writestr("v.npy", body.getvalue() + bytes(80))
+    assert "shorter than its header" in the_error(tmp_path, "s/v")
+
+
+def test_many_members_share_one_parsed_header(tmp_path: Path) -> None:
+    np.savez(tmp_path / "m.npz", **{f"k{i}": np.full(4, i, np.float32) for i in range(300)})
+    refs = index_outputs(tmp_path)
+    assert len(refs) == 300
+    assert all(ref.located is not None for ref in refs.values())
+    assert load_output(refs["m/k299"]).tolist() == [299.0] * 4
