@@ -1,0 +1,17 @@
+"""Smoke test of bench/scale.py at a small size: it runs and prints its figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from support import REPO_ROOT
+
+
+def test_scale_bench_prints_its_figures() -> None:
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "scale.py"), "--outputs",
+                           "300"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "300 outputs x 3 environments" in proc.stdout
+    line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("current"))
+    assert "us/comparison" in line and "exit 1" in line  # 10% of one environment drifts
