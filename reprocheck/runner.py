@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from reprocheck.engine import (
     Mount,
     container_labels,
 )
-from reprocheck.errors import ReprocheckError, UnsafeFileError
+from reprocheck.errors import ConfigError, ReprocheckError, UnsafeFileError
 from reprocheck.images import EnvironmentImage, ImageBuilder, ca_bundle
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
@@ -120,6 +121,35 @@ def container_user(config: RunConfig) -> str:
     return f"{uid}:{gid}" if uid != 0 else "65534:65534"
 
 
+def _can_enter(path: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid:gid`` (without capabilities) may pass through folder ``path``."""
+    info = path.stat()
+    if info.st_uid == uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid == gid:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
+
+
+def check_access(config: RunConfig) -> None:
+    """Before any container: the container's user must be able to enter the project and the
+    fixtures folders it gets mounted (a project cloned into a private folder would otherwise
+    fail in every environment with "file does not exist"). Their parents do not matter: a
+    container sees only the mounted folder."""
+    user = container_user(config)
+    uid_text, _, gid_text = user.partition(":")
+    if not (uid_text.isdigit() and (gid_text or "0").isdigit()):
+        return  # a user name: resolved inside the image, nothing to check here
+    uid, gid = int(uid_text), int(gid_text or 0)
+    for folder in (config.root, config.fixtures_dir):
+        if folder.is_dir() and not _can_enter(folder, uid, gid):
+            raise ConfigError(
+                f"the containers run as user {user}, which cannot enter {folder} "
+                f"(mode {stat.filemode(folder.stat().st_mode)})",
+                fix=f"'chmod o+rx {folder}', or set [run] user",
+            )
+
+
 class Runner:
     """Runs a plan environment by environment; never lets one failure lose the others.
 
@@ -144,6 +174,7 @@ class Runner:
 
     def run(self, run_dir: Path, jobs: int = 1) -> RunResult:
         """Run every environment, ``jobs`` at a time; results keep the configured order."""
+        check_access(self._config)
         started = datetime.now(UTC).isoformat(timespec="seconds")
         envs = self._plan.environments
         self._run_dir = run_dir

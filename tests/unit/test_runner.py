@@ -12,7 +12,7 @@ from fakes import FakeEngine, Mounted, outcome
 
 from reprocheck.config import load_config
 from reprocheck.engine import ContainerSpec
-from reprocheck.errors import ImageBuildError
+from reprocheck.errors import ConfigError, ImageBuildError
 from reprocheck.plan import make_plan
 from reprocheck.runner import DEADLINE_GRACE, HARNESS_DIR, Runner, RunResult, container_user
 
@@ -306,3 +306,22 @@ def test_command_that_succeeds_is_ok_not_partial(make_project, fake_engine, tmp_
     )
     assert envs["one"].status == "ok", envs["one"].error
     assert envs["one"].fixtures == ()  # a command has no per-fixture status
+
+
+@pytest.mark.parametrize("private", ["project", "inputs"])
+def test_a_folder_the_container_user_cannot_enter_is_a_config_error(
+    make_project, fake_engine, private: str
+) -> None:
+    config = _config(make_project, names=("one",))
+    folder = config.root if private == "project" else config.fixtures_dir
+    folder.chmod(0o700)
+    try:
+        with pytest.raises(ConfigError, match=r"cannot enter .*drwx------.*chmod o\+rx"):
+            Runner(fake_engine, make_plan(config), run_id="r").run(config.reports_dir / "r")
+        assert fake_engine.runs == []  # no container started
+        folder.chmod(0o701)  # entering is enough (listing is not needed)
+        fake_engine.add("img/one:1")
+        Runner(fake_engine, make_plan(config), run_id="r").run(config.reports_dir / "r")
+        assert len(fake_engine.runs) == 1
+    finally:
+        folder.chmod(0o755)
