@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -91,6 +92,10 @@ def _internal_error(exc: BaseException, folder: Path | None, stored: str = "") -
     sys.exit(EXIT_ERROR)
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def handled(func: F) -> F:
     """Turn a ReprocheckError into one line on stderr and its exit code; an unexpected
     exception into one line naming a log file with its traceback (exit 2). Never a
@@ -99,6 +104,7 @@ def handled(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _log_warnings()
+        signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: containers removed
         try:
             return func(*args, **kwargs)
         except ReprocheckError as exc:
@@ -221,17 +227,42 @@ def _finish(
     config: RunConfig, result: RunResult, matrix: Matrix, json_path: Path | None, quiet: bool,
     paths: ReportPaths = NO_EXTRA_REPORTS,
 ) -> int:  # fmt: skip
-    history = append_history(config, result, matrix)
     data = report_dict(result, matrix, references=matrix.references)
     write_json(result.run_dir / "report.json", data)
     if json_path:
         write_json(json_path, data)
-    trend = trend_png(run_lines(load_history(history)))
-    html = write_reports(data, result.run_dir, paths, trend_png=trend)
+    # The history and the other report files each fail on their own: a broken history file
+    # (a folder, a FIFO) must not cost the HTML report, nor the HTML the summary.
+    failed = []
+    trend = None
+    if not _stage(result.run_dir, "history", lambda: append_history(config, result, matrix)):
+        failed.append("history")
+    else:
+        trend = trend_png(run_lines(load_history(history_file(config))))
+    html = _stage(result.run_dir, "reports",
+                  lambda: write_reports(data, result.run_dir, paths, trend_png=trend))  # fmt: skip
+    failed += [] if html else ["reports"]
     print_summary(out, result, matrix, quiet=quiet)
     out.print(f"report: {result.run_dir / 'report.json'}")
-    out.print(f"html: {paths.html or html}")
-    return exit_code(result, matrix)
+    if html:
+        out.print(f"html: {paths.html or html}")
+    return EXIT_ERROR if failed else exit_code(result, matrix)
+
+
+T = TypeVar("T")
+
+
+def _stage(run_dir: Path, name: str, func: Callable[[], T]) -> T | None:
+    """Run one late stage; a failure is one warning line naming the log, and None."""
+    try:
+        return func()
+    except ReprocheckError as exc:
+        err.print(f"[yellow]warning:[/] {name}: {escape(str(exc))}", soft_wrap=True)
+    except Exception as exc:  # the reports of a stored run are never lost to one stage
+        log = _write_traceback(run_dir)
+        what = f"{name} failed: {type(exc).__name__}: {exc}; traceback in {log}"
+        err.print(f"[yellow]warning:[/] {escape(what)}", soft_wrap=True)
+    return None
 
 
 def exit_code(result: RunResult, matrix: Matrix) -> int:

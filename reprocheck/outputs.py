@@ -16,6 +16,7 @@ other outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import math
@@ -189,9 +190,10 @@ def _locate(handle: IO[bytes], info: zipfile.ZipInfo, size: int, limit: int) -> 
 
 
 def _json_refs(path: Path, stem: str) -> Iterator[OutputRef]:
-    for key in _read_json_numbers(path):
+    for key, value in _read_json_numbers(path).items():
         name = f"{stem}/{key}"
-        yield OutputRef(name=name, file=path, kind="json", key=key, error=_bad_name(name))
+        error = _bad_name(name) or (None if _fits(value) else "an integer beyond 64 bits")
+        yield OutputRef(name=name, file=path, kind="json", key=key, error=error)
 
 
 def _read_json_numbers(path: Path) -> dict[str, float | int | bool]:
@@ -200,6 +202,11 @@ def _read_json_numbers(path: Path) -> dict[str, float | int | bool]:
     except UnsafeFileError as exc:
         raise OutputError(f"{exc} (outputs in .json files are flat objects of numbers)") from exc
     return {k: v for k, v in data.items() if isinstance(v, int | float | bool)}
+
+
+def _fits(value: float | int | bool) -> bool:
+    """Whether a JSON number becomes a numeric array (an int beyond 64 bits would not)."""
+    return not isinstance(value, int) or -(2**63) <= value < 2**64
 
 
 def _refs_for(path: Path, rel: str, limit: int) -> Iterator[OutputRef]:
@@ -214,24 +221,50 @@ def _refs_for(path: Path, rel: str, limit: int) -> Iterator[OutputRef]:
         yield from _json_refs(path, stem)
 
 
-def _walk(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """Every entry below ``folder`` that is not a directory, with its lstat; links are
-    entries, never followed."""
-    with os.scandir(folder) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
+def _walk(folder: Path) -> Iterator[tuple[Path, os.stat_result | OSError]]:
+    """Every entry below ``folder`` that is not a directory, with its lstat (or why it could
+    not be listed or stat'ed); links are entries, never followed. Iterative: a pipeline can
+    nest folders deeper than Python's recursion limit."""
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = sorted(listing, key=lambda e: e.name, reverse=True)
+        except OSError as exc:
+            yield current, exc
+            continue
+        for entry in entries:
             path = Path(entry.path)
-            info = entry.stat(follow_symlinks=False)
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                yield path, exc
+                continue
             if stat.S_ISDIR(info.st_mode):
-                yield from _walk(path)
+                stack.append(path)
             else:
                 yield path, info
 
 
+def _printable(name: str) -> str:
+    """A name as valid UTF-8 (a file name may hold any bytes), shortened to a sane length."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return text if len(text) <= _NAME_CHARS else f"{text[:_NAME_CHARS]}..."
+
+
+_NAME_CHARS = 4096  # PATH_MAX: longer is not a name a file system gave
+
+
 def _file_refs(
-    path: Path, info: os.stat_result, rel: str, spec: OutputsConfig
+    path: Path, info: os.stat_result | OSError, rel: str, spec: OutputsConfig
 ) -> Iterator[OutputRef]:
     what = None
-    if stat.S_ISLNK(info.st_mode):
+    if isinstance(info, OSError):
+        what = f"cannot be listed: {info.strerror}"
+    elif _printable(rel) != rel:
+        what = "has a name that is not valid UTF-8 or is too long"
+    elif stat.S_ISLNK(info.st_mode):
         what = f"is a symbolic link to {str(path.readlink())!r} (links are not followed)"
     elif not stat.S_ISREG(info.st_mode):
         what = "is not a regular file"
@@ -243,8 +276,9 @@ def _file_refs(
             return
         except (OutputError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             what = f"cannot be read: {exc}"
-    stem = rel.rpartition(".")[0] or rel
-    yield OutputRef(name=stem, file=path, kind="unreadable", error=f"output file {rel} {what}")
+    stem = _printable(rel.rpartition(".")[0] or rel)
+    error = f"output file {_printable(rel)} {what}"
+    yield OutputRef(name=stem, file=path, kind="unreadable", error=error)
 
 
 def index_outputs(
@@ -264,8 +298,20 @@ def index_outputs(
     for path, info in _walk(folder):
         for ref in _file_refs(path, info, path.relative_to(folder).as_posix(), spec):
             if matches(ref.name, include, exclude):
-                found[ref.name] = ref
+                _add(found, ref)
     return dict(sorted(found.items()))
+
+
+def _add(found: dict[str, OutputRef], ref: OutputRef) -> None:
+    """Two files that give one output name (``d/k.npy`` and member ``k`` of ``d.npz``) make
+    that output an error: keeping either one could hide the other's drift."""
+    other = found.get(ref.name)
+    if other is None:
+        found[ref.name] = ref
+        return
+    error = (f"two outputs are named {ref.name!r}: in {other.file.name} and {ref.file.name}; "
+             "rename one")  # fmt: skip
+    found[ref.name] = dataclasses.replace(ref, kind="unreadable", error=error, located=None)
 
 
 def load_output(ref: OutputRef) -> np.ndarray:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.engine import (
@@ -221,6 +221,14 @@ class Runner:
 
     def _run_environment(self, env: EnvironmentConfig, folder: Path) -> _Outcomes:
         try:
+            return self._run_environment_in(env, folder)
+        except Exception as exc:  # a bug in one environment must not lose the others
+            self._emit(env.name, f"internal error: {type(exc).__name__}: {exc}", finished=True)
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            return _setup_failure(env, folder, error), []
+
+    def _run_environment_in(self, env: EnvironmentConfig, folder: Path) -> _Outcomes:
+        try:
             image = self._images.resolve(env)
         except ReprocheckError as exc:
             self._finished(self._config.run.repeat)
@@ -251,7 +259,8 @@ class Runner:
             self._emit(label, f"error: {exc}", finished=True)
             return _setup_failure(env, folder, str(exc), image, repeat)
         (folder / "log.txt").write_text(outcome.log)
-        result = _collect(env, image, outputs, meta, outcome, repeat)
+        planned = self._plan.fixtures if self._config.pipeline.callable else ()
+        result = _collect(env, image, outputs, meta, outcome, repeat, planned)
         if self._cancel.is_set() and result.status != "ok":
             result = _interrupted(env, folder, image, repeat)
         self._finished(1)
@@ -403,20 +412,38 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _fixture_results(status: dict[str, Any], planned: list[str]) -> tuple[FixtureResult, ...]:
-    recorded = status.get("fixtures") or {}
-    results = []
-    for fixture in planned:
-        entry = recorded.get(fixture) or {"status": "not_run"}
-        results.append(
-            FixtureResult(
-                fixture=fixture,
-                status=entry.get("status", "not_run"),
-                seconds=entry.get("seconds"),
-                error=entry.get("error"),
-            )
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: object) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else None  # type: ignore[arg-type]
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _fixture_result(fixture: str, entry: object) -> FixtureResult:
+    """One fixture's entry of status.json, which the pipeline could have rewritten: only
+    values of the expected types are taken."""
+    data = _object(entry) or {"status": "not_run"}
+    status = data.get("status")
+    if status not in get_args(FixtureState):
+        return FixtureResult(
+            fixture=fixture,
+            status="error",
+            error=f"status.json holds no valid status for it: {status!r}"[:300],
         )
-    return tuple(results)
+    state = cast(FixtureState, status)  # checked against the Literal's values above
+    return FixtureResult(fixture=fixture, status=state, seconds=_number(data.get("seconds")),
+                         error=_text(data.get("error")))  # fmt: skip
+
+
+def _fixture_results(status: dict[str, Any], planned: list[str]) -> tuple[FixtureResult, ...]:
+    recorded = _object(status.get("fixtures"))
+    return tuple(_fixture_result(fixture, recorded.get(fixture)) for fixture in planned)
 
 
 def _log_tail(log: str, lines: int = 15) -> str:
@@ -453,11 +480,12 @@ def _environment_status(
     if outcome.oom_killed:
         return "oom", "killed: out of memory ([run] memory)"
     if status.get("harness_error"):
-        return "error", str(status["harness_error"]).strip().splitlines()[-1]
+        lines = str(status["harness_error"]).strip().splitlines() or ["harness error"]
+        return "error", lines[-1]
     if outcome.exit_code != 0 or not status:
         tail = _crash_tail(outcome.log) or "(no output on stdout or stderr)"
         return "crash", f"{_exit_description(outcome.exit_code)}: {tail}"
-    command = status.get("command") or {}
+    command = _object(status.get("command"))
     if command.get("status") == "error":
         how = (f"was killed by {command['signal']}" if command.get("signal")
                else f"exited {command.get('exit_code')}")  # fmt: skip
@@ -477,12 +505,14 @@ def _collect(
     meta: Path,
     outcome: ContainerOutcome,
     repeat: int,
+    planned: tuple[str, ...],
 ) -> EnvironmentResult:
+    """The environment's result from what the container left in /meta, all of it untrusted
+    (the pipeline runs with write access there): ``planned`` comes from the host's plan
+    (empty for a command, which has no per-fixture status), not from the spec it could
+    have rewritten."""
     status = _read_json(meta / "status.json")
-    spec = _read_json(meta / "spec.json")
-    # A command processes the fixtures folder as a whole: it has no per-fixture status.
-    planned = list(spec.get("fixtures", [])) if spec.get("mode") == "callable" else []
-    fixtures = _fixture_results(status, planned)
+    fixtures = _fixture_results(status, list(planned))
     watchdog = _read_json(meta / "watchdog.json")
     state, error = _environment_status(outcome, status, fixtures, watchdog)
     return EnvironmentResult(

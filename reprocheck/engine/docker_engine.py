@@ -19,6 +19,7 @@ import requests.exceptions
 from reprocheck.engine.base import (
     LABEL,
     OWNER_LABEL,
+    RUN_LABEL,
     BuildRequest,
     ContainerOutcome,
     ContainerSpec,
@@ -208,14 +209,19 @@ class DockerEngine:
 
     def sweep(self, *, everything: bool = False) -> int:
         leftovers = self._client.containers.list(all=True, filters={"label": LABEL})
-        orphans = [c for c in leftovers if everything or _orphaned(c.labels)]
+        ours = [c for c in leftovers if OWNER_LABEL in c.labels or RUN_LABEL in c.labels]
+        orphans = [c for c in ours if everything or _orphaned(c.labels)]
         return sum(_remove(container) for container in orphans)
 
 
 def _orphaned(labels: Mapping[str, str]) -> bool:
-    """A container whose owner process is gone (or that predates owner labels)."""
+    """A container reprocheck made whose owner process is gone (or that predates owner
+    labels). Containers a user started from a reprocheck image inherit the image's
+    LABEL but carry neither a run nor an owner: they are not ours to remove."""
     owner = labels.get(OWNER_LABEL)
-    return owner is None or owner_alive(owner) is False
+    if owner is None:
+        return RUN_LABEL in labels
+    return owner_alive(owner) is False
 
 
 def _remove(container: Any) -> bool:

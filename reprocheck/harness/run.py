@@ -88,12 +88,16 @@ def flatten(result: Any, prefix: str = "") -> Dict[str, Any]:
     for key, value in result.items():
         name = prefix + str(key)
         if isinstance(value, dict):
-            flat.update(flatten(value, name + "/"))
-            continue
-        array = np.asarray(value)
-        if array.dtype == object or array.dtype.kind in "USV":
-            raise TypeError(f"output {name!r} is not numeric (dtype {array.dtype})")
-        flat[name] = array
+            nested = flatten(value, name + "/")
+        else:
+            array = np.asarray(value)
+            if array.dtype == object or array.dtype.kind in "USV":
+                raise TypeError(f"output {name!r} is not numeric (dtype {array.dtype})")
+            nested = {name: array}
+        for inner in nested:
+            if inner in flat:  # {"a/b": 1, "a": {"b": 2}}: one would hide the other
+                raise TypeError(f"two outputs are named {inner!r}")
+        flat.update(nested)
     return flat
 
 
@@ -138,7 +142,11 @@ def run_callable(spec: Dict[str, Any], status: Status) -> None:
 
 def run_command(spec: Dict[str, Any], status: Status) -> None:
     mapping = {"inputs": spec["fixtures_dir"], "outputs": spec["outputs"]}
-    argv: List[str] = [part.format(**mapping) for part in spec["command"]]
+    # Only the two placeholders: any other brace (a dict in "python3 -c ...") stays as it is.
+    argv: List[str] = [
+        part.replace("{inputs}", mapping["inputs"]).replace("{outputs}", mapping["outputs"])
+        for part in spec["command"]
+    ]
     started = time.monotonic()
     proc = subprocess.run(
         argv,
@@ -171,8 +179,14 @@ def _signal_name(number: int) -> str:
 
 def write_fingerprint(meta: str) -> None:
     try:
-        import fingerprint
-
+        # By path, under a name of its own: a project file named fingerprint.py (the
+        # pipeline's folder comes first on sys.path) must not replace it.
+        module_spec = importlib.util.spec_from_file_location(
+            "_reprocheck_fingerprint", os.path.join(HERE, "fingerprint.py")
+        )
+        assert module_spec is not None and module_spec.loader is not None
+        fingerprint = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(fingerprint)
         data = fingerprint.collect()
     except Exception:
         data = {"error": _tail(traceback.format_exc())}

@@ -24,10 +24,10 @@ def _section(fingerprint: dict[str, Any], key: str) -> dict[str, Any]:
 
 def flat_packages(fingerprint: dict[str, Any]) -> dict[str, str]:
     """Debian packages by name, then pip distributions (prefixed ``pip:`` on a name clash)."""
-    packages = fingerprint.get("packages") or {}
-    flat = dict(packages.get("dpkg") or {})
-    for name, version in (packages.get("pip") or {}).items():
-        flat["pip:" + name if name in flat else name] = version
+    packages = _section(fingerprint, "packages")
+    flat = {str(k): str(v) for k, v in _section(packages, "dpkg").items()}
+    for name, version in _section(packages, "pip").items():
+        flat["pip:" + name if name in flat else str(name)] = str(version)
     return flat
 
 

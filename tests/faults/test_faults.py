@@ -8,6 +8,7 @@ so the tier costs one image and about a second per container.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import debian_image, write_project
+from support import REPO_ROOT, debian_image, write_project
 
 pytestmark = pytest.mark.docker
 
 RUN_LABEL = "io.reprocheck.run"
+# The CLI of this checkout, whatever copy of reprocheck is installed.
+ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
 def config(pipeline: str, envs: dict[str, dict[str, str]], extra: str = "") -> str:
@@ -47,7 +50,7 @@ def project(root: Path, pipeline_code: str, envs: dict[str, dict[str, str]], *,
 
 
 def reprocheck(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reprocheck", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "reprocheck", *args], cwd=cwd, env=ENV,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
@@ -169,7 +172,7 @@ def test_an_unexpected_exception_after_the_containers_still_stores_the_run(
     inject = ("import sys, reprocheck.cli as c\n"
               "def boom(*a, **k):\n    raise RuntimeError('injected fault')\n"
               "c.build_matrix = boom\nsys.argv = ['reprocheck', 'run']\nc.main()\n")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", inject], cwd=root, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", inject], cwd=root, capture_output=True, env=ENV,
                           text=True, timeout=600)  # fmt: skip
     no_traceback(proc)
     assert proc.returncode == 2
@@ -235,15 +238,18 @@ BOMB = """
 import os, sys, zipfile
 import numpy as np
 out = sys.argv[2]
-header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
-header["shape"] = (2**28,)  # 1 GiB of float32 zeros, about 1 MB compressed
-with zipfile.ZipFile(os.path.join(out, "bomb.npz"), "w", zipfile.ZIP_DEFLATED) as z:
-    with z.open("big.npy", "w", force_zip64=True) as f:
-        np.lib.format.write_array_header_1_0(f, header)
-        chunk = bytes(2**24)
-        for _ in range(2**30 // 2**24):
-            f.write(chunk)
 np.save(os.path.join(out, "small.npy"), np.arange(3))
+if os.environ["BOMB"] == "1":
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+    header["shape"] = (2**28,)  # 1 GiB of float32 zeros, about 1 MB compressed
+    with zipfile.ZipFile(os.path.join(out, "bomb.npz"), "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("big.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            chunk = bytes(2**24)
+            for _ in range(2**30 // 2**24):
+                f.write(chunk)
+else:
+    np.savez(os.path.join(out, "bomb.npz"), big=np.zeros(4, np.float32))
 """
 
 MEASURED = """
@@ -253,24 +259,37 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, proc.returncode)
 """
 
 
-def test_decompression_bomb_is_refused_with_little_memory(docker_engine, debian_bases,
-                                                          tmp_path: Path) -> None:  # fmt: skip
-    root = project(tmp_path / "p", BOMB, TWO, command=True)
-    assert (root / "p.py").stat().st_size < 10_000
-    proc = subprocess.run([sys.executable, "-c", MEASURED], cwd=root, capture_output=True,
+def peak_of_run(root: Path) -> tuple[int, int]:
+    """(peak host memory in KB, exit code) of `reprocheck run` in ``root``."""
+    proc = subprocess.run([sys.executable, "-c", MEASURED], cwd=root, capture_output=True, env=ENV,
                           text=True, timeout=900)  # fmt: skip
     no_traceback(proc)
     peak_kb, code = (int(x) for x in proc.stdout.split()[-2:])
-    assert code == 2, proc.stderr
-    size = root / "reports" / "latest" / "environments" / "a" / "outputs" / "bomb.npz"
-    assert size.stat().st_size < 5 * 2**20
+    return peak_kb, code
+
+
+def test_decompression_bomb_is_refused_with_little_memory(docker_engine, debian_bases,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    envs = {"a": {"BOMB": "0"}, "b": {"BOMB": "1"}}
+    root = project(tmp_path / "p", BOMB, envs, command=True)
+    control = project(tmp_path / "control", BOMB, {"a": {"BOMB": "0"}, "b": {"BOMB": "0"}},
+                      command=True)  # fmt: skip
+    peak_kb, code = peak_of_run(root)
+    assert code == 2
+    bomb = root / "reports" / "latest" / "environments" / "b" / "outputs" / "bomb.npz"
+    assert bomb.stat().st_size < 5 * 2**20
     data = report(root)
     found = verdicts(data)
     assert found[("small", "b")] == "identical"
     assert found[("bomb/big", "b")] == "error"
     note = next(c["note"] for c in data["comparisons"] if c["output"] == "bomb/big")
     assert "max_array_bytes" in note
-    assert peak_kb < 200 * 1024, f"peak host memory {peak_kb / 1024:.0f} MB"
+    control_kb, control_code = peak_of_run(control)
+    assert control_code == 0  # the same outputs, every one read and compared
+    # The 1 GiB array is never inflated: the run needs what a run without it needs (about
+    # 190 MB, most of it pandas, pyarrow and matplotlib), not a GiB more.
+    assert peak_kb < control_kb + 50 * 1024, (peak_kb, control_kb)
+    assert peak_kb < 250 * 1024, f"peak host memory {peak_kb / 1024:.0f} MB"
 
 
 # --------------------------------------------------------------------------- 5. interrupts
@@ -300,7 +319,7 @@ def wait_for_container(client: Any, run_id: str, env: str, seconds: float = 120)
 
 def start_run(root: Path, run_id: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "reprocheck", "run", "--out",
-                             f"reports/{run_id}", *args], cwd=root, stdout=subprocess.PIPE,
+                             f"reports/{run_id}", *args], cwd=root, stdout=subprocess.PIPE, env=ENV,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
@@ -415,8 +434,9 @@ def test_concurrent_runs_lose_no_history_row(docker_engine, debian_bases, tmp_pa
     root = project(tmp_path / "p", SAME, TWO)
     rounds, parallel = 2, 3
     for _ in range(rounds):
-        procs = [subprocess.Popen([sys.executable, "-m", "reprocheck", "run", "-q"], cwd=root,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        command = [sys.executable, "-m", "reprocheck", "run", "-q"]
+        procs = [subprocess.Popen(command, cwd=root, env=ENV, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
                  for _ in range(parallel)]  # fmt: skip
         for proc in procs:
             _out, err = proc.communicate(timeout=600)
@@ -588,3 +608,58 @@ def test_crashing_harness_process_names_the_signal(docker_engine, debian_bases,
     env = {e["name"]: e for e in report(root)["environments"]}["b"]
     assert env["status"] == "crash"
     assert "SIGSEGV" in env["error"] and "p.py" in env["error"], env["error"]
+
+
+# --------------------------------------------------------------------------- hostile meta and names
+
+REWRITES_ITS_STATUS = """
+import json, os
+def run(path):
+    if os.environ["SHIFT"] == "1":
+        json.dump({"fixtures": [1, 2], "command": "x", "harness_error": 7},
+                  open("/meta/status.json", "w"))
+        os.remove("/meta/spec.json")
+        json.dump({"mode": "callable", "fixtures": [{"a": 1}]}, open("/meta/spec.json", "w"))
+        os._exit(0)
+    return {"x": 1.0}
+"""
+
+HOSTILE_NAMES = """
+import json, os, sys
+import numpy as np
+out = sys.argv[2]
+np.save(os.path.join(out, "good.npy"), np.arange(3))
+with open(os.path.join(out.encode(), b"bad\\xff\\xfe.npy"), "wb") as f:
+    f.write(b"x")
+json.dump({"big": 2**70, "ok": 1.0}, open(os.path.join(out, "m.json"), "w"))
+os.mkdir(os.path.join(out, "d"))
+np.save(os.path.join(out, "d", "k.npy"), np.ones(2) * int(os.environ["SHIFT"]))
+np.savez(os.path.join(out, "d.npz"), k=np.ones(2))
+"""
+
+
+def test_a_pipeline_that_rewrites_its_status_loses_nothing(docker_engine, debian_bases,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    root = project(tmp_path / "p", REWRITES_ITS_STATUS, TWO)
+    proc = reprocheck(root, "run")
+    no_traceback(proc)
+    assert proc.returncode == 2, proc.stderr
+    data = report(root)
+    statuses = {e["name"]: e["status"] for e in data["environments"]}
+    assert statuses["a"] == "ok" and statuses["b"] in ("error", "partial", "crash")
+    assert history_rows(root) >= 1
+
+
+def test_hostile_output_names_keep_every_report(docker_engine, debian_bases,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    root = project(tmp_path / "p", HOSTILE_NAMES, TWO, command=True)
+    proc = reprocheck(root, "run")
+    no_traceback(proc)
+    assert proc.returncode == 2, proc.stderr
+    found = verdicts(report(root))
+    assert found[("good", "b")] == "identical"
+    assert found[("m/ok", "b")] == "identical"
+    for bad in ("m/big", "bad\\xff\\xfe", "d/k"):  # d/k: a .npy and an .npz member
+        assert found[(bad, "b")] == "error", (bad, found)
+    assert history_rows(root) == len(found)
+    assert (root / "reports" / "latest" / "report.html").is_file()

@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import re
+import sys
 import zipfile
 from pathlib import Path
 
@@ -237,3 +238,29 @@ def test_many_members_share_one_parsed_header(tmp_path: Path) -> None:
     assert len(refs) == 300
     assert all(ref.located is not None for ref in refs.values())
     assert load_output(refs["m/k299"]).tolist() == [299.0] * 4
+
+
+def test_hostile_names_and_folders_are_errors_not_exceptions(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / os.fsdecode(b"bad\xff.npy")).write_bytes(b"x")
+    deep = out
+    for _ in range(300):  # deeper than the recursion limit set below
+        deep = deep / "d"
+        deep.mkdir()
+    np.save(deep / "v.npy", np.arange(2))
+    (out / "c.json").write_text('{"big": ' + str(2**70) + ', "ok": 1.0}')
+    (out / "dup").mkdir()
+    np.save(out / "dup" / "k.npy", np.ones(1))
+    np.savez(out / "dup.npz", k=np.ones(1))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200)
+    try:
+        refs = index_outputs(out)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert "not valid UTF-8" in str(refs["bad\\xff"].error)
+    assert refs["/".join(["d"] * 300) + "/v"].error is None
+    assert "beyond 64 bits" in str(refs["c/big"].error)
+    assert refs["c/ok"].error is None
+    assert "two outputs are named 'dup/k'" in str(refs["dup/k"].error)
