@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from reprocheck.compare import (
+    Chunking,
     DecisionRule,
     DecisionRules,
     Tolerance,
@@ -424,21 +425,16 @@ def test_boxes_with_different_counts_still_report_the_decision() -> None:
 
 
 @pytest.mark.parametrize("fraction", [0.01, 1.0])
-def test_streaming_memory_is_a_few_chunks_not_the_arrays(
-    monkeypatch: pytest.MonkeyPatch, fraction: float
-) -> None:
+def test_streaming_memory_is_a_few_chunks_not_the_arrays(fraction: float) -> None:
     import tracemalloc
 
-    from reprocheck import compare
-
-    monkeypatch.setattr(compare, "CHUNK", 3 * 2**12)
     rng = np.random.default_rng(3)
     a = rng.standard_normal(2**21).astype(np.float32)
     b = a.copy()
     moved = rng.permutation(a.size)[: int(a.size * fraction)]
     b.view(np.int32)[moved] += 1
     tracemalloc.start()
-    result = compare_arrays(a, b, Tolerance(ulp=1))
+    result = compare_arrays(a, b, Tolerance(ulp=1), chunking=Chunking(chunk=3 * 2**12))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert result.verdict == "within_tolerance"
@@ -456,3 +452,45 @@ def test_rows_with_many_duplicates_match_in_few_rounds() -> None:
     assert time.perf_counter() - started < 3.0
     assert result.rows is not None
     assert (result.rows.matched, result.verdict) == (1200, "within_tolerance")
+
+
+# --------------------------------------------------------------------------- integer blocks
+
+
+def test_image_where_every_pixel_moved_by_one_across_blocks() -> None:
+    a = np.full((300, 400, 3), 7, dtype=np.uint8)
+    result = compare_arrays(a, a + 1, Tolerance(atol=1))
+    assert result.verdict == "within_tolerance"
+    assert (result.mismatched, result.differing_pixels) == (a.size, 300 * 400)
+    assert (result.max_abs, result.mean_abs, result.max_ulp) == (1.0, 1.0, 1)
+    assert result.max_rel == 1 / 7
+    assert result.psnr == pytest.approx(20 * np.log10(255.0))
+    assert result.worst_indices == ((0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 1, 0), (0, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "low", "high"), [(np.int64, -(2**63), 2**63 - 1), (np.uint64, 0, 2**64 - 1)]
+)
+def test_64_bit_extremes_stay_exact_across_blocks(dtype: type, low: int, high: int) -> None:
+    a = np.full(200_000, low, dtype=dtype)
+    b = np.full(200_000, high, dtype=dtype)
+    b[123_456] = low
+    result = compare_arrays(a, b)
+    assert (result.max_ulp, result.max_abs) == (2**64 - 1, float(2**64 - 1))
+    assert result.mean_abs == (2**64 - 1) * (a.size - 1) / a.size  # exact, then rounded once
+    assert result.worst_indices == ((0,), (1,), (2,), (3,), (4,))
+
+
+def test_int8_ratio_against_minus_128_and_zero() -> None:
+    a = np.array([-128, 5, 0, 3] * 1000, dtype=np.int8)
+    b = a.copy()
+    b[0] = 127  # 255 / 128, the largest ratio without the zero
+    assert compare_arrays(a, b).max_rel == 255 / 128
+    b[2] = 1  # 1 / 0
+    assert compare_arrays(a, b).max_rel == np.inf
+
+
+@pytest.mark.parametrize(("chunk", "block"), [(10, 4), (0, 4), (12, 0)])
+def test_chunking_needs_whole_pixels_and_a_block(chunk: int, block: int) -> None:
+    with pytest.raises(ValueError, match=r"chunk|block"):
+        Chunking(chunk=chunk, block=block)

@@ -7,9 +7,7 @@ The references walk values one at a time in Python: ULP distance by stepping wit
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,7 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from reprocheck import compare
-from reprocheck.compare import Tolerance, compare_arrays
+from reprocheck.compare import Chunking, Tolerance, compare_arrays
+from reprocheck.errors import OutputError
 
 FLOATS = [np.dtype(t) for t in (np.float16, np.float32, np.float64)]
 INTS = [
@@ -215,30 +214,93 @@ def test_ulp_tolerance_verdict(data: st.DataObject, dtype: np.dtype, ulp: int) -
         assert result.verdict == ("drift" if any(outside) else "within_tolerance")
 
 
-@contextlib.contextmanager
-def chunk_size(size: int) -> Iterator[None]:
-    saved = compare.CHUNK
-    compare.CHUNK = size
-    try:
-        yield
-    finally:
-        compare.CHUNK = saved
-
-
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), dtype=st.sampled_from([*FLOATS, np.dtype(np.int16), np.dtype(np.uint8)]))
 def test_chunked_stream_equals_one_chunk(data: st.DataObject, dtype: np.dtype) -> None:
     a = data.draw(hnp.arrays(dtype, (6, 8, 3)))
     b = data.draw(hnp.arrays(dtype, (6, 8, 3)))
     whole = compare_arrays(a, b, Tolerance(atol=1.0)).as_json()
-    with chunk_size(12):
-        chunked = compare_arrays(a, b, Tolerance(atol=1.0)).as_json()
+    small = Chunking(chunk=12, block=data.draw(st.sampled_from([1, 5, 12])))
+    chunked = compare_arrays(a, b, Tolerance(atol=1.0), chunking=small).as_json()
     mean_whole, mean_chunked = whole.pop("mean_abs"), chunked.pop("mean_abs")
     assert chunked == whole
     if isinstance(mean_whole, float):
         assert mean_chunked == pytest.approx(mean_whole, rel=1e-12)
     else:
         assert mean_chunked == mean_whole
+
+
+def int_reference(a: np.ndarray, b: np.ndarray, atol: float) -> dict[str, object]:
+    """Every integer metric, one pair at a time in Python ints (exact) and floats."""
+    pairs = list(zip(a.reshape(-1).tolist(), b.reshape(-1).tolist(), strict=True))
+    distances = [abs(int(x) - int(y)) for x, y in pairs]
+    ratios = [0.0 if d == 0 else math.inf if x == 0 else float(d) / abs(float(x))
+              for (x, _), d in zip(pairs, distances, strict=True)]  # fmt: skip
+    ranked = sorted((-float(d), i) for i, d in enumerate(distances) if d)[:5]
+    worst = [tuple(int(k) for k in np.unravel_index(i, a.shape)) for _, i in ranked]
+    outside = sum(float(d) > atol for d in distances)
+    expected: dict[str, object] = {
+        "mismatched": sum(d > 0 for d in distances),
+        "max_abs": float(max(distances, default=0)),
+        "mean_abs": sum(distances) / len(distances),
+        "max_rel": "inf" if math.inf in ratios else max(ratios, default=0.0),  # as JSON
+        "max_ulp": max(distances, default=0),
+        "worst_indices": [list(index) for index in worst],
+        "verdict": "identical"
+        if not any(distances)
+        else "drift"
+        if outside
+        else "within_tolerance",
+    }
+    channels = 1 if a.ndim == 2 else a.shape[-1]
+    if a.dtype in (np.uint8, np.uint16) and (a.ndim == 2 or (a.ndim == 3 and channels <= 4)):
+        pixels = np.asarray(distances).reshape(-1, channels).any(axis=1)
+        squares = sum(d * d for d in distances)
+        peak = float(np.iinfo(a.dtype).max)
+        expected["differing_pixels"] = int(np.count_nonzero(pixels))
+        expected["psnr"] = 10 * math.log10(peak**2 * a.size / squares) if squares else "inf"
+    return expected
+
+
+BLOCK_INTS = [np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.int64,
+                                    np.uint64)]  # fmt: skip
+
+
+@st.composite
+def int_pairs(draw: st.DrawFn, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Images (H x W x C) and flat arrays; candidates near the baseline (small distances,
+    the counting path) or anywhere (the float and uint64 paths), dense or sparse."""
+    shape = draw(st.sampled_from([(5, 7, 3), (4, 6, 4), (9, 5), (3, 4, 2), (70,), (1, 1, 1)]))
+    info = np.iinfo(dtype)
+    edges = st.sampled_from([info.min, info.max, 0, 1, info.max - 1])
+    values = st.integers(info.min, info.max) | edges
+    a = draw(hnp.arrays(dtype, shape, elements=values))
+    step = st.integers(-4, 4) if draw(st.booleans()) else st.integers(info.min, info.max)
+    moved = draw(hnp.arrays(np.bool_, shape))
+    b = a.copy()
+    for index in zip(*np.nonzero(moved), strict=True):
+        b[index] = np.clip(int(a[index]) + draw(step), info.min, info.max)
+    return a, b
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    dtype=st.sampled_from(BLOCK_INTS),
+    atol=st.sampled_from([0.0, 0.5, 1.0, 2.5, 200.0, 2.0**60, math.inf]),
+    chunking=st.sampled_from(
+        [Chunking(), Chunking(chunk=12, block=5), Chunking(chunk=24, block=8)]
+    ),
+)
+def test_integer_blocks_match_reference(
+    data: st.DataObject, dtype: np.dtype, atol: float, chunking: Chunking
+) -> None:
+    """Every metric of the integer block paths (dense and gathered, any chunking) against
+    Python ints: mean_abs, max_rel, worst indices, PSNR and differing pixels included."""
+    a, b = data.draw(int_pairs(dtype))
+    result = compare_arrays(a, b, Tolerance(atol=atol), chunking=chunking).as_json()
+    expected = int_reference(a, b, atol)
+    assert {key: result[key] for key in expected} == expected
 
 
 # --------------------------------------------------------------------------- direct cases
@@ -356,7 +418,7 @@ def test_any_two_arrays_compare_or_raise_output_error(
     b = data.draw(any_array(dtype_b, shape_b))
     try:
         result = compare_arrays(a, b, tolerance, decision)
-    except compare.OutputError:
+    except OutputError:
         assert not (a.dtype.kind in "biufc" and b.dtype.kind in "biufc")
         return
     assert_sane(result, a, b)
