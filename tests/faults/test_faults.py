@@ -62,6 +62,14 @@ def report(root: Path) -> dict[str, Any]:
     return json.loads((root / "reports" / "latest" / "report.json").read_text())
 
 
+def run_with_errors(root: Path) -> dict[str, Any]:
+    """`reprocheck run` that must end in exit 2 without a traceback; its report."""
+    proc = reprocheck(root, "run")
+    no_traceback(proc)
+    assert proc.returncode == 2, proc.stderr
+    return report(root)
+
+
 def verdicts(data: dict[str, Any]) -> dict[tuple[str, str], str]:
     return {(c["output"], c["candidate"]): c["verdict"] for c in data["comparisons"]}
 
@@ -149,10 +157,7 @@ with open(os.path.join(out, "broken.json"), "w") as f:
 def test_unreadable_outputs_are_per_output_errors(docker_engine, debian_bases,
                                                   tmp_path: Path) -> None:  # fmt: skip
     root = project(tmp_path / "p", BAD_OUTPUTS, TWO, command=True)
-    proc = reprocheck(root, "run")
-    no_traceback(proc)
-    assert proc.returncode == 2, proc.stderr
-    data = report(root)
+    data = run_with_errors(root)
     found = verdicts(data)
     assert found[("good", "b")] == "identical"
     assert found[("objects/fine", "b")] == "identical"
@@ -653,10 +658,7 @@ def test_a_pipeline_that_rewrites_its_status_loses_nothing(docker_engine, debian
 def test_hostile_output_names_keep_every_report(docker_engine, debian_bases,
                                                 tmp_path: Path) -> None:  # fmt: skip
     root = project(tmp_path / "p", HOSTILE_NAMES, TWO, command=True)
-    proc = reprocheck(root, "run")
-    no_traceback(proc)
-    assert proc.returncode == 2, proc.stderr
-    found = verdicts(report(root))
+    found = verdicts(run_with_errors(root))
     assert found[("good", "b")] == "identical"
     assert found[("m/ok", "b")] == "identical"
     for bad in ("m/big", "bad\\xff\\xfe", "d/k"):  # d/k: a .npy and an .npz member

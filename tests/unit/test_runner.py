@@ -147,6 +147,11 @@ def test_container_log_is_kept(make_project, fake_engine, tmp_path) -> None:
     assert "Segmentation fault" in (env.meta_dir.parent / "log.txt").read_text()
 
 
+def _run_command(make_project, fake_engine: FakeEngine, tmp_path: Path) -> RunResult:
+    command = 'command = ["python3", "x.py", "{inputs}", "{outputs}"]'
+    return _run(make_project, fake_engine, tmp_path, pipeline=command)
+
+
 def test_command_that_fails(make_project, fake_engine, tmp_path) -> None:
     def command_fails(box: Mounted) -> object:
         assert box.plan["mode"] == "command"
@@ -154,14 +159,7 @@ def test_command_that_fails(make_project, fake_engine, tmp_path) -> None:
         return outcome(0)
 
     fake_engine.behaviours["one"] = command_fails
-    envs = _by_name(
-        _run(
-            make_project,
-            fake_engine,
-            tmp_path,
-            pipeline='command = ["python3", "x.py", "{inputs}", "{outputs}"]',
-        )
-    )
+    envs = _by_name(_run_command(make_project, fake_engine, tmp_path))
     assert envs["one"].status == "error"
     assert "command exited 2: no such file" in (envs["one"].error or "")
     assert envs["two"].status == "ok"
@@ -296,14 +294,7 @@ def test_command_that_succeeds_is_ok_not_partial(make_project, fake_engine, tmp_
         return outcome(0)
 
     fake_engine.behaviours["one"] = command_ok
-    envs = _by_name(
-        _run(
-            make_project,
-            fake_engine,
-            tmp_path,
-            pipeline='command = ["python3", "x.py", "{inputs}", "{outputs}"]',
-        )
-    )
+    envs = _by_name(_run_command(make_project, fake_engine, tmp_path))
     assert envs["one"].status == "ok", envs["one"].error
     assert envs["one"].fixtures == ()  # a command has no per-fixture status
 
