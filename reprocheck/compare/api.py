@@ -11,7 +11,14 @@ import numpy.typing as npt
 from reprocheck.compare.chunking import DEFAULT_CHUNKING, Chunking
 from reprocheck.compare.decisions import decide
 from reprocheck.compare.dtypes import AnyArray, IndexArray, value_kind
-from reprocheck.compare.elements import Elements, elements, psnr, unravel, verdict
+from reprocheck.compare.elements import (
+    Elements,
+    elements,
+    identical_elements,
+    psnr,
+    unravel,
+    verdict,
+)
 from reprocheck.compare.results import ArrayComparison, DecisionComparison, RowMatch, Verdict
 from reprocheck.compare.rows import compare_rows, rows_comparable
 from reprocheck.compare.rules import DecisionRule, Tolerance
@@ -123,7 +130,24 @@ def compare_arrays(
             shape=_shapes(a, b),
             decision=decide(a, b, decision, None, chunking),
         )
-    compared = elements(a, b, tolerance, chunking)
+    return _compare_elements(a, b, tolerance, decision, chunking)
+
+
+# Below this size, checking the bytes first is cheaper than a missed shortcut: most outputs
+# of a run are small and identical (one per sample), and their metrics need no streaming.
+_SHORTCUT_BYTES = 1 << 16
+
+
+def _compare_elements(
+    a: AnyArray, b: AnyArray, tolerance: Tolerance, decision: DecisionRule | None,
+    chunking: Chunking, *, shortcut: bool = True,
+) -> ArrayComparison:  # fmt: skip
+    """Element-wise comparison of two arrays of one dtype and shape."""
+    small = a.nbytes <= _SHORTCUT_BYTES
+    if shortcut and small and _bytes_equal(a, b, chunking):
+        compared = identical_elements(a)
+    else:
+        compared = elements(a, b, tolerance, chunking)
     outcome = _Outcome(
         verdict=verdict(compared.totals, tolerance),
         bit_identical=compared.totals.differing_bits == 0,

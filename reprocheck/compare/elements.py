@@ -13,7 +13,7 @@ from reprocheck.compare.dtypes import IMAGE_MAX, AnyArray, flat, native, value_k
 from reprocheck.compare.results import Verdict
 from reprocheck.compare.rules import Tolerance
 from reprocheck.compare.stream import Stream, stream_totals
-from reprocheck.compare.totals import Totals
+from reprocheck.compare.totals import Totals, nan_count
 
 
 def _image_channels(array: AnyArray) -> int | None:
@@ -70,6 +70,17 @@ def elements(a: AnyArray, b: AnyArray, tolerance: Tolerance, chunking: Chunking)
         channels=channels,
         image_max=IMAGE_MAX.get(a.dtype, 0.0),
     )
+
+
+def identical_elements(a: AnyArray) -> Elements:
+    """What :func:`elements` finds for two bit-identical arrays, without streaming them:
+    every element equal, and only the NaN positions to count (they are not comparable)."""
+    a = native(a)
+    flat_a, index_shape = flat(a)
+    totals = Totals(total=int(flat_a.size), nan_positions=nan_count(flat_a))
+    channels = _image_channels(a)
+    return Elements(totals=totals, index_shape=index_shape, channels=channels,
+                    image_max=IMAGE_MAX.get(a.dtype, 0.0))  # fmt: skip
 
 
 def unravel(flat_positions: Sequence[int], shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:

@@ -451,3 +451,23 @@ def test_scalar_within_tolerance_and_nan() -> None:
     nan = compare_arrays(np.asarray(np.nan), np.asarray(1.0))
     assert (nan.verdict, nan.nan_mismatch, nan.max_ulp) == ("drift", 1, None)
     assert compare_arrays(np.asarray(-0.0), np.asarray(0.0)).mismatched == 0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), dtype=st.sampled_from(NUMERIC), tolerance=tolerances(), decision=DECISIONS)
+def test_the_identical_shortcut_gives_what_streaming_gives(
+    data: st.DataObject,
+    dtype: np.dtype,
+    tolerance: Tolerance,
+    decision: compare.DecisionRule | None,
+) -> None:
+    """Bit-identical arrays skip the streaming; every metric must stay what it computes."""
+    from reprocheck.compare import api
+    from reprocheck.compare.chunking import DEFAULT_CHUNKING
+
+    a = data.draw(any_array(dtype, data.draw(SHAPES)))
+    b = a.copy()
+    fast = api._compare_elements(a, b, tolerance, decision, DEFAULT_CHUNKING)
+    slow = api._compare_elements(a, b, tolerance, decision, DEFAULT_CHUNKING, shortcut=False)
+    assert fast.as_json() == slow.as_json()
+    assert fast.verdict == "identical"
