@@ -33,6 +33,7 @@ from reprocheck.matrix import Matrix, build_matrix, environment_pairs
 from reprocheck.plan import make_plan
 from reprocheck.render import ProgressPrinter, print_explanation, print_images, print_summary
 from reprocheck.report.json_report import report_dict, write_json
+from reprocheck.report.trend import trend_svg
 from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
 from reprocheck.runner import Runner, RunResult, new_run_id
 from reprocheck.store import find_run, load_run, save_run, write_bytes_atomic
@@ -238,9 +239,9 @@ def _finish(
     if not _stage(result.run_dir, "history", lambda: append_history(config, result, matrix)):
         failed.append("history")
     else:
-        trend = trend_png(run_lines(load_history(history_file(config))))
+        trend = _trend(config)
     html = _stage(result.run_dir, "reports",
-                  lambda: write_reports(data, result.run_dir, paths, trend_png=trend))  # fmt: skip
+                  lambda: write_reports(data, result.run_dir, paths, trend=trend))  # fmt: skip
     failed += [] if html else ["reports"]
     print_summary(out, result, matrix, quiet=quiet)
     out.print(f"report: {result.run_dir / 'report.json'}")
@@ -263,6 +264,11 @@ def _stage(run_dir: Path, name: str, func: Callable[[], T]) -> T | None:
         what = f"{name} failed: {type(exc).__name__}: {exc}; traceback in {log}"
         err.print(f"[yellow]warning:[/] {escape(what)}", soft_wrap=True)
     return None
+
+
+def _trend(config: RunConfig) -> str | None:
+    lines = run_lines(load_history(history_file(config)))
+    return trend_svg([(line.started, line.run_id, line.drift) for line in lines])
 
 
 def exit_code(result: RunResult, matrix: Matrix) -> int:
@@ -393,8 +399,7 @@ def _attach_attributions(
     report["attributions"] = _merged(report.get("attributions", []), data["attributions"])
     report["experiments"] = _merged(report.get("experiments", []), data["experiments"])
     write_json(report_path, report)
-    trend = trend_png(run_lines(load_history(history_file(config))))
-    return write_reports(report, result.run_dir, paths, trend_png=trend)
+    return write_reports(report, result.run_dir, paths, trend=_trend(config))
 
 
 @main.group()

@@ -457,17 +457,13 @@ def _problems(report: Report) -> str:
     return f'<h2 id="errors">Errors</h2><ul class="mono">{items}</ul>'
 
 
-def _trend(trend_png: bytes | None) -> str:
-    if not trend_png:
-        return ""
-    return (
-        '<h2 id="trend">Trend</h2>'
-        f'<img src="{_data_uri(trend_png)}" alt="drift over recent runs" style="max-width:100%">'
-    )
+def _trend(trend: str | None) -> str:
+    return f'<h2 id="trend">Trend</h2>{trend}' if trend else ""
 
 
-def render_html(report: Report, *, trend_png: bytes | None = None) -> str:
-    """One self-contained HTML page; no request leaves it (see the page's CSP)."""
+def render_html(report: Report, *, trend: str | None = None) -> str:
+    """One self-contained HTML page; no request leaves it (see the page's CSP). ``trend``
+    is the drift-per-run SVG (:func:`reprocheck.report.trend.trend_svg`)."""
     details = _drifting(report)
     body = "".join(
         (
@@ -480,7 +476,7 @@ def render_html(report: Report, *, trend_png: bytes | None = None) -> str:
             _fingerprints(report),
             _agreement(report),
             _noise(report),
-            _trend(trend_png),
+            _trend(trend),
         )
     )
     title = f"reprocheck {report.get('run_id', '')}: {headline(report)[0]}"

@@ -23,11 +23,11 @@ class ReportPaths:
 
 
 def write_reports(
-    report: Report, run_dir: Path, paths: ReportPaths, *, trend_png: bytes | None = None
+    report: Report, run_dir: Path, paths: ReportPaths, *, trend: str | None = None
 ) -> Path:
     """Render each format once and write it where it goes; returns the run's report.html."""
     markdown = render_markdown(report)
-    page = render_html(report, trend_png=trend_png)
+    page = render_html(report, trend=trend)
     targets = [
         (run_dir / "report.md", markdown),
         (run_dir / "report.html", page),

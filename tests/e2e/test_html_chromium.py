@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))  # the shared synthe
 from test_report_schema import synthetic_report
 
 from reprocheck.report.html import render_html
-from reprocheck.report.pictures import png_bytes
+from reprocheck.report.trend import trend_svg
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = (
@@ -56,9 +56,9 @@ def _chromium(tmp_path: Path, page: Path, *args: str) -> subprocess.CompletedPro
 @pytest.fixture
 def page(tmp_path: Path) -> Path:
     report = synthetic_report(tmp_path / "run")
-    trend = png_bytes(np.tile(np.arange(64, dtype=np.uint8)[None, :] * 4, (20, 1)))
+    trend = trend_svg([("2026-01-0{k}T00:00", f"run-{k}", k) for k in range(1, 5)])
     path = tmp_path / "report.html"
-    path.write_text(render_html(report, trend_png=trend), encoding="utf-8")
+    path.write_text(render_html(report, trend=trend), encoding="utf-8")
     return path
 
 

@@ -11,6 +11,7 @@ from test_report_schema import DATA, synthetic_report
 
 from reprocheck.report.html import render_html
 from reprocheck.report.pictures import heatmap, is_image, png_bytes, ulp_histogram
+from reprocheck.report.trend import trend_svg
 
 EXTERNAL = re.compile(r"""\b(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 
@@ -18,7 +19,8 @@ EXTERNAL = re.compile(r"""\b(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:htt
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> str:
     report = synthetic_report(tmp_path_factory.mktemp("run"))
-    return render_html(report, trend_png=png_bytes(np.zeros((4, 4), np.uint8)))
+    trend = trend_svg([("2026-01-01T00:00", "r1", 3), ("2026-01-02T00:00", "<r2>", 0)])
+    return render_html(report, trend=trend)
 
 
 def test_self_contained(page: str) -> None:
@@ -45,8 +47,8 @@ def test_overview_and_details(page: str) -> None:
 
 def test_pictures_and_histogram(page: str) -> None:
     # resize/cubic (uint8) and filter/field (float32) get baseline, candidate and heatmap;
-    # the 1 x 10 probabilities are not a picture. The trend plot adds one more.
-    assert page.count('src="data:image/png;base64,') == 3 * 2 + 1
+    # the 1 x 10 probabilities are not a picture. The trend is an SVG, not a picture.
+    assert page.count('src="data:image/png;base64,') == 3 * 2
     assert "amplified difference heatmap" in page
     assert page.count('<svg class="hist"') == 2  # float32 field and probabilities
 
@@ -97,3 +99,9 @@ def test_ulp_histogram_bins() -> None:
     assert hist is not None
     assert hist.counts[0] == 89 and hist.counts[1] == 10 and sum(hist.counts) == 100
     assert ulp_histogram(a, a.astype(np.float64)) is None
+
+
+def test_trend_is_an_inline_svg_with_a_point_per_run(page: str) -> None:
+    section = page[page.index('id="trend"') :]
+    assert section.count("<circle") == 2
+    assert "&lt;r2&gt;" in section and "<r2>" not in section  # run ids are escaped
