@@ -16,7 +16,8 @@ def _margins(rows: AnyArray) -> float | None:
     if rows.shape[1] < 2 or rows.shape[0] == 0 or rows.dtype.kind == "c":
         return None
     top = np.partition(rows.astype(np.float64), rows.shape[1] - 2, axis=1)[:, -2:]
-    gaps = top[:, 1] - top[:, 0]
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN: no margin, as for NaN scores
+        gaps = top[:, 1] - top[:, 0]
     if np.isnan(gaps).all():
         return None
     return float(np.nanmin(gaps))
