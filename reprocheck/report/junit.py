@@ -1,7 +1,10 @@
-"""Report dict -> JUnit XML: one testsuite per environment pair, one testcase per output.
+"""Report dict -> JUnit XML: one testsuite per environment pair, one testcase per output
+key and pair, its fixtures together (``*/linalg/svd`` for ``a.jpg/linalg/svd``,
+``b.jpg/linalg/svd``, ...), so a CI viewer shows tens of cases, not one per sample.
 
-``drift``, ``incomparable`` and ``missing`` are failures carrying the metrics, ``error`` is
-an error, every other verdict passes (``nondeterministic`` with a note in system-out).
+A key with an ``error`` is an error; else one with ``drift``, ``incomparable`` or
+``missing`` is a failure naming how many fixtures fail and carrying the worst one's metrics;
+every other verdict passes (``nondeterministic`` with a note in system-out).
 """
 
 from __future__ import annotations
@@ -56,39 +59,83 @@ def _noise_notes(report: Report) -> dict[str, list[str]]:
     return notes
 
 
-def _testcase(suite: ET.Element, item: Comparison, noise: Sequence[str]) -> None:
-    label = pair_label(item["baseline"], item["candidate"])
-    case = ET.SubElement(suite, "testcase", classname=label, name=str(item["output"]))
-    verdict = item["verdict"]
-    if verdict in FAILING:
-        ET.SubElement(case, "failure", message=_message(item), type=verdict).text = _metrics_text(
-            item
-        )
-    elif verdict == "error":
-        ET.SubElement(case, "error", message=_message(item), type=verdict).text = _metrics_text(
-            item
-        )
-    notes = list(noise)
-    if verdict == "nondeterministic":
-        notes.append("nondeterministic: " + _message(item))
+OUTPUTS_LISTED = 50  # failing outputs named in one testcase
+
+
+def fixtures_of(report: Report) -> list[str]:
+    """Every fixture of the run's environments, longest first (for prefix matching)."""
+    entries = [f for env in report.get("environments") or [] for f in env.get("fixtures") or []]
+    names = {str(f["fixture"]) for f in entries if isinstance(f, dict) and "fixture" in f}
+    return sorted(names, key=len, reverse=True)
+
+
+def output_key(output: str, fixtures: Sequence[str]) -> str:
+    """``*/linalg/svd`` for ``a.jpg/linalg/svd`` when ``a.jpg`` is a fixture; else the name."""
+    fixture = next((f for f in fixtures if output.startswith(f + "/")), None)
+    return output if fixture is None else "*/" + output[len(fixture) + 1 :]
+
+
+def _group(items: Sequence[Comparison], fixtures: Sequence[str]) -> dict[str, list[Comparison]]:
+    groups: dict[str, list[Comparison]] = {}
+    for item in items:
+        groups.setdefault(output_key(str(item["output"]), fixtures), []).append(item)
+    return groups
+
+
+def _kind(group: Sequence[Comparison]) -> str | None:
+    if any(c["verdict"] == "error" for c in group):
+        return "error"
+    return "failure" if any(c["verdict"] in FAILING for c in group) else None
+
+
+def _size(item: Comparison) -> float:
+    value = item.get("max_abs")
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _problem(case: ET.Element, kind: str, group: Sequence[Comparison]) -> None:
+    bad = [c for c in group if (c["verdict"] == "error") == (kind == "error")
+           and c["verdict"] in FAILING | {"error"}]  # fmt: skip
+    worst = max(bad, key=_size)
+    message = f"{len(bad)} of {len(group)} failing; worst {worst['output']}: {_message(worst)}"
+    listed = "\n".join(str(c["output"]) for c in bad[:OUTPUTS_LISTED])
+    more = f"\n...and {len(bad) - OUTPUTS_LISTED} more" if len(bad) > OUTPUTS_LISTED else ""
+    text = f"{_metrics_text(worst)}\nfailing outputs:\n{listed}{more}"
+    ET.SubElement(case, kind, message=message, type=str(worst["verdict"])).text = text
+
+
+def _testcase(
+    suite: ET.Element, key: str, group: Sequence[Comparison], noise: dict[str, list[str]]
+) -> None:
+    label = pair_label(group[0]["baseline"], group[0]["candidate"])
+    case = ET.SubElement(suite, "testcase", classname=label, name=key)
+    kind = _kind(group)
+    if kind is not None:
+        _problem(case, kind, group)
+    notes = [note for c in group for note in noise.get(str(c["output"]), [])]
+    notes += [f"nondeterministic: {c['output']}: {_message(c)}"
+              for c in group if c["verdict"] == "nondeterministic"]  # fmt: skip
+    if len(group) > 1:
+        notes.append(f"outputs: {len(group)} ({group[0]['output']}, ...)")
     if notes:
         ET.SubElement(case, "system-out").text = "\n".join(notes)
 
 
 def _suite(report: Report, base: str, cand: str, noise: dict[str, list[str]]) -> ET.Element:
-    items = pair_items(report, base, cand)
+    groups = _group(pair_items(report, base, cand), fixtures_of(report))
+    kinds = [_kind(group) for group in groups.values()]
     suite = ET.Element(
         "testsuite",
         name=pair_label(base, cand),
-        tests=str(len(items)),
-        failures=str(sum(c["verdict"] in FAILING for c in items)),
-        errors=str(sum(c["verdict"] == "error" for c in items)),
+        tests=str(len(groups)),
+        failures=str(kinds.count("failure")),
+        errors=str(kinds.count("error")),
         skipped="0",
     )
     if report.get("started"):
         suite.set("timestamp", str(report["started"]))
-    for item in items:
-        _testcase(suite, item, noise.get(str(item["output"]), []))
+    for key, group in groups.items():
+        _testcase(suite, key, group, noise)
     return suite
 
 

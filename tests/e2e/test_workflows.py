@@ -294,15 +294,25 @@ def test_agreement_classes_in_json_and_summary(three_debian) -> None:
 
 
 def test_junit_failures_are_the_failing_comparisons(three_debian) -> None:
+    """One case per output key (fixtures together) and pair; failing where any fixture's
+    comparison fails."""
+    from reprocheck.report.junit import fixtures_of, output_key
+
     report, root = three_debian["report"], three_debian["root"]
-    failing = {(f"{c['baseline']}->{c['candidate']}", c["output"])
-               for c in report["comparisons"] if c["verdict"] in FAILING}  # fmt: skip
+    fixtures = fixtures_of(report)
+    assert fixtures  # the example's callable runs once per fixture
+
+    def case_of(c: dict[str, Any]) -> tuple[str, str]:
+        return (f"{c['baseline']}->{c['candidate']}", output_key(c["output"], fixtures))
+
+    failing = {case_of(c) for c in report["comparisons"] if c["verdict"] in FAILING}
     suites = ET.parse(root / "j.xml").getroot()
     failed = {(case.get("classname"), case.get("name"))
               for case in suites.iter("testcase") if case.find("failure") is not None}  # fmt: skip
     assert failed == failing
     assert int(suites.get("failures")) == len(failing) > 0
-    assert int(suites.get("tests")) == len(report["comparisons"])
+    assert int(suites.get("tests")) == len({case_of(c) for c in report["comparisons"]})
+    assert int(suites.get("tests")) < len(report["comparisons"])  # grouped
     assert int(suites.get("errors")) == sum(c["verdict"] == "error" for c in report["comparisons"])
 
 

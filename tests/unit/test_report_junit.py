@@ -1,4 +1,5 @@
-"""JUnit XML: parses, one suite per pair, one case per output and pair, counts match."""
+"""JUnit XML: parses, one suite per pair, one case per output key and pair (its fixtures
+together), counts match."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_suites_cases_and_counts(tmp_path: Path) -> None:
 
 def test_failure_carries_the_metrics(tmp_path: Path) -> None:
     root = _parse(synthetic_report(tmp_path))
-    case = root.find("testsuite/testcase[@name='photo.jpg/resize/cubic']")
+    case = root.find("testsuite/testcase[@name='*/resize/cubic']")
     assert case is not None
     failure = case.find("failure")
     assert failure is not None
@@ -50,7 +51,7 @@ def test_nondeterministic_passes_with_a_note() -> None:
         if item["output"] == "photo.jpg/dnn/probs" and item["candidate"] == "new":
             item["verdict"] = "nondeterministic"
     root = _parse(report)
-    case = root.find("testsuite[@name='old->new']/testcase[@name='photo.jpg/dnn/probs']")
+    case = root.find("testsuite[@name='old->new']/testcase[@name='*/dnn/probs']")
     assert case is not None
     assert case.find("failure") is None and case.find("error") is None
     out = case.find("system-out")
@@ -59,5 +60,26 @@ def test_nondeterministic_passes_with_a_note() -> None:
 
 def test_identical_cases_pass(tmp_path: Path) -> None:
     root = _parse(synthetic_report(tmp_path))
-    case = root.find("testsuite[@name='old->new']/testcase[@name='photo.jpg/decode/ok']")
+    case = root.find("testsuite[@name='old->new']/testcase[@name='*/decode/ok']")
     assert case is not None and len(case) == 0
+
+
+def test_fixtures_of_one_output_key_are_one_case(tmp_path: Path) -> None:
+    report = synthetic_report(tmp_path)
+    fixtures = [f"img{k:03d}.png" for k in range(120)]
+    for env in report["environments"]:
+        env["fixtures"] = [{"fixture": f, "status": "ok"} for f in fixtures]
+    template = next(c for c in report["comparisons"] if c["verdict"] == "drift")
+    report["comparisons"] = [
+        {**template, "output": f"{f}/resize/cubic",
+         "verdict": "drift" if k % 3 == 0 else "identical", "max_abs": float(k)}
+        for k, f in enumerate(fixtures)
+    ]  # fmt: skip
+    root = _parse(report)
+    (case,) = root.findall("testsuite/testcase")
+    assert case.get("name") == "*/resize/cubic"
+    failure = case.find("failure")
+    assert failure is not None
+    assert (failure.get("message") or "").startswith("40 of 120 failing; worst img117.png/")
+    assert "...and 0 more" not in (failure.text or "") and "img000.png" in (failure.text or "")
+    assert root.get("tests") == "1" and root.get("failures") == "1"
