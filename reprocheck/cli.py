@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from reprocheck import __version__
 from reprocheck.config import RunConfig, load_config
@@ -31,7 +30,13 @@ from reprocheck.history import append_history, history_file, load_history, run_l
 from reprocheck.images import ImageBuilder, bootstrap_debian
 from reprocheck.matrix import Matrix, build_matrix, environment_pairs
 from reprocheck.plan import make_plan
-from reprocheck.render import ProgressPrinter, print_explanation, print_images, print_summary
+from reprocheck.render import (
+    ProgressPrinter,
+    escape,
+    print_explanation,
+    print_images,
+    print_summary,
+)
 from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.report.trend import trend_svg
 from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports

@@ -7,7 +7,7 @@ from collections import Counter
 from types import TracebackType
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,6 +25,16 @@ from reprocheck.matrix import Matrix, OutputComparison
 from reprocheck.progress import ProgressEvent
 from reprocheck.report.json_report import fingerprint_summary
 from reprocheck.runner import RunResult
+
+# Control characters other than newline and tab: a pipeline's output names and error texts
+# may hold terminal escape sequences, which are shown as text, never sent to the terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape(text: str) -> str:
+    """User text for rich: markup escaped and control characters shown as ``\\x1b``."""
+    return escape_markup(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
 
 VERDICT_STYLE = {
     "identical": "green",

@@ -56,3 +56,17 @@ def test_no_line_without_a_decision_rule() -> None:
 def test_no_line_without_metrics() -> None:
     item = OutputComparison(output="x.png/prob", baseline="old", candidate="new", verdict="missing")
     assert decision_line(item) is None
+
+
+def test_terminal_text_never_carries_control_sequences() -> None:
+    import io
+
+    from rich.console import Console
+
+    from reprocheck.render import escape
+
+    console = Console(file=io.StringIO(), force_terminal=False, width=200)
+    console.print(escape("out\x1b[31mred\x07 [bold]x[/] a\tb"))
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b" not in printed and "\x07" not in printed
+    assert "out\\x1b[31mred\\x07 [bold]x[/] a" in printed  # rich expands the tab
