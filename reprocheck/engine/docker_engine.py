@@ -7,7 +7,7 @@ import os
 import posixpath
 import tarfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -202,16 +202,25 @@ class DockerEngine:
         finally:
             _remove(container)
 
+    def _listed(self, labels: list[str]) -> list[tuple[str, dict[str, str]]]:
+        """(id, labels) of containers with all ``labels``, from the list call alone: the
+        SDK's ``containers.list`` inspects each one, and fails when one is removed meanwhile
+        (as this run's own containers are while it stops)."""
+        found = self._client.api.containers(all=True, filters={"label": labels})
+        return [(str(c["Id"]), dict(c.get("Labels") or {})) for c in found]
+
     def stop(self, labels: Mapping[str, str]) -> int:
         wanted = [f"{key}={value}" for key, value in labels.items()]
-        found = self._client.containers.list(all=True, filters={"label": wanted})
-        return sum(_remove(container) for container in found)
+        return sum(self._remove_id(cid) for cid, _labels in self._listed(wanted))
 
     def sweep(self, *, everything: bool = False) -> int:
-        leftovers = self._client.containers.list(all=True, filters={"label": LABEL})
-        ours = [c for c in leftovers if OWNER_LABEL in c.labels or RUN_LABEL in c.labels]
-        orphans = [c for c in ours if everything or _orphaned(c.labels)]
-        return sum(_remove(container) for container in orphans)
+        ours = [(cid, labels) for cid, labels in self._listed([LABEL])
+                if OWNER_LABEL in labels or RUN_LABEL in labels]  # fmt: skip
+        orphans = [cid for cid, labels in ours if everything or _orphaned(labels)]
+        return sum(self._remove_id(cid) for cid in orphans)
+
+    def _remove_id(self, container_id: str) -> bool:
+        return _remove_call(lambda: self._client.api.remove_container(container_id, force=True))
 
 
 def _orphaned(labels: Mapping[str, str]) -> bool:
@@ -225,8 +234,13 @@ def _orphaned(labels: Mapping[str, str]) -> bool:
 
 
 def _remove(container: Any) -> bool:
+    return _remove_call(lambda: container.remove(force=True))
+
+
+def _remove_call(remove: Callable[[], object]) -> bool:
+    """Run a forced removal; False when the container is gone or going already."""
     try:
-        container.remove(force=True)
+        remove()
     except docker.errors.NotFound:
         return False  # removed meanwhile (by its own runner)
     except docker.errors.APIError as exc:

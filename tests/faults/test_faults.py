@@ -307,17 +307,19 @@ def run(path):
 """
 
 
-def run_containers(client: Any, run_id: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+def run_containers(client: Any, run_id: str) -> list[dict[str, Any]]:
+    """The containers of ``run_id`` as the list call gives them (no per-container inspect,
+    which fails when a container is removed meanwhile)."""
+    return client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
 
 
 def wait_for_container(client: Any, run_id: str, env: str, seconds: float = 120) -> Any:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        running = [c for c in run_containers(client, run_id) if c.status == "running"
-                   and c.labels.get("io.reprocheck.environment") == env]  # fmt: skip
+        running = [c for c in run_containers(client, run_id) if c["State"] == "running"
+                   and (c.get("Labels") or {}).get("io.reprocheck.environment") == env]  # fmt: skip
         if running:
-            return running[0]
+            return client.containers.get(running[0]["Id"])
         time.sleep(0.2)
     raise AssertionError(f"no container of run {run_id} started")
 
