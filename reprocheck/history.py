@@ -23,9 +23,10 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from reprocheck.config import RunConfig
-from reprocheck.errors import HistoryError
+from reprocheck.errors import HistoryError, UnsafeFileError
 from reprocheck.matrix import Matrix
 from reprocheck.runner import RunResult
+from reprocheck.safe_files import read_regular_bytes
 from reprocheck.store import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -124,10 +125,10 @@ def _damage_errors() -> tuple[type[Exception], ...]:
     """:data:`_DAMAGE`, and every pyarrow error (an absurd size in a footer is a
     MemoryError) when pyarrow is there to raise them."""
     if not _has_parquet():
-        return _DAMAGE
+        return (*_DAMAGE, UnsafeFileError)
     import pyarrow
 
-    return (*_DAMAGE, pyarrow.ArrowException)
+    return (*_DAMAGE, UnsafeFileError, pyarrow.ArrowException)
 
 
 def _empty() -> pd.DataFrame:
@@ -136,11 +137,12 @@ def _empty() -> pd.DataFrame:
 
 def _read(path: Path) -> pd.DataFrame:
     """The table in ``path``, in :data:`COLUMNS` order; raises on any damage."""
+    data = read_regular_bytes(path)  # a folder, FIFO or link there is damage, not "no file"
     if path.suffix == ".parquet":
-        table = _read_parquet(path.read_bytes())
+        table = _read_parquet(data)
     else:
         # CSV keeps no types: an all-digit run id or environment name would come back an int.
-        table = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str))
+        table = pd.read_csv(io.BytesIO(data), dtype=dict.fromkeys(TEXT_COLUMNS, str))
     missing = [column for column in COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(f"no column {', '.join(missing)}")
@@ -164,7 +166,7 @@ def _read_parquet(data: bytes) -> pd.DataFrame:
 
 def _read_or_none(path: Path) -> pd.DataFrame | None:
     """The stored table, an empty one when there is no file, None when it is damaged."""
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return _empty()
     try:
         return _read(path)
@@ -174,7 +176,7 @@ def _read_or_none(path: Path) -> pd.DataFrame | None:
 
 def _load_locked(path: Path) -> pd.DataFrame:
     """:func:`load_history` for a caller holding the lock: only then is moving aside safe."""
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return _empty()
     try:
         return _read(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import multiprocessing
+import os
 import subprocess
 import sys
 from multiprocessing.synchronize import Barrier
@@ -380,3 +381,19 @@ def test_concurrent_runs_lose_no_history_row(make_project, store_format) -> None
     assert len(table) == 2 * workers * rounds
     leftovers = {p.name for p in path.parent.iterdir()} - {path.name, f".{path.name}.lock"}
     assert leftovers == set()  # no temporary file left behind, no damaged file moved aside
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "link"])
+def test_a_history_that_is_not_a_file_is_moved_aside(config, store_format, caplog, kind) -> None:
+    path = history.history_file(config)
+    path.parent.mkdir(parents=True)
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    caplog.set_level(logging.WARNING, logger="reprocheck")
+    assert load_history(path).empty  # never blocks on the FIFO, never reads /dev/zero
+    assert not path.exists() and not path.is_symlink()
+    assert "not a regular file" in _warnings(caplog)[0] or "symbolic link" in _warnings(caplog)[0]
