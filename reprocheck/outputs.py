@@ -51,7 +51,12 @@ class Located:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
+        return _nbytes(self.shape, self.dtype)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    """An array's size in bytes, in Python ints (a header may claim any shape)."""
+    return math.prod(shape) * dtype.itemsize
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,14 +116,12 @@ def _parse_header(raw: bytes) -> Header:
     raise ValueError(f"npy format version {version} is not supported")
 
 
-def _check_header(
-    header: tuple[tuple[int, ...], bool, np.dtype[Any]], limit: int
-) -> tuple[int, ...]:
+def _check_header(header: Header, limit: int) -> tuple[int, ...]:
     """The array's shape, after refusing object arrays and arrays larger than ``limit``."""
     shape, _fortran, dtype = header
     if dtype.hasobject:
         raise ValueError(f"dtype {dtype} holds Python objects (reading it would need pickle)")
-    size = math.prod(shape) * dtype.itemsize
+    size = _nbytes(shape, dtype)
     if size > limit:
         raise ValueError(
             f"array {shape} of {dtype} inflates to {size:,} bytes, more than "
@@ -325,7 +328,8 @@ class OutputReader:
     per fixture, so a matrix over all outputs would otherwise reopen it per array)."""
 
     def __init__(self, max_array_bytes: int = _LIMITS.max_array_bytes) -> None:
-        self._archives: dict[Path, tuple[zipfile.ZipFile, IO[bytes]]] = {}
+        self._files: dict[Path, IO[bytes]] = {}
+        self._archives: dict[Path, zipfile.ZipFile] = {}  # only for compressed members
         self._limit = max_array_bytes
 
     def __enter__(self) -> OutputReader:
@@ -335,10 +339,12 @@ class OutputReader:
         self.close()
 
     def close(self) -> None:
-        for archive, handle in self._archives.values():
+        for archive in self._archives.values():
             archive.close()
+        for handle in self._files.values():
             handle.close()  # a ZipFile does not close a file object it was given
         self._archives.clear()
+        self._files.clear()
 
     def load(self, ref: OutputRef) -> np.ndarray:
         if ref.error:
@@ -362,23 +368,24 @@ class OutputReader:
         raise OutputError(f"output {ref.name} cannot be read")
 
     def _read_located(self, path: Path, where: Located) -> np.ndarray:
-        self._archive(path)  # keeps the file open for every member read from it
-        handle = self._archives[path][1]
-        data = os.pread(handle.fileno(), where.nbytes, where.offset)
+        data = os.pread(self._file(path).fileno(), where.nbytes, where.offset)
         if len(data) != where.nbytes:
             raise ValueError("the array is cut short")
         array = np.frombuffer(data, dtype=where.dtype)
         return array.reshape(where.shape, order="F" if where.fortran else "C")
 
+    def _file(self, path: Path) -> IO[bytes]:
+        """``path`` opened once for every array read from it (pread needs no seek)."""
+        if path not in self._files:
+            self._files[path] = open_regular(path)
+        return self._files[path]
+
     def _archive(self, path: Path) -> zipfile.ZipFile:
+        """The zip directory of ``path``, parsed only when a compressed member is read (the
+        index already located the uncompressed ones)."""
         if path not in self._archives:
-            handle = open_regular(path)
-            try:
-                self._archives[path] = (zipfile.ZipFile(handle), handle)
-            except BaseException:
-                handle.close()
-                raise
-        return self._archives[path][0]
+            self._archives[path] = zipfile.ZipFile(self._file(path))
+        return self._archives[path]
 
 
 class OutputFolders:
