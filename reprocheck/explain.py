@@ -41,7 +41,7 @@ from reprocheck.engine import LABEL, BuildRequest, ContainerEngine
 from reprocheck.errors import OutputError
 from reprocheck.images import EnvironmentImage
 from reprocheck.matrix import OutputComparison, build_matrix
-from reprocheck.outputs import OutputFolders, OutputReader, OutputRef, index_outputs
+from reprocheck.outputs import OutputFolders, OutputReader, OutputRef, index_file
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
 from reprocheck.runner import HARNESS_DIR, EnvironmentResult, Runner, RunResult
@@ -234,7 +234,7 @@ def _probes(meta: Path, fixture: str) -> dict[str, OutputRef]:
     """The readable probe records of one fixture, by ``<order>:<stage>``; the probes folder
     is written by the pipeline, so it is read like outputs (no links, no pickle)."""
     prefix = f"{fixture}/"
-    refs = index_outputs(meta / "probes")
+    refs = index_file(meta / "probes", f"{fixture}.npz")
     return {
         name.removeprefix(prefix): ref
         for name, ref in refs.items()

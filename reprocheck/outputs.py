@@ -305,6 +305,19 @@ def index_outputs(
     return dict(sorted(found.items()))
 
 
+def index_file(folder: Path, rel: str) -> dict[str, OutputRef]:
+    """The outputs of the one file ``folder/rel`` (checked as :func:`index_outputs` checks
+    every file: no link followed, bounded sizes), without walking the rest of the folder."""
+    path = folder / rel
+    try:
+        info: os.stat_result | OSError = path.lstat()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        info = exc
+    return {ref.name: ref for ref in _file_refs(path, info, rel, _LIMITS)}
+
+
 def _add(found: dict[str, OutputRef], ref: OutputRef) -> None:
     """Two files that give one output name (``d/k.npy`` and member ``k`` of ``d.npz``) make
     that output an error: keeping either one could hide the other's drift."""

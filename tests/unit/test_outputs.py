@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from reprocheck.errors import OutputError
-from reprocheck.outputs import index_outputs, load_output
+from reprocheck.outputs import index_file, index_outputs, load_output
 
 
 class _Marker:
@@ -264,3 +264,13 @@ def test_hostile_names_and_folders_are_errors_not_exceptions(tmp_path: Path) -> 
     assert "beyond 64 bits" in str(refs["c/big"].error)
     assert refs["c/ok"].error is None
     assert "two outputs are named 'dup/k'" in str(refs["dup/k"].error)
+
+
+def test_index_file_reads_one_file_as_index_outputs_does(tmp_path: Path) -> None:
+    np.savez(tmp_path / "a.png.npz", **{"0:decode": np.ones(2)})
+    np.savez(tmp_path / "b.png.npz", **{"0:decode": np.zeros(2)})
+    (tmp_path / "link.npz").symlink_to(tmp_path / "a.png.npz")
+    whole = index_outputs(tmp_path)
+    assert index_file(tmp_path, "a.png.npz") == {"a.png/0:decode": whole["a.png/0:decode"]}
+    assert index_file(tmp_path, "link.npz") == {"link": whole["link"]}  # an error, not followed
+    assert index_file(tmp_path, "absent.npz") == {}
