@@ -40,7 +40,7 @@ from reprocheck.render import (
 from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.report.trend import trend_svg
 from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
-from reprocheck.runner import Runner, RunResult, new_run_id
+from reprocheck.runner import Runner, RunResult, new_run_id, raise_interrupt
 from reprocheck.store import find_run, load_run, save_run, write_bytes_atomic
 from reprocheck.stored import (
     load_baseline,
@@ -98,10 +98,6 @@ def _internal_error(exc: BaseException, folder: Path | None, stored: str = "") -
     sys.exit(EXIT_ERROR)
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def handled(func: F) -> F:
     """Turn a ReprocheckError into one line on stderr and its exit code; an unexpected
     exception into one line naming a log file with its traceback (exit 2). Never a
@@ -110,7 +106,7 @@ def handled(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _log_warnings()
-        signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: containers removed
+        signal.signal(signal.SIGTERM, raise_interrupt)  # stop like Ctrl-C: containers removed
         try:
             return func(*args, **kwargs)
         except ReprocheckError as exc:
@@ -239,20 +235,15 @@ def _finish(
         write_json(json_path, data)
     # The history and the other report files each fail on their own: a broken history file
     # (a folder, a FIFO) must not cost the HTML report, nor the HTML the summary.
-    failed = []
-    trend = None
-    if not _stage(result.run_dir, "history", lambda: append_history(config, result, matrix)):
-        failed.append("history")
-    else:
-        trend = _trend(config)
+    history = _stage(result.run_dir, "history", lambda: append_history(config, result, matrix))
+    trend = _trend(config) if history else None
     html = _stage(result.run_dir, "reports",
                   lambda: write_reports(data, result.run_dir, paths, trend=trend))  # fmt: skip
-    failed += [] if html else ["reports"]
     print_summary(out, result, matrix, quiet=quiet)
     out.print(f"report: {result.run_dir / 'report.json'}")
     if html:
         out.print(f"html: {paths.html or html}")
-    return EXIT_ERROR if failed else exit_code(result, matrix)
+    return exit_code(result, matrix) if history and html else EXIT_ERROR
 
 
 T = TypeVar("T")

@@ -223,8 +223,8 @@ class Runner:
         try:
             return self._run_environment_in(env, folder)
         except Exception as exc:  # a bug in one environment must not lose the others
-            self._emit(env.name, f"internal error: {type(exc).__name__}: {exc}", finished=True)
             error = f"internal error: {type(exc).__name__}: {exc}"
+            self._emit(env.name, error, finished=True)
             return _setup_failure(env, folder, error), []
 
     def _run_environment_in(self, env: EnvironmentConfig, folder: Path) -> _Outcomes:
@@ -336,17 +336,18 @@ class Runner:
 _Outcomes = tuple[EnvironmentResult, list[EnvironmentResult]]
 
 
+def raise_interrupt(_signum: int, _frame: object) -> None:
+    """A signal handler that stops like Ctrl-C (KeyboardInterrupt in the main thread)."""
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (a CI job cancelled, ``kill``) stops a run like Ctrl-C does."""
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         yield
     finally:

@@ -207,17 +207,20 @@ def work(meta: str, spec: Dict[str, Any]) -> int:
             run_callable(spec, status)
         else:
             run_command(spec, status)
-    except (Exception, SystemExit) as exc:
-        if isinstance(exc, SystemExit):
-            status.data["harness_error"] = f"the pipeline called sys.exit({exc.code!r})"
-        else:
-            status.data["harness_error"] = _tail(traceback.format_exc())
-        sys.stderr.write(status.data["harness_error"] + "\n")
-        code = EXIT_HARNESS_ERROR
+    except Exception:
+        code = _harness_error(status, _tail(traceback.format_exc()))
+    except SystemExit as exc:  # while the pipeline's module was imported
+        code = _harness_error(status, f"the pipeline called sys.exit({exc.code!r})")
     write_fingerprint(meta)
     status.data["finished"] = time.time()
     status.save()
     return code
+
+
+def _harness_error(status: Status, text: str) -> int:
+    status.data["harness_error"] = text
+    sys.stderr.write(text + "\n")
+    return EXIT_HARNESS_ERROR
 
 
 def _write_watchdog(meta: str, data: Dict[str, Any]) -> None:
