@@ -37,10 +37,11 @@ from reprocheck.render import (
     print_images,
     print_summary,
 )
-from reprocheck.report.json_report import report_dict, write_json
+from reprocheck.report.json_report import COMPARISONS_FILE, report_dict, write_json
 from reprocheck.report.trend import trend_svg
 from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
-from reprocheck.runner import Runner, RunResult, new_run_id, raise_interrupt
+from reprocheck.run_model import RunResult, new_run_id
+from reprocheck.runner import Runner, raise_interrupt
 from reprocheck.store import find_run, load_run, save_run, write_bytes_atomic
 from reprocheck.stored import (
     load_baseline,
@@ -230,6 +231,7 @@ def _finish(
     paths: ReportPaths = NO_EXTRA_REPORTS,
 ) -> int:  # fmt: skip
     data = report_dict(result, matrix, references=matrix.references)
+    matrix.comparisons.write_parquet(result.run_dir / COMPARISONS_FILE)
     write_json(result.run_dir / "report.json", data)
     if json_path:
         write_json(json_path, data)

@@ -41,10 +41,12 @@ from reprocheck.engine import LABEL, BuildRequest, ContainerEngine
 from reprocheck.errors import OutputError
 from reprocheck.images import EnvironmentImage
 from reprocheck.matrix import OutputComparison, build_matrix
-from reprocheck.outputs import OutputFolders, OutputReader, OutputRef, index_file
+from reprocheck.output_store import OutputFolders
+from reprocheck.outputs import OutputReader, OutputRef, index_file
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
-from reprocheck.runner import HARNESS_DIR, EnvironmentResult, Runner, RunResult
+from reprocheck.run_model import EnvironmentResult, RunResult
+from reprocheck.runner import HARNESS_DIR, Runner
 
 CauseKind = Literal["stage", "knob", "package", "version"]
 TRANSPLANT_DIR = "/opt/reprocheck-transplant"

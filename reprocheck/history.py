@@ -1,5 +1,9 @@
 """Drift history: every run appends its per-output verdicts and metrics to one table.
 
+Outputs that are identical in a pair are kept as one row per pair (output ``*``) whose
+``count`` says how many they are, so a run of a million outputs adds rows only for what
+differed; every other row has ``count`` 1 (and so has every row of an older history file).
+
 Parquet when pyarrow is importable, CSV otherwise (pandas either way), so a nightly job's
 trend survives across runs. ``trend_png`` draws drift counts per run (matplotlib, optional).
 
@@ -20,21 +24,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.compute as pc
 from filelock import FileLock, Timeout
 
 from reprocheck.config import RunConfig
 from reprocheck.errors import HistoryError, UnsafeFileError
 from reprocheck.matrix import Matrix
-from reprocheck.runner import RunResult
+from reprocheck.run_model import RunResult
 from reprocheck.safe_files import read_regular_bytes
 from reprocheck.store import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict",
-           "mismatched", "total", "max_abs", "max_ulp"]  # fmt: skip
+           "mismatched", "total", "max_abs", "max_ulp", "count"]  # fmt: skip
+ALL_OUTPUTS = "*"  # the output of a row that stands for ``count`` identical outputs
 TEXT_COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict"]
-NUMBER_COLUMNS = ["mismatched", "total", "max_abs", "max_ulp"]
+NUMBER_COLUMNS = ["mismatched", "total", "max_abs", "max_ulp", "count"]
 # How long a run waits for another one writing the same history (a write takes well under
 # a second; the lock is an flock, so a killed writer never leaves it held).
 LOCK_SECONDS = 120.0
@@ -67,18 +73,28 @@ def history_file(config: RunConfig) -> Path:
 
 
 def rows(run: RunResult, matrix: Matrix) -> pd.DataFrame:
-    records = []
-    for item in matrix.comparisons:
-        metrics = item.metrics
-        records.append({
-            "run_id": run.run_id, "started": run.started, "output": item.output,
-            "baseline": item.baseline, "candidate": item.candidate, "verdict": item.verdict,
-            "mismatched": metrics.mismatched if metrics else None,
-            "total": metrics.total if metrics else None,
-            "max_abs": metrics.max_abs if metrics else None,
-            "max_ulp": float(metrics.max_ulp) if metrics and metrics.max_ulp is not None else None,
-        })  # fmt: skip
-    return pd.DataFrame.from_records(records, columns=COLUMNS)
+    """This run's history rows: one per comparison that is not identical, one per pair for
+    the identical ones."""
+    table = matrix.comparisons.table
+    identical = pc.equal(table["verdict"], "identical")
+    differing = table.filter(pc.invert(identical)).select(
+        ["output", "baseline", "candidate", "verdict", "mismatched", "total", "max_abs",
+         "max_ulp"]
+    ).to_pandas()  # fmt: skip
+    differing["max_ulp"] = differing["max_ulp"].astype("float64")
+    differing["count"] = 1
+    same = table.filter(identical).group_by(["baseline", "candidate"], use_threads=False)
+    grouped = same.aggregate([("total", "sum"), ("verdict", "count")]).to_pandas()
+    summary = pd.DataFrame({
+        "output": ALL_OUTPUTS, "baseline": grouped["baseline"], "candidate": grouped["candidate"],
+        "verdict": "identical", "mismatched": 0, "total": grouped["total_sum"], "max_abs": 0.0,
+        "max_ulp": 0.0, "count": grouped["verdict_count"],
+    })  # fmt: skip
+    found = pd.concat([df for df in (differing, summary) if not df.empty], ignore_index=True)
+    found = found if not found.empty else pd.DataFrame(columns=COLUMNS[2:])
+    found.insert(0, "started", run.started)
+    found.insert(0, "run_id", run.run_id)
+    return found[COLUMNS]
 
 
 def load_history(path: Path) -> pd.DataFrame:
@@ -143,6 +159,8 @@ def _read(path: Path) -> pd.DataFrame:
     else:
         # CSV keeps no types: an all-digit run id or environment name would come back an int.
         table = pd.read_csv(io.BytesIO(data), dtype=dict.fromkeys(TEXT_COLUMNS, str))
+    if "count" not in table.columns:  # written before identical outputs were summed up
+        table["count"] = 1
     missing = [column for column in COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(f"no column {', '.join(missing)}")
@@ -229,7 +247,7 @@ def run_lines(table: pd.DataFrame) -> list[RunLine]:
         envs = sorted(set(group["baseline"]) | set(group["candidate"]))
         lines.append(RunLine(
             run_id=str(run_id), started=str(group["started"].iloc[0]),
-            environments=tuple(envs), drift=len(drift), compared=len(group),
+            environments=tuple(envs), drift=len(drift), compared=int(group["count"].sum()),
             worst_output=None if worst.empty else str(worst["output"].iloc[0]),
             worst_ulp=None if worst.empty else float(worst["max_ulp"].iloc[0]),
         ))  # fmt: skip

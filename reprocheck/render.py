@@ -24,7 +24,7 @@ from reprocheck.explain import Explanation
 from reprocheck.matrix import Matrix, OutputComparison
 from reprocheck.progress import ProgressEvent
 from reprocheck.report.json_report import fingerprint_summary
-from reprocheck.runner import RunResult
+from reprocheck.run_model import RunResult
 
 # Control characters other than newline and tab: a pipeline's output names and error texts
 # may hold terminal escape sequences, which are shown as text, never sent to the terminal.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets
 import shutil
 import signal
 import stat
@@ -22,10 +21,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast, get_args
 
 from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.engine import (
@@ -38,13 +36,21 @@ from reprocheck.engine import (
 )
 from reprocheck.errors import ConfigError, ReprocheckError, UnsafeFileError
 from reprocheck.images import EnvironmentImage, ImageBuilder, ca_bundle
+from reprocheck.output_store import write_store
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
+from reprocheck.run_model import (
+    META_FILE_BYTES,
+    EnvironmentResult,
+    EnvStatus,
+    FixtureResult,
+    FixtureState,
+    RunResult,
+)
 from reprocheck.safe_files import read_json_object
 
 HARNESS_DIR = Path(__file__).parent / "harness"
 CONTAINER_CA = "/run/reprocheck/host-ca.crt"
-EnvStatus = Literal["ok", "partial", "error", "crash", "timeout", "oom", "interrupted"]
 # The host waits this much longer than [run] timeout: the harness enforces the timeout inside
 # the container itself (so a container outlives a killed reprocheck by at most the timeout),
 # and the host's own wait is the fallback.
@@ -53,64 +59,7 @@ DEADLINE_GRACE = 30.0
 # the environments that were running to come back.
 STOP_SECONDS = 10.0
 EXIT_DEADLINE = 124  # the harness's exit code when it killed the pipeline at the deadline
-# The largest status.json, fingerprint.json or watchdog.json read from a container (they are
-# far smaller; a pipeline could write an endless one).
-META_FILE_BYTES = 16 * 1024**2
 FIXTURES_NAMED = 3  # failed fixtures named, with their exception, in an environment's error
-FixtureState = Literal["ok", "error", "running", "not_run"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class FixtureResult:
-    fixture: str
-    status: FixtureState
-    seconds: float | None = None
-    error: str | None = None
-
-    @property
-    def reason(self) -> str:
-        """The last line of the fixture's error (the exception), or its status."""
-        lines = (self.error or "").strip().splitlines()
-        return lines[-1] if lines else self.status.replace("_", " ")
-
-
-@dataclass(frozen=True, kw_only=True)
-class EnvironmentResult:
-    name: str
-    image: str  # as configured: a Dockerfile folder or a reference
-    image_ref: str | None
-    image_id: str | None
-    status: EnvStatus
-    error: str | None
-    outputs_dir: Path
-    meta_dir: Path
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-    fixtures: tuple[FixtureResult, ...] = ()
-    seconds: float = 0.0
-    repeat: int = 1
-
-    @property
-    def failed(self) -> bool:
-        return self.status not in ("ok", "partial")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunResult:
-    run_id: str
-    run_dir: Path
-    config_source: Path
-    started: str
-    environments: tuple[EnvironmentResult, ...]
-    repeats: tuple[EnvironmentResult, ...] = ()  # extra runs for the noise floor ([run] repeat)
-
-    @property
-    def interrupted(self) -> bool:
-        return any(env.status == "interrupted" for env in self.environments)
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{secrets.token_hex(2)}"
 
 
 def container_user(config: RunConfig) -> str:
@@ -261,11 +210,21 @@ class Runner:
         (folder / "log.txt").write_text(outcome.log)
         planned = self._plan.fixtures if self._config.pipeline.callable else ()
         result = _collect(env, image, outputs, meta, outcome, repeat, planned)
+        if not result.failed:
+            self._index(label, outputs)
         if self._cancel.is_set() and result.status != "ok":
             result = _interrupted(env, folder, image, repeat)
         self._finished(1)
         self._emit(label, f"{result.status} in {outcome.duration:.1f} s", finished=True)
         return result
+
+    def _index(self, label: str, outputs: Path) -> None:
+        """Write the output store now, while other environments still run; if that fails,
+        comparing builds it again (and says why here)."""
+        try:
+            write_store(outputs, self._config.outputs)
+        except Exception as exc:  # the outputs are kept; only the index is missing
+            self._emit(label, f"warning: outputs not indexed: {type(exc).__name__}: {exc}")
 
     def _finished(self, runs: int) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, get_args
 
 from reprocheck.errors import RunNotFoundError, StoredRunError, UnsafeFileError
-from reprocheck.runner import (
+from reprocheck.run_model import (
     META_FILE_BYTES,
     EnvironmentResult,
     EnvStatus,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from reprocheck.config import RunConfig
 from reprocheck.errors import ConfigError, RunNotFoundError
-from reprocheck.runner import EnvironmentResult, RunResult, new_run_id
+from reprocheck.run_model import EnvironmentResult, RunResult, new_run_id
 from reprocheck.store import MANIFEST, load_run, save_run
 
 _BASELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

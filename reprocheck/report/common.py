@@ -1,14 +1,20 @@
-"""Shared reading of the report dict (schema_version 1) for the text renderers.
+"""Shared reading of the report dict for the text renderers.
 
 Renderers take the JSON data, not the stage values, so that stored, merged and diffed
-runs render the same way. Everything here is pure: dict in, plain values out.
+runs render the same way. Everything here is pure: dict in, plain values out. Counts come
+from ``summary`` and ``pair_summary``, which cover every comparison; ``comparisons`` may
+list only the worst (schema 2). A schema 1 report (all comparisons listed) is read too.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from reprocheck.comparisons import FAILING
+
+__all__ = ["FAILING"]  # and everything defined below
 
 Report = Mapping[str, Any]
 Comparison = Mapping[str, Any]
@@ -23,8 +29,7 @@ VERDICTS: tuple[str, ...] = (
     "within_tolerance",
     "identical",
 )
-# Verdicts that make a run exit 1 (matrix.FAILING), plus errors.
-FAILING: frozenset[str] = frozenset({"drift", "incomparable", "missing"})
+# FAILING: the verdicts that make a run exit 1; PROBLEMS adds errors.
 PROBLEMS: frozenset[str] = FAILING | {"error"}
 VERSION_KEYS: tuple[str, ...] = ("os", "glibc", "python", "numpy", "cv2")
 # Integers from here on are shown in scientific notation (ULP distances across signs).
@@ -38,7 +43,7 @@ def pair_label(baseline: str, candidate: str) -> str:
 def pairs(report: Report) -> list[tuple[str, str]]:
     """The environment pairs, in report order, plus any pair only seen in comparisons."""
     found = [(str(p[0]), str(p[1])) for p in report.get("pairs") or []]
-    for item in report.get("comparisons") or []:
+    for item in [*(report.get("comparisons") or []), *(report.get("pair_summary") or [])]:
         pair = (str(item["baseline"]), str(item["candidate"]))
         if pair not in found:
             found.append(pair)
@@ -64,9 +69,38 @@ def ordered_verdicts(counts: Mapping[str, int]) -> list[str]:
     return known + sorted(v for v in counts if v not in VERDICTS and counts[v])
 
 
+def total_counts(report: Report) -> Counter[str]:
+    """Verdict counts over every comparison of the run."""
+    summary = report.get("summary")
+    if isinstance(summary, Mapping) and "pair_summary" in report:
+        return Counter({str(k): int(v) for k, v in summary.items()})
+    return verdict_counts(report.get("comparisons") or [])
+
+
+def pair_counts(report: Report, baseline: str, candidate: str) -> Counter[str]:
+    """Verdict counts over every comparison of one pair."""
+    for entry in report.get("pair_summary") or []:
+        if (entry.get("baseline"), entry.get("candidate")) == (baseline, candidate):
+            return Counter({str(k): int(v) for k, v in (entry.get("verdicts") or {}).items()})
+    return verdict_counts(pair_items(report, baseline, candidate))
+
+
+def listing_note(report: Report) -> str | None:
+    """'the worst 1,000 of 2,000,000 comparisons; all are in comparisons.parquet' when the
+    report lists only some of them, else None."""
+    listed = report.get("listed")
+    if not isinstance(listed, Mapping):
+        return None
+    shown, total = int(listed.get("comparisons") or 0), int(listed.get("of_comparisons") or 0)
+    if shown >= total:
+        return None
+    return (f"the worst {shown:,} of {total:,} comparisons are listed; all are in "
+            f"{listed.get('file') or 'comparisons.parquet'}")  # fmt: skip
+
+
 def headline(report: Report) -> tuple[str, str]:
     """(status word, counts text), e.g. ("DRIFT", "216 drift, 414 identical")."""
-    counts = verdict_counts(report.get("comparisons") or [])
+    counts = total_counts(report)
     failed_envs = [e for e in report.get("environments") or [] if e.get("status") != "ok"]
     if counts.get("error") or failed_envs:
         status = "ERROR"
@@ -132,11 +166,17 @@ def worst(report: Report, verdicts: frozenset[str] = FAILING) -> list[Comparison
 
 def agreement_groups(report: Report) -> list[tuple[str, int]]:
     """Agreement patterns ('{a, b} | {c}') and how many outputs share each, commonest first."""
+    patterns = report.get("agreement_patterns")
+    if isinstance(patterns, list):
+        return [(_pattern(p.get("classes") or []), int(p.get("outputs") or 0)) for p in patterns]
     groups: Counter[str] = Counter()
     for entry in report.get("agreement") or []:
-        classes = entry.get("classes") or []
-        groups[" | ".join("{" + ", ".join(c) + "}" for c in classes)] += 1
+        groups[_pattern(entry.get("classes") or [])] += 1
     return groups.most_common()
+
+
+def _pattern(classes: Iterable[Iterable[str]]) -> str:
+    return " | ".join("{" + ", ".join(c) + "}" for c in classes)
 
 
 def fingerprint(environment: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -172,3 +212,41 @@ def _why(item: Comparison) -> str:
         return str(item["note"])
     dtype, shape = item.get("dtype") or ["?", "?"], item.get("shape") or [[], []]
     return f"{dtype[0]}{list(shape[0])} vs {dtype[1]}{list(shape[1])}"
+
+
+def output_key(output: str, fixtures: Sequence[str]) -> str:
+    """``*/linalg/svd`` for ``a.jpg/linalg/svd`` when ``a.jpg`` is a fixture; else the name.
+    (report.aggregate.group_keys does the same on columns.)"""
+    fixture = next((f for f in sorted(fixtures, key=len, reverse=True)
+                    if output.startswith(f + "/")), None)  # fmt: skip
+    return output if fixture is None else "*/" + output[len(fixture) + 1 :]
+
+
+def fixtures_of(report: Report) -> list[str]:
+    """Every fixture of the run's environments, longest first (for prefix matching)."""
+    envs = [*(report.get("environments") or []), *(report.get("references") or [])]
+    entries = [f for env in envs for f in env.get("fixtures") or []]
+    names = {str(f["fixture"]) for f in entries if isinstance(f, dict) and "fixture" in f}
+    return sorted(names, key=len, reverse=True)
+
+
+def groups_of(report: Report) -> list[Mapping[str, Any]]:
+    """Outputs grouped by key and pair (schema 2 lists them; for schema 1 they are made
+    here from the comparisons, which that schema lists in full)."""
+    listed = report.get("groups")
+    if isinstance(listed, list):
+        return listed
+    fixtures = fixtures_of(report)
+    found: dict[tuple[str, str, str], list[Comparison]] = {}
+    for item in report.get("comparisons") or []:
+        group = (output_key(str(item["output"]), fixtures), item["baseline"], item["candidate"])
+        found.setdefault(group, []).append(item)
+    result: list[Mapping[str, Any]] = []
+    for (key, base, cand), items in found.items():
+        bad = [c for c in items if c.get("verdict") in PROBLEMS]
+        result.append({
+            "key": key, "baseline": base, "candidate": cand, "outputs": len(items),
+            "verdicts": dict(verdict_counts(items)), "failing": [c["output"] for c in bad],
+            "failing_count": len(bad), "worst": max(items, key=severity),
+        })  # fmt: skip
+    return result

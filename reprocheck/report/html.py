@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from reprocheck.errors import ReprocheckError
-from reprocheck.outputs import OutputFolders
+from reprocheck.output_store import OutputFolders
 from reprocheck.report.common import (
     FAILING,
     VERSION_KEYS,
@@ -31,12 +31,14 @@ from reprocheck.report.common import (
     agreement_groups,
     decisions_text,
     headline,
+    listing_note,
     mismatch_text,
     number,
     ordered_verdicts,
     pair_label,
     pairs,
     problems,
+    total_counts,
     verdict_counts,
     version,
     worst,
@@ -118,14 +120,15 @@ def _badges(counts: Mapping[str, int]) -> str:
 
 def _header(report: Report) -> str:
     status, text = headline(report)
-    counts = verdict_counts(report.get("comparisons") or [])
+    counts = total_counts(report)
     envs = ", ".join(str(e.get("name")) for e in report.get("environments") or [])
     return (
         f'<header><h1>reprocheck report <span class="status status-{status}">{status}</span></h1>'
         f'<div class="muted">run <code>{_e(report.get("run_id", "?"))}</code> · started '
         f"{_e(report.get('started', '?'))} · config <code>{_e(report.get('config', '?'))}</code>"
         f"</div><div>{_e(text)} across {_e(envs)}</div><div>{_badges(counts)}</div>"
-        '<nav class="muted"><a href="#overview">overview</a><a href="#details">drifting outputs</a>'
+        '<nav class="muted"><a href="#groups">outputs by key</a><a href="#overview">overview</a>'
+        '<a href="#details">drifting outputs</a>'
         '<a href="#fingerprints">fingerprint diff</a><a href="#agreement">agreement</a></nav>'
         "</header>"
     )
@@ -220,9 +223,53 @@ def _overview(report: Report, details: Mapping[str, str]) -> str:
     head = "".join(f"<th>{_e(pair_label(b, c))}</th>" for b, c in columns)
     return (
         '<h2 id="overview">Overview</h2>'
+        + (f'<p class="muted">{_e(note)}.</p>' if (note := listing_note(report)) else "")
         + _controls(verdict_counts(report.get("comparisons") or []))
         + f'<div class="scroll"><table id="matrix"><thead><tr><th>output</th>{head}</tr></thead>'
         + f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def _group_row(group: Mapping[str, Any]) -> str:
+    worst = group.get("worst") or {}
+    verdicts = group.get("verdicts") or {}
+    failing = int(group.get("failing_count") or 0)
+    cells = [
+        f'<td class="output">{_e(group.get("key"))}</td>',
+        f"<td>{_e(pair_label(group.get('baseline', '?'), group.get('candidate', '?')))}</td>",
+        f"<td>{_e(failing)} of {_e(group.get('outputs'))}</td>",
+        f"<td>{_badges(verdicts)}</td>",
+        f"<td><code>{_e(worst.get('output', '-'))}</code></td>",
+        f"<td>{_e(mismatch_text(worst))}</td>",
+        f"<td>{_e(number(worst.get('max_abs')))}</td>",
+        f"<td>{_e(number(worst.get('max_ulp')))}</td>",
+    ]
+    return f'<tr data-key="{_e(group.get("key"))}">{"".join(cells)}</tr>'
+
+
+def _groups(report: Report) -> str:
+    """Outputs by their key across fixtures, worst first, with a search box."""
+    groups = report.get("groups") or []
+    if not groups:
+        return ""
+    listed = report.get("listed") or {}
+    head = "".join(f"<th>{h}</th>" for h in ("output key", "pair", "failing", "verdicts",
+                                              "worst output", "mismatched", "max_abs",
+                                              "max_ulp"))  # fmt: skip
+    rows = "".join(_group_row(g) for g in groups)
+    shown = f"{len(groups):,} groups, worst first"
+    if listed.get("of_comparisons", 0) > listed.get("comparisons", 0):
+        shown += "; every comparison is in " + str(listed.get("file") or "comparisons.parquet")
+    return (
+        '<h2 id="groups">Outputs by key</h2><p class="muted">Each output key across '
+        f"fixtures (<code>*/</code> stands for the fixture) and pair: {_e(shown)}.</p>"
+        '<div class="controls"><input type="search" id="group-filter" '
+        'placeholder="search output keys…" aria-label="search output keys"></div>'
+        f'<div class="scroll"><table id="groups"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
     )
 
 
@@ -470,6 +517,7 @@ def render_html(report: Report, *, trend: str | None = None) -> str:
             _header(report),
             _problems(report),
             _environments(report),
+            _groups(report),
             _overview(report, details),
             _details(report, details, _Arrays(report)),
             _attributions(report),

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reprocheck.matrix import Matrix, OutputComparison
-from reprocheck.runner import EnvironmentResult, RunResult
+from reprocheck.comparisons import OutputComparison
+from reprocheck.matrix import Matrix
+from reprocheck.report import aggregate
+from reprocheck.run_model import EnvironmentResult, RunResult
 from reprocheck.store import write_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+COMPARISONS_FILE = "comparisons.parquet"  # every comparison, next to report.json
 
 
 def _version(section: Any) -> str | None:
@@ -89,7 +92,18 @@ def comparison_json(item: OutputComparison) -> dict[str, Any]:
 def report_dict(
     run: RunResult, matrix: Matrix, references: tuple[EnvironmentResult, ...] = ()
 ) -> dict[str, Any]:
-    """The report; ``references`` are stored environments (baselines, another run) compared."""
+    """The report; ``references`` are stored environments (baselines, another run) compared.
+
+    Comparisons, groups and agreement entries are listed in full up to
+    :data:`aggregate.LISTED` each, else the worst of them; ``listed`` says how many of
+    how many, and every comparison is in :data:`COMPARISONS_FILE`."""
+    comparisons = matrix.comparisons
+    fixtures = sorted({f.fixture for env in (*run.environments, *references)
+                       for f in env.fixtures}, key=len, reverse=True)  # fmt: skip
+    listed = aggregate.listed_comparisons(comparisons)
+    groups = aggregate.groups(comparisons, fixtures)
+    agreement = aggregate.listed_agreement(matrix.agreement)
+    pair_counts = comparisons.pair_counts()
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.run_id,
@@ -100,10 +114,22 @@ def report_dict(
         "references": [environment_json(env) for env in references],
         "pairs": [list(pair) for pair in matrix.pairs],
         "summary": matrix.counts(),
-        "comparisons": [comparison_json(item) for item in matrix.comparisons],
-        "agreement": [
-            {"output": output, "classes": classes} for output, classes in matrix.agreement.items()
+        "pair_summary": [
+            {"baseline": base, "candidate": cand, "verdicts": pair_counts.get((base, cand), {})}
+            for base, cand in matrix.pairs
         ],
+        "listed": {
+            "comparisons": len(listed),
+            "of_comparisons": len(comparisons),
+            "groups": len(groups),
+            "agreement": len(agreement),
+            "of_outputs": len(matrix.agreement),
+            "file": COMPARISONS_FILE,
+        },
+        "comparisons": [comparison_json(item) for item in listed],
+        "groups": [dict(g, worst=comparison_json(g["worst"])) for g in groups],
+        "agreement": agreement,
+        "agreement_patterns": aggregate.agreement_patterns(matrix.agreement),
         "nondeterministic": [
             {
                 "output": n.output,

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from reprocheck.report.common import (
+    FAILING,
     VERSION_KEYS,
     Report,
     agreement_groups,
@@ -14,11 +15,11 @@ from reprocheck.report.common import (
     mismatch_text,
     number,
     ordered_verdicts,
-    pair_items,
+    pair_counts,
     pair_label,
     pairs,
     problems,
-    verdict_counts,
+    total_counts,
     version,
     worst,
 )
@@ -61,11 +62,10 @@ def _environments(report: Report) -> list[str]:
 
 
 def _pairs(report: Report) -> list[str]:
-    comparisons = report.get("comparisons") or []
-    verdicts = ordered_verdicts(verdict_counts(comparisons))
+    verdicts = ordered_verdicts(total_counts(report))
     rows = []
     for base, cand in pairs(report):
-        counts = verdict_counts(pair_items(report, base, cand))
+        counts = pair_counts(report, base, cand)
         rows.append([pair_label(base, cand), *(counts.get(v, 0) for v in verdicts)])
     return ["### Verdicts per pair", "", *_table(["baseline->candidate", *verdicts], rows)]
 
@@ -87,8 +87,10 @@ def _top(report: Report) -> list[str]:
         ]
         for item in found[:TOP_SHOWN]
     ]
-    more = len(found) - TOP_SHOWN
-    title = f"### Top drifting outputs ({len(found)} in all)"
+    counts = total_counts(report)
+    failing = max(len(found), sum(counts[v] for v in FAILING))
+    more = failing - TOP_SHOWN
+    title = f"### Top drifting outputs ({failing} in all)"
     tail = ["", f"…and {more} more."] if more > 0 else []
     return [title, "", *_table(header, rows), *tail]
 

@@ -296,7 +296,7 @@ def test_agreement_classes_in_json_and_summary(three_debian) -> None:
 def test_junit_failures_are_the_failing_comparisons(three_debian) -> None:
     """One case per output key (fixtures together) and pair; failing where any fixture's
     comparison fails."""
-    from reprocheck.report.junit import fixtures_of, output_key
+    from reprocheck.report.common import fixtures_of, output_key
 
     report, root = three_debian["report"], three_debian["root"]
     fixtures = fixtures_of(report)

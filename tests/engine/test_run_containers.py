@@ -19,7 +19,8 @@ from reprocheck.engine import LABEL, BuildRequest
 from reprocheck.images import ImageBuilder
 from reprocheck.outputs import index_outputs, load_output
 from reprocheck.plan import make_plan
-from reprocheck.runner import EnvironmentResult, Runner, RunResult
+from reprocheck.run_model import EnvironmentResult, RunResult
+from reprocheck.runner import Runner
 
 pytestmark = pytest.mark.docker
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from reprocheck.runner import EnvironmentResult, FixtureResult, RunResult
+from reprocheck.run_model import EnvironmentResult, FixtureResult, RunResult
 
 
 def stored_env(

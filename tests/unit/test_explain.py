@@ -28,7 +28,8 @@ from reprocheck.explain import (
     soname,
 )
 from reprocheck.plan import make_plan
-from reprocheck.runner import Runner, RunResult
+from reprocheck.run_model import RunResult
+from reprocheck.runner import Runner
 
 LIB = "/usr/lib/x86_64-linux-gnu"
 JPEG_OLD, JPEG_NEW = f"{LIB}/libjpeg.so.62.3.0", f"{LIB}/libjpeg.so.62.4.0"

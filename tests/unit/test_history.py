@@ -26,7 +26,7 @@ from reprocheck.config import RunConfig, load_config
 from reprocheck.errors import HistoryError
 from reprocheck.history import append_history, load_history, run_lines, trend_png
 from reprocheck.matrix import Matrix, OutputComparison
-from reprocheck.runner import RunResult
+from reprocheck.run_model import RunResult
 
 CONFIG = '[pipeline]\ncallable = "p.py:run"\n[[environments]]\nname = "a"\nimage = "i"\n'
 
@@ -97,8 +97,14 @@ def test_runs_accumulate(config, store_format, tmp_path) -> None:
         config, _run(tmp_path, "run-2", "2024-05-02T10:00:00"), _matrix(_same("x/a"), _same("x/b"))
     )
     table = load_history(path)
-    assert list(table["run_id"]) == ["run-1", "run-1", "run-2", "run-2"]
-    assert list(table["verdict"]) == ["drift", "identical", "identical", "identical"]
+    # Identical outputs are one row per pair, counting them.
+    assert list(table["run_id"]) == ["run-1", "run-1", "run-2"]
+    assert list(table["verdict"]) == ["drift", "identical", "identical"]
+    assert list(table["output"]) == ["x/a", history.ALL_OUTPUTS, history.ALL_OUTPUTS]
+    assert list(table["count"]) == [1, 1, 2]
+    assert [(line.run_id, line.drift, line.compared) for line in run_lines(table)] == [
+        ("run-1", 1, 2), ("run-2", 0, 2)
+    ]
     assert list(table.columns) == history.COLUMNS
     assert not list(path.parent.glob(".*.tmp"))  # written atomically, no leftovers
 

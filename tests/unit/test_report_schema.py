@@ -6,7 +6,6 @@ from small arrays written to disk, so the HTML renderer can load them back.
 
 from __future__ import annotations
 
-import copy
 import json
 from importlib import resources
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from reprocheck.compare import DecisionRule, Tolerance, agreement_classes, compare_arrays
 from reprocheck.matrix import Matrix, Noise, OutputComparison
 from reprocheck.report.json_report import report_dict
-from reprocheck.runner import EnvironmentResult, FixtureResult, RunResult
+from reprocheck.run_model import EnvironmentResult, FixtureResult, RunResult
 
 DATA = Path(__file__).parent.parent / "data"
 ENVIRONMENTS = ("old", "new", "broken")
@@ -141,14 +140,32 @@ def test_synthetic_report_is_valid(tmp_path: Path, validator: Any) -> None:
     validator.validate(json.loads(json.dumps(report, allow_nan=False)))
 
 
-def test_stored_v1_report_is_valid(validator: Any) -> None:
-    validator.validate(json.loads((DATA / "report_v1.json").read_text()))
+def _stored(tmp_path: Path) -> dict[str, Any]:
+    """A report as a reader finds it: the synthetic one, through JSON."""
+    data: dict[str, Any] = json.loads(json.dumps(synthetic_report(tmp_path), allow_nan=False))
+    return data
+
+
+def test_schema_2_counts_every_comparison(tmp_path: Path, validator: Any) -> None:
+    report = _stored(tmp_path)
+    listed = report["listed"]
+    assert listed["comparisons"] == listed["of_comparisons"] == len(report["comparisons"])
+    assert sum(report["summary"].values()) == listed["of_comparisons"]
+    assert sum(sum(p["verdicts"].values()) for p in report["pair_summary"]) == sum(
+        report["summary"].values()
+    )
+    # photo.jpg is the fixture: its outputs are grouped by key across fixtures.
+    keys = {"*/" + c["output"].removeprefix("photo.jpg/") for c in report["comparisons"]}
+    assert {g["key"] for g in report["groups"]} == keys
 
 
 @pytest.mark.parametrize(
     "break_it",
     [
-        lambda r: r.update(schema_version=2),
+        lambda r: r.update(schema_version=1),
+        lambda r: r.pop("listed"),
+        lambda r: r["groups"][0].pop("worst"),
+        lambda r: r["pair_summary"][0]["verdicts"].update(drift=-1),
         lambda r: r.pop("comparisons"),
         lambda r: r["comparisons"][0].update(verdict="fine"),
         lambda r: r["comparisons"][0].update(max_abs="big"),
@@ -160,15 +177,15 @@ def test_stored_v1_report_is_valid(validator: Any) -> None:
         lambda r: r["attributions"][0].pop("causes"),
     ],
 )
-def test_broken_report_fails(validator: Any, break_it: Any) -> None:
-    report = copy.deepcopy(json.loads((DATA / "report_v1.json").read_text()))
+def test_broken_report_fails(tmp_path: Path, validator: Any, break_it: Any) -> None:
+    report = _stored(tmp_path)
     break_it(report)
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(report)
 
 
-def test_future_fields_are_allowed(validator: Any) -> None:
-    report = json.loads((DATA / "report_v1.json").read_text())
+def test_future_fields_are_allowed(tmp_path: Path, validator: Any) -> None:
+    report = _stored(tmp_path)
     report["history"] = {"runs": 3}
     report["comparisons"][0]["heatmap"] = "new metric"
     report["environments"][0]["fingerprint"]["blas"] = "openblas"

@@ -14,7 +14,8 @@ from reprocheck.config import load_config
 from reprocheck.engine import ContainerSpec
 from reprocheck.errors import ConfigError, ImageBuildError
 from reprocheck.plan import make_plan
-from reprocheck.runner import DEADLINE_GRACE, HARNESS_DIR, Runner, RunResult, container_user
+from reprocheck.run_model import RunResult
+from reprocheck.runner import DEADLINE_GRACE, HARNESS_DIR, Runner, container_user
 
 FIXTURES = {"inputs/a.png": "a", "inputs/b.png": "b", "inputs/c.png": "c"}
 PLANNED = ["a.png", "b.png", "c.png"]

@@ -26,7 +26,7 @@ from runs import stored_env, stored_run
 
 from reprocheck import store
 from reprocheck.errors import RunNotFoundError, StoredRunError, UnsafeFileError
-from reprocheck.runner import FixtureResult, RunResult
+from reprocheck.run_model import FixtureResult, RunResult
 from reprocheck.safe_files import read_json_object, read_regular_bytes
 from reprocheck.store import MANIFEST, load_run, save_run
 

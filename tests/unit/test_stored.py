@@ -15,7 +15,7 @@ from runs import stored_env, stored_run
 from reprocheck.config import RunConfig, load_config
 from reprocheck.errors import ConfigError, RunNotFoundError
 from reprocheck.outputs import index_outputs, load_output
-from reprocheck.runner import EnvironmentResult, RunResult
+from reprocheck.run_model import EnvironmentResult, RunResult
 from reprocheck.store import LATEST, MANIFEST, load_run, point_latest, save_run
 from reprocheck.stored import (
     baselines_dir,

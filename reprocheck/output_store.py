@@ -1,0 +1,339 @@
+"""One environment's outputs indexed once: where each array lies, its dtype and shape, and a
+digest of its values, kept in an Arrow IPC file next to the outputs folder.
+
+The runner writes the store right after the container finishes (``outputs.arrow`` beside
+``outputs/``); comparing, reporting and explaining then read that index instead of walking
+the folder and parsing every archive again, and two environments' arrays that are
+bit-identical are found by their digests in bulk, without loading a byte of them (most
+outputs of a large run are). The arrays themselves stay where the pipeline wrote them: an
+uncompressed ``.npz`` member is read in place from its recorded offset.
+
+The store is a cache of what :func:`reprocheck.outputs.index_outputs` finds: it records the
+limits it was made with and a digest of the folder listing (names, sizes, modification
+times), and a store that does not match the folder or the limits is rebuilt in memory, so a
+stale or missing file never changes a verdict. Nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import mmap
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from reprocheck.compare.totals import nan_count
+from reprocheck.config import OutputsConfig
+from reprocheck.errors import OutputError
+from reprocheck.outputs import (
+    Located,
+    OutputReader,
+    OutputRef,
+    _walk,
+    index_outputs,
+    open_regular,
+)
+from reprocheck.plan import matches
+from reprocheck.store import write_bytes_atomic
+
+STORE_FILE = "outputs.arrow"
+_DEFAULTS = OutputsConfig()  # the limits live in the config model
+STORE_VERSION = "1"
+DIGEST_BYTES = 16
+
+SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("file", pa.string()),  # relative to the outputs folder
+        ("kind", pa.string()),
+        ("key", pa.string()),  # the member of an .npz or the key of a .json
+        ("offset", pa.int64()),  # where an uncompressed .npz member's values start
+        ("fortran", pa.bool_()),
+        ("dtype", pa.string()),  # numpy's dtype.str; null when the output cannot be read
+        ("shape", pa.list_(pa.int64())),
+        ("size", pa.int64()),  # elements
+        ("nans", pa.int64()),  # NaN elements (not comparable)
+        ("digest", pa.binary(DIGEST_BYTES)),  # of dtype, shape and C-order bytes
+        ("error", pa.string()),
+    ]
+)
+
+
+def store_path(outputs_dir: Path) -> Path:
+    return outputs_dir.parent / STORE_FILE
+
+
+def listing_digest(folder: Path) -> str:
+    """What the folder holds, by name, type, size and modification time (no byte read)."""
+    hasher = hashlib.blake2b(digest_size=16)
+    if folder.is_dir() and not folder.is_symlink():
+        for path, info in _walk(folder):
+            rel = os.fsencode(path.relative_to(folder))
+            if isinstance(info, OSError):
+                hasher.update(rel + b"\0error\n")
+            else:
+                kind = stat.S_IFMT(info.st_mode)
+                hasher.update(b"%s\0%d\0%d\0%d\n" % (rel, kind, info.st_size, info.st_mtime_ns))
+    return hasher.hexdigest()
+
+
+def _metadata(folder: Path, spec: OutputsConfig) -> dict[str, str]:
+    return {
+        "version": STORE_VERSION,
+        "limits": json.dumps([spec.max_file_bytes, spec.max_array_bytes]),
+        "listing": listing_digest(folder),
+    }
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Row:
+    dtype: str | None = None
+    shape: tuple[int, ...] | None = None
+    size: int | None = None
+    nans: int | None = None
+    digest: bytes | None = None
+    error: str | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bytes:
+    return f"{dtype.str}{shape}".encode()
+
+
+def digest(array: np.ndarray) -> bytes:
+    """Equal for two arrays exactly when they have one dtype, shape and bytes (what
+    :func:`reprocheck.compare.agreement_classes` calls bit-identical)."""
+    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
+    return _digest(_prefix(array.dtype, tuple(int(n) for n in array.shape)), data)
+
+
+def _digest(prefix: bytes, data: Any) -> bytes:
+    hasher = hashlib.blake2b(prefix, digest_size=DIGEST_BYTES)
+    hasher.update(data)
+    return hasher.digest()
+
+
+def _nans(values: np.ndarray) -> int:
+    return nan_count(values) if values.dtype.kind == "f" else 0
+
+
+def _row(array: np.ndarray) -> _Row:
+    if array.dtype.hasobject:  # never returned by the readers; refused here too
+        return _Row(error=f"dtype {array.dtype} holds Python objects")
+    return _Row(dtype=array.dtype.str, shape=tuple(int(n) for n in array.shape),
+                size=int(array.size), nans=_nans(array.reshape(-1)),
+                digest=digest(array))  # fmt: skip
+
+
+class _Builder:
+    """Reads each output once: located .npz members as slices of the mapped archive (no
+    array made unless NaNs are to be counted), everything else through the reader."""
+
+    def __init__(self, spec: OutputsConfig) -> None:
+        self._reader = OutputReader(spec.max_array_bytes)
+        self._maps: dict[Path, mmap.mmap] = {}
+
+    def close(self) -> None:
+        for data in self._maps.values():
+            data.close()
+        self._reader.close()
+
+    def describe(self, ref: OutputRef) -> _Row:
+        if ref.error:
+            return _Row(error=ref.error)
+        try:
+            where = ref.located
+            if where is None or where.fortran:
+                return _row(self._reader.load(ref))
+            return self._located(ref.file, where)
+        except (OutputError, OSError, ValueError) as exc:
+            return _Row(error=f"cannot read output {ref.name} from {ref.file}: {exc}")
+
+    def _located(self, path: Path, where: Located) -> _Row:
+        if path not in self._maps:
+            with open_regular(path) as handle:
+                self._maps[path] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        data = memoryview(self._maps[path])[where.offset : where.offset + where.nbytes]
+        if len(data) != where.nbytes:
+            raise ValueError("the array is cut short")
+        nans = 0
+        if where.dtype.kind == "f":
+            nans = nan_count(np.frombuffer(data, dtype=where.dtype))
+        size = math.prod(where.shape)
+        return _Row(dtype=where.dtype.str, shape=where.shape, size=size, nans=nans,
+                    digest=_digest(_prefix(where.dtype, where.shape), data))  # fmt: skip
+
+
+def build_store(folder: Path, spec: OutputsConfig = _DEFAULTS) -> pa.Table:
+    """Index every output under ``folder`` (no include/exclude: those apply when reading)
+    and read each array once for its digest. Outputs that cannot be read are rows with an
+    ``error``, as :func:`index_outputs` makes them."""
+    meta = _metadata(folder, spec)
+    refs = index_outputs(folder, max_file_bytes=spec.max_file_bytes,
+                         max_array_bytes=spec.max_array_bytes)  # fmt: skip
+    columns: dict[str, list[Any]] = {field.name: [] for field in SCHEMA}
+    relative: dict[Path, str] = {}
+    builder = _Builder(spec)
+    try:
+        for ref in refs.values():
+            row = builder.describe(ref)
+            located = ref.located
+            if ref.file not in relative:
+                relative[ref.file] = ref.file.relative_to(folder).as_posix()
+            columns["name"].append(ref.name)
+            columns["file"].append(relative[ref.file])
+            columns["kind"].append(ref.kind)
+            columns["key"].append(ref.key)
+            columns["offset"].append(located.offset if located else None)
+            columns["fortran"].append(located.fortran if located else None)
+            columns["dtype"].append(row.dtype)
+            columns["shape"].append(row.shape)
+            columns["size"].append(row.size)
+            columns["nans"].append(row.nans)
+            columns["digest"].append(row.digest)
+            columns["error"].append(row.error)
+    finally:
+        builder.close()
+    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+    return table.replace_schema_metadata(meta)
+
+
+def write_store(outputs_dir: Path, spec: OutputsConfig = _DEFAULTS) -> Path:
+    """Build the store of ``outputs_dir`` and write it beside the folder (atomically)."""
+    table = build_store(outputs_dir, spec)
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    path = store_path(outputs_dir)
+    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+    return path
+
+
+def _read_store(path: Path) -> pa.Table | None:
+    try:
+        with pa.memory_map(str(path)) as source:
+            return ipc.open_file(source).read_all()
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
+def _matches(table: pa.Table, folder: Path, spec: OutputsConfig) -> bool:
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    return table.schema.remove_metadata().equals(SCHEMA) and meta == _metadata(folder, spec)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class OutputStore:
+    """One environment's outputs by name, selected by ``include``/``exclude``: refs to load
+    arrays from, and the digests, sizes and NaN counts recorded when the store was made."""
+
+    def __init__(self, folder: Path, table: pa.Table, spec: OutputsConfig) -> None:
+        self.folder = folder
+        if spec.include != ("*",) or spec.exclude:
+            keep = [matches(n, spec.include, spec.exclude) for n in table["name"].to_pylist()]
+            table = table.filter(pa.array(keep, type=pa.bool_()))
+        self.table = table
+        self.names: list[str] = table["name"].to_pylist()
+        self.row: dict[str, int] = {name: i for i, name in enumerate(self.names)}
+        self.digests: list[bytes | None] = table["digest"].to_pylist()
+        self._reader = OutputReader(spec.max_array_bytes)
+        self._columns: dict[str, list[Any]] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.row
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def column(self, name: str) -> list[Any]:
+        """One column as Python values (converted once, on first use)."""
+        if name not in self._columns:
+            self._columns[name] = self.table[name].to_pylist()
+        return self._columns[name]
+
+    def error(self, name: str) -> str | None:
+        row = self.row.get(name)
+        return None if row is None else self.column("error")[row]
+
+    def ref(self, name: str) -> OutputRef:
+        i = self.row[name]
+        located = None
+        if self.column("offset")[i] is not None and self.column("error")[i] is None:
+            located = Located(offset=self.column("offset")[i],
+                              dtype=np.dtype(self.column("dtype")[i]),
+                              shape=tuple(self.column("shape")[i]),
+                              fortran=bool(self.column("fortran")[i]))  # fmt: skip
+        return OutputRef(name=name, file=self.folder / self.column("file")[i],
+                         kind=self.column("kind")[i], key=self.column("key")[i],
+                         error=self.column("error")[i], located=located)  # fmt: skip
+
+    def load(self, name: str) -> np.ndarray:
+        """The array ``name`` (OutputError when it cannot be read; KeyError when absent)."""
+        return self._reader.load(self.ref(name))
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> OutputStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def open_store(outputs_dir: Path, spec: OutputsConfig = _DEFAULTS) -> OutputStore:
+    """The store of ``outputs_dir``: the stored file when it matches the folder and the
+    limits, else one built now (in memory; a stored run is not rewritten by reading it)."""
+    table = _read_store(store_path(outputs_dir))
+    if table is None or not _matches(table, outputs_dir, spec):
+        table = build_store(outputs_dir, spec)
+    return OutputStore(outputs_dir, table, spec)
+
+
+def empty_store(spec: OutputsConfig = _DEFAULTS) -> OutputStore:
+    """The store of an environment that produced nothing (it failed)."""
+    return OutputStore(Path(), SCHEMA.empty_table(), spec)
+
+
+class OutputFolders:
+    """Output folders, each opened once through its store (explain and the HTML report look
+    up the same folders for many outputs)."""
+
+    def __init__(self) -> None:
+        self._stores: dict[Path, OutputStore] = {}
+
+    def load(self, folder: Path, output: str) -> np.ndarray | None:
+        """The array ``output`` in ``folder``, or None when the folder does not hold it
+        or it cannot be read (the comparison already reported why)."""
+        if folder not in self._stores:
+            self._stores[folder] = open_store(folder)
+        store = self._stores[folder]
+        if output not in store or store.error(output):
+            return None
+        try:
+            return store.load(output)
+        except OutputError:
+            return None
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()

@@ -1,0 +1,131 @@
+"""What report.json says about many comparisons without listing every one: verdict counts
+per pair, outputs grouped by their key across fixtures, agreement patterns, and the worst
+comparisons. Everything is computed on the Arrow table (:mod:`reprocheck.comparisons`); only
+what gets listed becomes Python objects, so the report stays small at any run size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from reprocheck.comparisons import FAILING, Comparisons, item_of, severity_order
+
+# Comparisons, groups and agreement entries listed in report.json; every comparison is in
+# comparisons.parquet. At this size report.json stays around a few MB.
+LISTED = 1000
+OUTPUTS_NAMED = 50  # failing outputs named in one group
+
+
+def listed_comparisons(comparisons: Comparisons, limit: int = LISTED) -> list[Any]:
+    """Every comparison, in order, when there are at most ``limit``; else the worst
+    ``limit`` of them, worst first."""
+    if len(comparisons) <= limit:
+        return list(comparisons)
+    return comparisons.worst(limit)
+
+
+def group_keys(outputs: pa.Array | pa.ChunkedArray, fixtures: Sequence[str]) -> pa.Array:
+    """``*/linalg/svd`` for ``a.jpg/linalg/svd`` when ``a.jpg`` is a fixture (the longest
+    fixture that is a prefix wins); an output of no fixture is its own key."""
+    keys = outputs
+    if not fixtures or len(outputs) == 0:
+        return pa.chunked_array([keys]) if isinstance(keys, pa.Array) else keys
+    parts = pc.split_pattern(outputs, "/")
+    count = pc.list_value_length(parts)
+    known = pa.array(sorted(set(fixtures)), type=pa.string())
+    for depth in sorted({f.count("/") + 1 for f in fixtures}):
+        prefix = pc.binary_join(pc.list_slice(parts, 0, depth), "/")
+        rest = pc.binary_join(pc.list_slice(parts, depth), "/")
+        hit = pc.and_(pc.is_in(prefix, known), pc.greater(count, depth))
+        keys = pc.if_else(hit, pc.binary_join_element_wise("*", rest, "/"), keys)
+    return keys
+
+
+def groups(comparisons: Comparisons, fixtures: Sequence[str], limit: int = LISTED) -> list[Any]:
+    """Per output key and pair: how many outputs, their verdicts, the failing ones named and
+    the worst comparison; worst groups first, at most ``limit``."""
+    table = comparisons.table
+    if not len(comparisons):
+        return []
+    rank = pa.array(_ranks(table))
+    failing = pc.is_in(table["verdict"], pa.array(sorted(FAILING | {"error"})))
+    keyed = pa.table({
+        "key": group_keys(table["output"], fixtures), "baseline": table["baseline"],
+        "candidate": table["candidate"], "rank": rank, "failing": pc.cast(failing, pa.int64()),
+    })  # fmt: skip
+    summary = keyed.group_by(["key", "baseline", "candidate"], use_threads=False).aggregate(
+        [("rank", "min"), ("failing", "sum"), ("rank", "count")]
+    )
+    summary = summary.sort_by([("rank_min", "ascending")]).slice(0, limit)
+    chosen = summary.to_pylist()
+    wanted = pa.array(sorted({g["key"] for g in chosen}), type=pa.string())
+    members = keyed.append_column("output", table["output"]).append_column(
+        "verdict", table["verdict"]
+    )
+    members = members.filter(pc.is_in(members["key"], wanted)).sort_by([("rank", "ascending")])
+    by_group: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    for row in members.select(["key", "baseline", "candidate", "output", "verdict"]).to_pylist():
+        group = (row["key"], row["baseline"], row["candidate"])
+        by_group.setdefault(group, []).append((row["output"], row["verdict"]))
+    order = severity_order(table)
+    found = []
+    for g in chosen:
+        entries = by_group.get((g["key"], g["baseline"], g["candidate"]), [])
+        worst = item_of(table.slice(order[g["rank_min"]].as_py(), 1).to_pylist()[0])
+        found.append({
+            "key": g["key"], "baseline": g["baseline"], "candidate": g["candidate"],
+            "outputs": g["rank_count"],
+            "verdicts": dict(Counter(verdict for _, verdict in entries)),
+            "failing": [o for o, v in entries if v in FAILING | {"error"}][:OUTPUTS_NAMED],
+            "failing_count": g["failing_sum"],
+            "worst": worst,
+        })  # fmt: skip
+    return found
+
+
+def _ranks(table: pa.Table) -> npt.NDArray[np.int64]:
+    """Each row's position in severity order (0 = the worst comparison of the run)."""
+    order = severity_order(table).to_numpy()
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order), dtype=np.int64)
+    return ranks
+
+
+def pattern(classes: Sequence[Sequence[str]]) -> str:
+    return " | ".join("{" + ", ".join(c) + "}" for c in classes)
+
+
+def agreement_patterns(agreement: Mapping[str, list[list[str]]]) -> list[dict[str, Any]]:
+    """Agreement patterns and how many outputs share each, commonest first."""
+    counts: Counter[str] = Counter()
+    classes_of: dict[str, list[list[str]]] = {}
+    by_identity: dict[int, str] = {}  # outputs on which all agree share one list object
+    for classes in agreement.values():
+        key = by_identity.get(id(classes))
+        if key is None:
+            key = pattern(classes)
+            by_identity[id(classes)] = key
+            classes_of[key] = classes
+        counts[key] += 1
+    return [{"classes": classes_of[key], "outputs": n} for key, n in counts.most_common()]
+
+
+def listed_agreement(
+    agreement: Mapping[str, list[list[str]]], limit: int = LISTED
+) -> list[dict[str, Any]]:
+    """Per output, its agreement classes: all of them up to ``limit``, else the outputs
+    that split the environments first."""
+    if len(agreement) <= limit:
+        return [{"output": o, "classes": c} for o, c in agreement.items()]
+    split = [(o, c) for o, c in agreement.items() if len(c) > 1]
+    chosen = split[:limit]
+    if len(chosen) < limit:
+        chosen += [(o, c) for o, c in agreement.items() if len(c) == 1][: limit - len(chosen)]
+    return [{"output": o, "classes": c} for o, c in chosen]

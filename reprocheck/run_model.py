@@ -1,0 +1,72 @@
+"""The run data model: what a run produced, per environment and fixture.
+
+The executor (:mod:`reprocheck.runner`) makes these; the matrix, the store, the reports
+and explain read them without importing the executor.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+# The largest status.json, fingerprint.json or watchdog.json read from a container (they are
+# far smaller; a pipeline could write an endless one).
+META_FILE_BYTES = 16 * 1024**2
+EnvStatus = Literal["ok", "partial", "error", "crash", "timeout", "oom", "interrupted"]
+FixtureState = Literal["ok", "error", "running", "not_run"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FixtureResult:
+    fixture: str
+    status: FixtureState
+    seconds: float | None = None
+    error: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """The last line of the fixture's error (the exception), or its status."""
+        lines = (self.error or "").strip().splitlines()
+        return lines[-1] if lines else self.status.replace("_", " ")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvironmentResult:
+    name: str
+    image: str  # as configured: a Dockerfile folder or a reference
+    image_ref: str | None
+    image_id: str | None
+    status: EnvStatus
+    error: str | None
+    outputs_dir: Path
+    meta_dir: Path
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    fixtures: tuple[FixtureResult, ...] = ()
+    seconds: float = 0.0
+    repeat: int = 1
+
+    @property
+    def failed(self) -> bool:
+        return self.status not in ("ok", "partial")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    run_id: str
+    run_dir: Path
+    config_source: Path
+    started: str
+    environments: tuple[EnvironmentResult, ...]
+    repeats: tuple[EnvironmentResult, ...] = ()  # extra runs for the noise floor ([run] repeat)
+
+    @property
+    def interrupted(self) -> bool:
+        return any(env.status == "interrupted" for env in self.environments)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(2)}"
