@@ -179,6 +179,10 @@ class Comparisons(Sequence[OutputComparison]):
         wanted = pa.array(sorted(verdicts), type=pa.string())
         return Comparisons(self.table.filter(pc.is_in(self.table["verdict"], wanted)))
 
+    def with_decisions(self) -> Comparisons:
+        """The comparisons of outputs declared as decisions, in order."""
+        return Comparisons(self.table.filter(pc.is_valid(self.table["decision"])))
+
     def worst(self, limit: int | None = None) -> list[OutputComparison]:
         """Comparisons worst first (failing, decisions changed, max ULP, max |diff|); the
         first ``limit`` of them."""

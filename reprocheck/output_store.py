@@ -16,6 +16,7 @@ stale or missing file never changes a verdict. Nothing here unpickles.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -213,13 +214,16 @@ def build_store(folder: Path, spec: OutputsConfig = _DEFAULTS) -> pa.Table:
 
 def write_store(outputs_dir: Path, spec: OutputsConfig = _DEFAULTS) -> Path:
     """Build the store of ``outputs_dir`` and write it beside the folder (atomically)."""
-    table = build_store(outputs_dir, spec)
+    path = store_path(outputs_dir)
+    _write_table(path, build_store(outputs_dir, spec))
+    return path
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
     sink = pa.BufferOutputStream()
     with ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    path = store_path(outputs_dir)
     write_bytes_atomic(path, sink.getvalue().to_pybytes())
-    return path
 
 
 def _read_store(path: Path) -> pa.Table | None:
@@ -301,10 +305,13 @@ class OutputStore:
 
 def open_store(outputs_dir: Path, spec: OutputsConfig = _DEFAULTS) -> OutputStore:
     """The store of ``outputs_dir``: the stored file when it matches the folder and the
-    limits, else one built now (in memory; a stored run is not rewritten by reading it)."""
+    limits, else one built now and saved for the next reader (when the folder's parent is
+    writable; the outputs themselves are never touched)."""
     table = _read_store(store_path(outputs_dir))
     if table is None or not _matches(table, outputs_dir, spec):
         table = build_store(outputs_dir, spec)
+        with contextlib.suppress(OSError):
+            _write_table(store_path(outputs_dir), table)
     return OutputStore(outputs_dir, table, spec)
 
 

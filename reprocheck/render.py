@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from types import TracebackType
 
 from rich.console import Console
@@ -23,6 +22,7 @@ from reprocheck.engine import ImageInfo
 from reprocheck.explain import Explanation
 from reprocheck.matrix import Matrix, OutputComparison
 from reprocheck.progress import ProgressEvent
+from reprocheck.report.aggregate import agreement_patterns, pattern
 from reprocheck.report.json_report import fingerprint_summary
 from reprocheck.run_model import RunResult
 
@@ -131,22 +131,17 @@ def _env_table(result: RunResult) -> Table:
 
 
 def _pair_table(matrix: Matrix) -> Table:
-    verdicts = [v for v in VERDICT_STYLE if any(c.verdict == v for c in matrix.comparisons)]
+    totals = matrix.counts()
+    verdicts = [v for v in VERDICT_STYLE if totals.get(v)]
     table = Table(title="verdicts per pair", title_justify="left")
     table.add_column("baseline -> candidate")
     for verdict in verdicts:
         table.add_column(f"[{VERDICT_STYLE[verdict]}]{verdict}[/]", justify="right")
+    per_pair = matrix.comparisons.pair_counts()
     for base, cand in matrix.pairs:
-        counts: Counter[str] = Counter(
-            c.verdict for c in matrix.comparisons if (c.baseline, c.candidate) == (base, cand)
-        )
+        counts = per_pair.get((base, cand), {})
         table.add_row(f"{base} -> {cand}", *(str(counts.get(v, 0)) for v in verdicts))
     return table
-
-
-def _severity(item: OutputComparison) -> tuple[int, float]:
-    metrics = item.metrics
-    return (metrics.max_ulp or 0, metrics.max_abs or 0.0) if metrics else (0, 0.0)
 
 
 def _fmt(value: float | int | None) -> str:
@@ -156,14 +151,13 @@ def _fmt(value: float | int | None) -> str:
 
 
 def _worst_table(matrix: Matrix) -> Table | None:
-    drifting = [c for c in matrix.comparisons if c.verdict == "drift"]
-    if not drifting:
+    drifting = matrix.comparisons.where({"drift"})
+    if not len(drifting):
         return None
-    drifting.sort(key=_severity, reverse=True)
     table = Table(title=f"worst drifting outputs ({len(drifting)} in all)", title_justify="left")
     for column in ("output", "pair", "mismatched", "max_abs", "max_rel", "max_ulp", "decisions"):
         table.add_column(column)
-    for item in drifting[:WORST_SHOWN]:
+    for item in drifting.worst(WORST_SHOWN):
         m = item.metrics
         assert m is not None
         changed = f"{m.decision.decisions_changed} of {m.decision.total}" if m.decision else "-"
@@ -176,10 +170,8 @@ def _worst_table(matrix: Matrix) -> Table | None:
 
 
 def _agreement_lines(matrix: Matrix) -> list[str]:
-    groups: Counter[str] = Counter()
-    for classes in matrix.agreement.values():
-        groups[" | ".join("{" + ", ".join(c) + "}" for c in classes)] += 1
-    return [f"  {count:4d} outputs: {pattern}" for pattern, count in groups.most_common()]
+    return [f"  {p['outputs']:4d} outputs: {pattern(p['classes'])}"
+            for p in agreement_patterns(matrix.agreement)]  # fmt: skip
 
 
 def decision_line(item: OutputComparison) -> str | None:
@@ -198,7 +190,7 @@ def decision_line(item: OutputComparison) -> str | None:
 
 
 def _decision_lines(matrix: Matrix) -> list[str]:
-    lines = [line for item in matrix.comparisons if (line := decision_line(item))]
+    lines = [line for item in matrix.comparisons.with_decisions() if (line := decision_line(item))]
     changed = [line for line in lines if not re.search(r"; 0 of \d+", line)]
     return (changed or lines)[:WORST_SHOWN]
 

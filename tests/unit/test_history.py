@@ -103,7 +103,8 @@ def test_runs_accumulate(config, store_format, tmp_path) -> None:
     assert list(table["output"]) == ["x/a", history.ALL_OUTPUTS, history.ALL_OUTPUTS]
     assert list(table["count"]) == [1, 1, 2]
     assert [(line.run_id, line.drift, line.compared) for line in run_lines(table)] == [
-        ("run-1", 1, 2), ("run-2", 0, 2)
+        ("run-1", 1, 2),
+        ("run-2", 0, 2),
     ]
     assert list(table.columns) == history.COLUMNS
     assert not list(path.parent.glob(".*.tmp"))  # written atomically, no leftovers
