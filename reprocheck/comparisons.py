@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from reprocheck.compare import ArrayComparison, DecisionComparison, RowMatch, Verdict
+from reprocheck.safe_files import utf8_text
 from reprocheck.store import write_bytes_atomic
 
 
@@ -76,9 +77,10 @@ _METRICS = [f.name for f in SCHEMA][10:]  # the ArrayComparison fields stored as
 
 def row_of(item: OutputComparison) -> dict[str, Any]:
     """One comparison as a row of :data:`SCHEMA`."""
-    row: dict[str, Any] = {"output": item.output, "baseline": item.baseline,
+    note = None if item.note is None else utf8_text(item.note)[0]  # may quote a file name
+    row: dict[str, Any] = {"output": utf8_text(item.output)[0], "baseline": item.baseline,
                            "candidate": item.candidate, "verdict": item.verdict,
-                           "note": item.note}  # fmt: skip
+                           "note": note}  # fmt: skip
     m = item.metrics
     if m is None:
         return row

@@ -90,8 +90,8 @@ def rows(run: RunResult, matrix: Matrix) -> pd.DataFrame:
         "verdict": "identical", "mismatched": 0, "total": grouped["total_sum"], "max_abs": 0.0,
         "max_ulp": 0.0, "count": grouped["verdict_count"],
     })  # fmt: skip
-    found = pd.concat([df for df in (differing, summary) if not df.empty], ignore_index=True)
-    found = found if not found.empty else pd.DataFrame(columns=COLUMNS[2:])
+    parts = [df for df in (differing, summary) if not df.empty]
+    found = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS[2:])
     found.insert(0, "started", run.started)
     found.insert(0, "run_id", run.run_id)
     return found[COLUMNS]

@@ -284,8 +284,8 @@ def _identical_rows(pair: _Pair, at: npt.NDArray[np.intp], rules: _Rules) -> pa.
         "verdict": pa.array(["identical"] * n, pa.string()),
         "note": pa.nulls(n, pa.string()),
         "rule": pa.array(rule, pa.string()),
-        "dtype_baseline": source["dtype"],
-        "dtype_candidate": source["dtype"],
+        "dtype_baseline": _dtype_names(source["dtype"]),
+        "dtype_candidate": _dtype_names(source["dtype"]),
         "shape_baseline": source["shape"],
         "shape_candidate": source["shape"],
         "total": source["size"],
@@ -304,6 +304,14 @@ def _identical_rows(pair: _Pair, at: npt.NDArray[np.intp], rules: _Rules) -> pa.
         "decision": pa.nulls(n, SCHEMA.field("decision").type),
     }
     return pa.table(columns, schema=SCHEMA)
+
+
+def _dtype_names(column: pa.ChunkedArray) -> pa.Array:
+    """numpy's names of the stored ``dtype.str`` codes ('<f4' -> 'float32'), as
+    compare_arrays reports them."""
+    codes = pc.unique(column)
+    names = pa.array([str(np.dtype(code)) for code in codes.to_pylist()], pa.string())
+    return pc.take(names, pc.index_in(column, value_set=codes))
 
 
 def _in_output_order(tables: Sequence[pa.Table]) -> pa.Table:

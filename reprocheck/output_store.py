@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from reprocheck.compare.dtypes import flat
 from reprocheck.compare.totals import nan_count
 from reprocheck.config import OutputsConfig
 from reprocheck.errors import OutputError
@@ -45,24 +46,25 @@ from reprocheck.outputs import (
     open_regular,
 )
 from reprocheck.plan import matches
+from reprocheck.safe_files import utf8_text
 from reprocheck.store import write_bytes_atomic
 
 STORE_FILE = "outputs.arrow"
 _DEFAULTS = OutputsConfig()  # the limits live in the config model
-STORE_VERSION = "1"
+STORE_VERSION = "3"
 DIGEST_BYTES = 16
 
 SCHEMA = pa.schema(
     [
         ("name", pa.string()),
-        ("file", pa.string()),  # relative to the outputs folder
+        ("file", pa.binary()),  # relative to the outputs folder, as the file system's bytes
         ("kind", pa.string()),
         ("key", pa.string()),  # the member of an .npz or the key of a .json
         ("offset", pa.int64()),  # where an uncompressed .npz member's values start
         ("fortran", pa.bool_()),
         ("dtype", pa.string()),  # numpy's dtype.str; null when the output cannot be read
         ("shape", pa.list_(pa.int64())),
-        ("size", pa.int64()),  # elements
+        ("size", pa.int64()),  # elements as compared (complex: real and imaginary parts)
         ("nans", pa.int64()),  # NaN elements (not comparable)
         ("digest", pa.binary(DIGEST_BYTES)),  # of dtype, shape and C-order bytes
         ("error", pa.string()),
@@ -127,16 +129,20 @@ def _digest(prefix: bytes, data: Any) -> bytes:
     return hasher.digest()
 
 
-def _nans(values: np.ndarray) -> int:
-    return nan_count(values) if values.dtype.kind == "f" else 0
+def _counts(array: np.ndarray) -> tuple[int, int]:
+    """(elements, NaN elements) as compare counts them: complex as real and imaginary."""
+    if array.dtype.kind not in "fc":
+        return int(array.size), 0
+    values, _shape = flat(array)
+    return int(values.size), nan_count(values)
 
 
 def _row(array: np.ndarray) -> _Row:
     if array.dtype.hasobject:  # never returned by the readers; refused here too
         return _Row(error=f"dtype {array.dtype} holds Python objects")
-    return _Row(dtype=array.dtype.str, shape=tuple(int(n) for n in array.shape),
-                size=int(array.size), nans=_nans(array.reshape(-1)),
-                digest=digest(array))  # fmt: skip
+    size, nans = _counts(array)
+    return _Row(dtype=array.dtype.str, shape=tuple(int(n) for n in array.shape), size=size,
+                nans=nans, digest=digest(array))  # fmt: skip
 
 
 class _Builder:
@@ -170,10 +176,9 @@ class _Builder:
         data = memoryview(self._maps[path])[where.offset : where.offset + where.nbytes]
         if len(data) != where.nbytes:
             raise ValueError("the array is cut short")
-        nans = 0
-        if where.dtype.kind == "f":
-            nans = nan_count(np.frombuffer(data, dtype=where.dtype))
-        size = math.prod(where.shape)
+        size, nans = math.prod(where.shape), 0
+        if where.dtype.kind in "fc":
+            size, nans = _counts(np.frombuffer(data, dtype=where.dtype))
         return _Row(dtype=where.dtype.str, shape=where.shape, size=size, nans=nans,
                     digest=_digest(_prefix(where.dtype, where.shape), data))  # fmt: skip
 
@@ -186,18 +191,21 @@ def build_store(folder: Path, spec: OutputsConfig = _DEFAULTS) -> pa.Table:
     refs = index_outputs(folder, max_file_bytes=spec.max_file_bytes,
                          max_array_bytes=spec.max_array_bytes)  # fmt: skip
     columns: dict[str, list[Any]] = {field.name: [] for field in SCHEMA}
-    relative: dict[Path, str] = {}
+    relative: dict[Path, bytes] = {}
     builder = _Builder(spec)
     try:
         for ref in refs.values():
             row = builder.describe(ref)
             located = ref.located
             if ref.file not in relative:
-                relative[ref.file] = ref.file.relative_to(folder).as_posix()
-            columns["name"].append(ref.name)
+                relative[ref.file] = os.fsencode(ref.file.relative_to(folder))
+            name, bad = utf8_text(ref.name)
+            if bad and row.error is None:
+                row = _Row(error=f"output name {name!r} is not valid UTF-8")
+            columns["name"].append(name)
             columns["file"].append(relative[ref.file])
             columns["kind"].append(ref.kind)
-            columns["key"].append(ref.key)
+            columns["key"].append(None if ref.key is None else utf8_text(ref.key)[0])
             columns["offset"].append(located.offset if located else None)
             columns["fortran"].append(located.fortran if located else None)
             columns["dtype"].append(row.dtype)
@@ -285,7 +293,7 @@ class OutputStore:
                               dtype=np.dtype(self.column("dtype")[i]),
                               shape=tuple(self.column("shape")[i]),
                               fortran=bool(self.column("fortran")[i]))  # fmt: skip
-        return OutputRef(name=name, file=self.folder / self.column("file")[i],
+        return OutputRef(name=name, file=self.folder / os.fsdecode(self.column("file")[i]),
                          kind=self.column("kind")[i], key=self.column("key")[i],
                          error=self.column("error")[i], located=located)  # fmt: skip
 

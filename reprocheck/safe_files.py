@@ -86,3 +86,13 @@ def _first_line(exc: BaseException) -> str:
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or _first_line(exc)
+
+
+def utf8_text(text: str) -> tuple[str, bool]:
+    """``text`` as valid UTF-8 (a JSON key may hold a lone surrogate, a file name any bytes),
+    and whether it had to be escaped to be so."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8"), True
+    return text, False

@@ -23,9 +23,10 @@ LISTED = 1000
 OUTPUTS_NAMED = 50  # failing outputs named in one group
 
 
-def listed_comparisons(comparisons: Comparisons, limit: int = LISTED) -> list[Any]:
-    """Every comparison, in order, when there are at most ``limit``; else the worst
-    ``limit`` of them, worst first."""
+def listed_comparisons(comparisons: Comparisons, limit: int | None = None) -> list[Any]:
+    """Every comparison, in order, when there are at most ``limit`` (:data:`LISTED`); else
+    the worst ``limit`` of them, worst first."""
+    limit = LISTED if limit is None else limit
     if len(comparisons) <= limit:
         return list(comparisons)
     return comparisons.worst(limit)
@@ -48,9 +49,12 @@ def group_keys(outputs: pa.Array | pa.ChunkedArray, fixtures: Sequence[str]) -> 
     return keys
 
 
-def groups(comparisons: Comparisons, fixtures: Sequence[str], limit: int = LISTED) -> list[Any]:
+def groups(
+    comparisons: Comparisons, fixtures: Sequence[str], limit: int | None = None
+) -> list[Any]:
     """Per output key and pair: how many outputs, their verdicts, the failing ones named and
-    the worst comparison; worst groups first, at most ``limit``."""
+    the worst comparison; worst groups first, at most ``limit`` (:data:`LISTED`)."""
+    limit = LISTED if limit is None else limit
     table = comparisons.table
     if not len(comparisons):
         return []
@@ -118,10 +122,11 @@ def agreement_patterns(agreement: Mapping[str, list[list[str]]]) -> list[dict[st
 
 
 def listed_agreement(
-    agreement: Mapping[str, list[list[str]]], limit: int = LISTED
+    agreement: Mapping[str, list[list[str]]], limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """Per output, its agreement classes: all of them up to ``limit``, else the outputs
-    that split the environments first."""
+    """Per output, its agreement classes: all of them up to ``limit`` (:data:`LISTED`),
+    else the outputs that split the environments first."""
+    limit = LISTED if limit is None else limit
     if len(agreement) <= limit:
         return [{"output": o, "classes": c} for o, c in agreement.items()]
     split = [(o, c) for o, c in agreement.items() if len(c) > 1]

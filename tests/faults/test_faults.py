@@ -77,7 +77,7 @@ def verdicts(data: dict[str, Any]) -> dict[tuple[str, str], str]:
 def history_rows(root: Path) -> int:
     import pandas as pd
 
-    return len(pd.read_parquet(root / "reports" / "history.parquet"))
+    return int(pd.read_parquet(root / "reports" / "history.parquet")["count"].sum())
 
 
 TWO = {"a": {"SHIFT": "0"}, "b": {"SHIFT": "1"}}

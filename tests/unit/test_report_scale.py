@@ -1,0 +1,109 @@
+"""Reports of many outputs stay small and complete where it counts (counts, groups, the
+parquet file), and every report stage takes the degenerate matrices too: one environment,
+nothing made, every environment failed, only missing outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from rich.console import Console
+from runs import stored_env, stored_run
+
+from reprocheck.comparisons import item_of
+from reprocheck.config import load_config
+from reprocheck.history import rows
+from reprocheck.matrix import build_matrix
+from reprocheck.render import print_summary
+from reprocheck.report import aggregate
+from reprocheck.report.common import headline, output_key
+from reprocheck.report.json_report import report_dict
+from reprocheck.report.junit import render_junit
+from reprocheck.report.markdown import render_markdown
+from reprocheck.report.writers import ReportPaths, write_reports
+
+ENVS = '[[environments]]\nname = "a"\nimage = "i"\n[[environments]]\nname = "b"\nimage = "j"\n'
+CONFIG = '[pipeline]\ncallable = "p.py:run"\n' + ENVS
+
+
+def _many(run_dir: Path, fixtures: int, keys: int, moved_every: int) -> tuple:
+    base = {f"img{f:03d}.png": {f"k{k}": np.full(4, f + k, np.float32) for k in range(keys)}
+            for f in range(fixtures)}  # fmt: skip
+    cand = {fx: {k: v.copy() for k, v in arrays.items()} for fx, arrays in base.items()}
+    for f, arrays in enumerate(cand.values()):
+        if f % moved_every == 0:
+            arrays["k0"][1] = np.nextafter(arrays["k0"][1], np.float32(1e9))
+    return stored_env(run_dir, "a", base), stored_env(run_dir, "b", cand)
+
+
+def test_large_matrix_lists_the_worst_and_counts_all(make_project, tmp_path, monkeypatch):
+    monkeypatch.setattr(aggregate, "LISTED", 7)
+    run_dir = tmp_path / "run"
+    run = stored_run(run_dir, _many(run_dir, fixtures=30, keys=3, moved_every=3))
+    matrix = build_matrix(load_config(make_project(CONFIG)), run)
+    report = json.loads(json.dumps(report_dict(run, matrix), allow_nan=False))
+    assert report["summary"] == {"drift": 10, "identical": 80}
+    assert report["listed"]["comparisons"] == 7 and report["listed"]["of_comparisons"] == 90
+    assert [c["verdict"] for c in report["comparisons"]] == ["drift"] * 7  # worst first
+    # Three keys across 30 fixtures: three groups, the drifting one first.
+    assert [(g["key"], g["outputs"], g["failing_count"]) for g in report["groups"]] == [
+        ("*/k0", 30, 10), ("*/k1", 30, 0), ("*/k2", 30, 0)
+    ]  # fmt: skip
+    assert len(report["agreement"]) == 7
+    assert all(len(a["classes"]) == 2 for a in report["agreement"])  # split outputs first
+    assert {p["outputs"] for p in report["agreement_patterns"]} == {80, 10}
+    assert headline(report) == ("DRIFT", "10 drift, 80 identical")
+    suite = ET.fromstring(render_junit(report)).find("testsuite")
+    assert suite is not None and suite.get("tests") == "3" and suite.get("failures") == "1"
+    assert "10 drift" in render_markdown(report)
+    # Every comparison is in the parquet file, readable without reprocheck.
+    path = tmp_path / "comparisons.parquet"
+    matrix.comparisons.write_parquet(path)
+    table = pq.read_table(path)
+    assert table.num_rows == 90
+    assert sorted(table["verdict"].to_pylist()) == ["drift"] * 10 + ["identical"] * 80
+    first = item_of(table.slice(0, 1).to_pylist()[0])
+    assert first == matrix.comparisons[0]
+
+
+def test_group_keys_match_output_key() -> None:
+    fixtures = ["a.png", "dir/b.png", "dir"]
+    outputs = ["a.png/x/y", "dir/b.png/z", "dir/c.png/z", "other/q", "a.png", "a.pngx/y"]
+    keys = aggregate.group_keys(pa.array(outputs), fixtures).to_pylist()
+    assert keys == [output_key(o, fixtures) for o in outputs]
+    assert keys == ["*/x/y", "*/z", "*/c.png/z", "other/q", "a.png", "a.pngx/y"]
+
+
+def _degenerate(kind: str, run_dir: Path) -> tuple:
+    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3)}})
+    if kind == "one environment":
+        return (a,)
+    if kind == "nothing made":
+        return (stored_env(run_dir, "a", {}), stored_env(run_dir, "b", {}))
+    if kind == "all failed":
+        fail = {"status": "error", "error": "container exited with 1"}
+        return (dataclasses.replace(a, **fail),
+                dataclasses.replace(stored_env(run_dir, "b", {}), **fail))  # fmt: skip
+    return (a, stored_env(run_dir, "b", {"y": {"w": np.ones(2)}}))  # only missing
+
+
+@pytest.mark.parametrize("kind", ["one environment", "nothing made", "all failed", "missing"])
+def test_every_stage_takes_degenerate_matrices(make_project, tmp_path, kind) -> None:
+    config = load_config(make_project(CONFIG))
+    run_dir = tmp_path / "run"
+    run = stored_run(run_dir, _degenerate(kind, run_dir))
+    matrix = build_matrix(config, run)
+    report = json.loads(json.dumps(report_dict(run, matrix), allow_nan=False))
+    write_reports(report, run_dir, ReportPaths(junit=tmp_path / "junit.xml"))
+    matrix.comparisons.write_parquet(run_dir / "comparisons.parquet")
+    assert len(rows(run, matrix)) >= 0
+    print_summary(Console(file=io.StringIO()), run, matrix, quiet=False)
+    assert pq.read_table(run_dir / "comparisons.parquet").num_rows == len(matrix.comparisons)
+    assert sum(report["summary"].values()) == len(matrix.comparisons)
