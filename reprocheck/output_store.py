@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
@@ -158,6 +159,31 @@ class _Builder:
             data.close()
         self._reader.close()
 
+    def describe_all(self, refs: list[OutputRef]) -> list[_Row]:
+        """A row per ref; small in-place arrays of one file, dtype and shape are read as one
+        block per chunk (NaNs counted by rows), the rest one by one."""
+        rows: list[_Row | None] = [None] * len(refs)
+        blocks: dict[tuple[Path, np.dtype[Any], tuple[int, ...]], list[int]] = {}
+        for i, ref in enumerate(refs):
+            where = ref.located
+            if (
+                ref.error is None
+                and where is not None
+                and not where.fortran
+                and where.nbytes <= _BLOCK_ARRAY_BYTES
+            ):
+                blocks.setdefault((ref.file, where.dtype, where.shape), []).append(i)
+            else:
+                rows[i] = self.describe(ref)
+        for (path, dtype, shape), members in blocks.items():
+            try:
+                found = self._block(path, dtype, shape, [refs[i] for i in members])
+            except (OutputError, OSError, ValueError):
+                found = [self.describe(refs[i]) for i in members]  # each says what is wrong
+            for i, row in zip(members, found, strict=True):
+                rows[i] = row
+        return [row if row is not None else _Row(error="not read") for row in rows]
+
     def describe(self, ref: OutputRef) -> _Row:
         if ref.error:
             return _Row(error=ref.error)
@@ -169,11 +195,14 @@ class _Builder:
         except (OutputError, OSError, ValueError) as exc:
             return _Row(error=f"cannot read output {ref.name} from {ref.file}: {exc}")
 
-    def _located(self, path: Path, where: Located) -> _Row:
+    def _map(self, path: Path) -> mmap.mmap:
         if path not in self._maps:
             with open_regular(path) as handle:
                 self._maps[path] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        data = memoryview(self._maps[path])[where.offset : where.offset + where.nbytes]
+        return self._maps[path]
+
+    def _located(self, path: Path, where: Located) -> _Row:
+        data = memoryview(self._map(path))[where.offset : where.offset + where.nbytes]
         if len(data) != where.nbytes:
             raise ValueError("the array is cut short")
         size, nans = math.prod(where.shape), 0
@@ -181,6 +210,49 @@ class _Builder:
             size, nans = _counts(np.frombuffer(data, dtype=where.dtype))
         return _Row(dtype=where.dtype.str, shape=where.shape, size=size, nans=nans,
                     digest=_digest(_prefix(where.dtype, where.shape), data))  # fmt: skip
+
+    def _block(
+        self, path: Path, dtype: np.dtype[Any], shape: tuple[int, ...], refs: list[OutputRef]
+    ) -> list[_Row]:
+        data = self._map(path)
+        nbytes = _nbytes(shape, dtype)
+        offsets = np.array([ref.located.offset for ref in refs if ref.located], dtype=np.int64)
+        if len(offsets) != len(refs) or int(offsets.max()) + nbytes > len(data):
+            raise ValueError("an array is cut short")
+        u8 = np.frombuffer(data, dtype=np.uint8)
+        try:
+            return self._rows(u8, offsets, dtype, shape, nbytes)
+        finally:
+            del u8  # no view of the map may outlive the call: it is closed later
+
+    @staticmethod
+    def _rows(
+        u8: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], dtype: np.dtype[Any],
+        shape: tuple[int, ...], nbytes: int,
+    ) -> list[_Row]:  # fmt: skip
+        prefix, code = _prefix(dtype, shape), dtype.str
+        elements = math.prod(shape) * (2 if dtype.kind == "c" else 1)
+        step = max(1, _GATHER_BYTES // max(nbytes, 1))
+        columns = np.arange(nbytes, dtype=np.int64)
+        rows = []
+        for start in range(0, len(offsets), step):
+            block = u8[offsets[start : start + step, None] + columns]  # one array per row
+            nans = np.zeros(len(block), dtype=np.int64)
+            if dtype.kind in "fc" and nbytes:
+                real = np.empty(0, dtype=dtype).real.dtype
+                nans = np.isnan(block.view(real)).sum(axis=1)
+            for row, count in zip(block, nans.tolist(), strict=True):
+                rows.append(_Row(dtype=code, shape=shape, size=elements, nans=count,
+                                 digest=_digest(prefix, row)))  # fmt: skip
+        return rows
+
+
+_BLOCK_ARRAY_BYTES = 1 << 16  # larger arrays are hashed in place, one by one
+_GATHER_BYTES = 1 << 21  # bytes gathered per block (the index array is 8 times that)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    return math.prod(shape) * dtype.itemsize
 
 
 def build_store(folder: Path, spec: OutputsConfig = _DEFAULTS) -> pa.Table:
@@ -194,8 +266,8 @@ def build_store(folder: Path, spec: OutputsConfig = _DEFAULTS) -> pa.Table:
     relative: dict[Path, bytes] = {}
     builder = _Builder(spec)
     try:
-        for ref in refs.values():
-            row = builder.describe(ref)
+        described = builder.describe_all(list(refs.values()))
+        for ref, row in zip(refs.values(), described, strict=True):
             located = ref.located
             if ref.file not in relative:
                 relative[ref.file] = os.fsencode(ref.file.relative_to(folder))

@@ -23,13 +23,15 @@ import math
 import mmap
 import os
 import stat
+import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from reprocheck import safe_files
 from reprocheck.config import OutputsConfig
@@ -110,11 +112,16 @@ def _parse_header(raw: bytes) -> Header:
     parser (a literal_eval) costs tens of microseconds, so each text is parsed once."""
     handle = io.BytesIO(raw)
     version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(handle, max_header_size=_MAX_HEADER)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(handle, max_header_size=_MAX_HEADER)
-    raise ValueError(f"npy format version {version} is not supported")
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"npy format version {version} is not supported")
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)  # fmt: skip
+    try:
+        return read(handle, max_header_size=_MAX_HEADER)
+    except ValueError:
+        raise
+    except Exception as exc:  # numpy tokenizes the header: a damaged one raises anything
+        raise ValueError(f"the npy header is damaged ({type(exc).__name__}: {exc})") from exc
 
 
 def _check_header(header: Header, limit: int) -> tuple[int, ...]:
@@ -140,32 +147,141 @@ def _read_npy(handle: IO[bytes], limit: int) -> np.ndarray:
 # --------------------------------------------------------------------------- indexing
 
 
+_BAD_PARTS = ("", ".", "..")
+# What reading a damaged or hostile archive raises: zipfile refuses an unknown "version
+# needed" with NotImplementedError and an encrypted member with RuntimeError.
+ARCHIVE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError,
+    RuntimeError,
+)  # fmt: skip
+_READ_ERRORS: tuple[type[Exception], ...] = (OutputError, *ARCHIVE_ERRORS)
+
+
 def _bad_name(name: str) -> str | None:
     parts = name.split("/")
-    if any(part in ("", ".", "..") for part in parts):
+    if any(part in _BAD_PARTS for part in parts):
         return f"output name {name!r} has an empty, '.' or '..' part"
     return None
 
 
 def _npz_refs(path: Path, stem: str, limit: int) -> Iterator[OutputRef]:
-    with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
-        members = archive.infolist()
-        with _mapped(handle) as data:
-            for info in members:
-                if not info.filename.endswith(".npy"):
-                    continue
-                key = info.filename.removesuffix(".npy")
+    with open_regular(path) as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise ValueError("an empty file is not an .npz archive")
+        yield from _archive_refs(handle, path, stem, limit)
+
+
+def _archive_refs(handle: IO[bytes], path: Path, stem: str, limit: int) -> Iterator[OutputRef]:
+    with _mapped(handle) as data:
+        members = _members(data)
+        archive = None
+        if members is None:  # not the plain layout np.savez writes: zipfile reads it
+            archive = zipfile.ZipFile(handle)
+            members = [_Member.of(info) for info in archive.infolist()]
+        members = [info for info in members if info.filename.endswith(".npy")]
+        found = _locate_all(data, members, limit)
+        stem_bad = _bad_name(stem) is not None
+        try:
+            for info, where in zip(members, found, strict=True):
+                key = info.filename[:-4]
                 name = f"{stem}/{key}"
+                bad = stem_bad or "/" in key or key in _BAD_PARTS
+                if isinstance(where, Located):
+                    yield OutputRef(name=name, file=path, kind="npz", key=key,
+                                    error=_bad_name(name) if bad else None,
+                                    located=where)  # fmt: skip
+                    continue
                 try:
                     located = _locate(data, info, limit)
                     if located is None:  # compressed: read through zipfile
-                        with archive.open(info) as member:
+                        archive = archive or zipfile.ZipFile(handle)
+                        with archive.open(info.filename) as member:
                             _check_header(_npy_header(member), limit)
-                except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                except ARCHIVE_ERRORS as exc:
                     yield OutputRef(name=name, file=path, kind="npz", key=key, error=str(exc))
                     continue
                 yield OutputRef(name=name, file=path, kind="npz", key=key,
                                 error=_bad_name(name), located=located)  # fmt: skip
+        finally:
+            if archive is not None:
+                archive.close()
+
+
+# --------------------------------------------------------------------------- zip directory
+
+
+class _Member(NamedTuple):
+    """What indexing needs of a zip member (a subset of zipfile.ZipInfo)."""
+
+    filename: str
+    header_offset: int
+    compress_type: int
+    flag_bits: int
+    file_size: int
+
+    @classmethod
+    def of(cls, info: zipfile.ZipInfo) -> _Member:
+        return cls(info.filename, info.header_offset, info.compress_type, info.flag_bits,
+                   info.file_size)  # fmt: skip
+
+
+_END = struct.Struct("<4s4H2LH")  # end of central directory record
+_END_SIGNATURE = b"PK\x05\x06"
+_ENTRY = struct.Struct("<4s4B4HL2L5H2L")  # central directory file header
+_ENTRY_SIGNATURE = b"PK\x01\x02"
+_LOCATOR = struct.Struct("<4sLQL")  # zip64 end of central directory locator
+_LOCATOR_SIGNATURE = b"PK\x06\x07"
+_END64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory record
+_END64_SIGNATURE = b"PK\x06\x06"
+_MAX_COMMENT = 65535
+
+
+def _members(data: mmap.mmap) -> list[_Member] | None:
+    """The central directory of a plain single-disk zip without zip64 sizes, read in one
+    pass (zipfile builds a ZipInfo per member, several times slower for the millions of
+    members a per-sample .npz holds); None for anything else, which zipfile then reads."""
+    size = len(data)
+    end = data.rfind(_END_SIGNATURE, max(0, size - _MAX_COMMENT - _END.size))
+    if end < 0 or end + _END.size > size:
+        return None
+    _sig, disk, start_disk, _here, count, directory, offset, _comment = _END.unpack_from(data, end)
+    if disk or start_disk:
+        return None
+    locator = end - _LOCATOR.size
+    if locator >= 0 and data[locator : locator + 4] == _LOCATOR_SIGNATURE:
+        # zip64 (more than 65,535 members, or past 4 GiB): counts in the zip64 record
+        _sig, _disk, record, _disks = _LOCATOR.unpack_from(data, locator)
+        if record + _END64.size > locator or data[record : record + 4] != _END64_SIGNATURE:
+            return None
+        fields64 = _END64.unpack_from(data, record)
+        count, directory, offset, end = fields64[7], fields64[8], fields64[9], record
+    if offset + directory != end:
+        return None
+    members = []
+    position = offset
+    for _ in range(count):
+        if position + _ENTRY.size > end:
+            return None
+        fields = _ENTRY.unpack_from(data, position)
+        if fields[0] != _ENTRY_SIGNATURE:
+            return None
+        flags, method, compressed, size_, names, extra, comment = (
+            fields[5],
+            fields[6],
+            fields[10],
+            fields[11],
+            fields[12],
+            fields[13],
+            fields[14],
+        )
+        header_offset = fields[18]
+        if 0xFFFFFFFF in (compressed, size_, header_offset):
+            return None  # zip64 sizes: zipfile parses those extra fields
+        raw = data[position + _ENTRY.size : position + _ENTRY.size + names]
+        name = raw.decode("utf-8" if flags & 0x800 else "cp437")
+        members.append(_Member(name, header_offset, method, flags, size_))
+        position += _ENTRY.size + names + extra + comment
+    return members if position == end else None
 
 
 def _mapped(handle: IO[bytes]) -> mmap.mmap:
@@ -178,7 +294,7 @@ _LOCAL_HEADER = 30  # fixed part of a zip local file header
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
 
-def _locate(data: mmap.mmap, info: zipfile.ZipInfo, limit: int) -> Located | None:
+def _locate(data: mmap.mmap, info: _Member, limit: int) -> Located | None:
     """Where an uncompressed member's array data lies in the archive (np.savez writes them
     so), checked against the member's and the file's size; None for a compressed member."""
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
@@ -199,6 +315,66 @@ def _locate(data: mmap.mmap, info: zipfile.ZipInfo, limit: int) -> Located | Non
     if length + located.nbytes > info.file_size or start + info.file_size > len(data):
         raise ValueError(f"member {info.filename} is shorter than its header says")
     return located
+
+
+def _locate_all(data: mmap.mmap, members: list[_Member], limit: int) -> list[Located | None]:
+    """:func:`_locate` for every member at once: the local and npy headers are checked as
+    arrays, and each distinct npy header text is parsed once. A member these checks do not
+    clear gets None, and :func:`_locate` then says what is wrong with it (or that it is
+    compressed)."""
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    try:
+        return _locate_in(u8, data, members, limit)
+    except Exception:  # a case these checks did not foresee: every member one by one
+        return [None] * len(members)
+    finally:
+        del u8  # the map is closed after this; no view of it may outlive the call
+
+
+def _locate_in(
+    u8: npt.NDArray[np.uint8], data: mmap.mmap, members: list[_Member], limit: int
+) -> list[Located | None]:
+    n = len(members)
+    found: list[Located | None] = [None] * n
+    if not n:
+        return found
+    total = len(u8)
+    offset = np.fromiter((m.header_offset for m in members), dtype=np.int64, count=n)
+    size = np.fromiter((m.file_size for m in members), dtype=np.int64, count=n)
+    ok = np.fromiter((m.compress_type == zipfile.ZIP_STORED and not m.flag_bits & 1
+                      for m in members), dtype=bool, count=n)  # fmt: skip
+    ok &= (offset >= 0) & (offset + _LOCAL_HEADER <= total)
+    at = np.where(ok, offset, 0)
+    for i, byte in enumerate(_LOCAL_SIGNATURE):
+        ok &= u8[at + i] == byte
+    start = at + _LOCAL_HEADER + _u16(u8, at + 26) + _u16(u8, at + 28)
+    ok &= start + _PREFIX + 2 <= total
+    start = np.where(ok, start, 0)
+    for i, byte in enumerate(_NPY_MAGIC):
+        ok &= u8[start + i] == byte
+    version = u8[start + 6]
+    ok &= ((version == 1) | (version == 2)) & (u8[start + 7] == 0)
+    length = np.where(version == 1, _u16(u8, start + 8) + _PREFIX,
+                      _u16(u8, start + 8) + (_u16(u8, start + 10) << 16) + _PREFIX + 2)  # fmt: skip
+    ok &= (length <= np.minimum(size, _MAX_HEADER + 16)) & (start + length <= total)
+    ends = start + size
+    for i in np.flatnonzero(ok).tolist():
+        begin, stop = int(start[i]), int(start[i] + length[i])
+        try:
+            (shape, fortran, dtype), nbytes = _header_of(data[begin:stop], limit)
+        except ValueError:
+            continue  # _locate says why
+        if stop - begin + nbytes <= size[i] and ends[i] <= total:
+            found[i] = Located(offset=stop, dtype=dtype, shape=shape, fortran=fortran)
+    return found
+
+
+def _u16(u8: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Little-endian 16-bit values at the byte positions ``at``."""
+    return u8[at].astype(np.int64) | (u8[at + 1].astype(np.int64) << 8)
+
+
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -300,7 +476,7 @@ def _file_refs(
         try:
             yield from list(_refs_for(path, rel, spec.max_array_bytes))
             return
-        except (OutputError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except _READ_ERRORS as exc:
             what = f"cannot be read: {exc}"
     stem = _printable(rel.rpartition(".")[0] or rel)
     error = f"output file {_printable(rel)} {what}"
@@ -321,9 +497,10 @@ def index_outputs(
     found: dict[str, OutputRef] = {}
     if not folder.is_dir() or folder.is_symlink():
         return found
+    everything = include == ("*",) and not exclude
     for path, info in _walk(folder):
         for ref in _file_refs(path, info, path.relative_to(folder).as_posix(), spec):
-            if matches(ref.name, include, exclude):
+            if everything or matches(ref.name, include, exclude):
                 _add(found, ref)
     return dict(sorted(found.items()))
 
@@ -387,7 +564,7 @@ class OutputReader:
             raise OutputError(ref.error)
         try:
             return self._load(ref)
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        except ARCHIVE_ERRORS as exc:
             raise OutputError(f"cannot read output {ref.name} from {ref.file}: {exc}") from exc
 
     def _load(self, ref: OutputRef) -> np.ndarray:

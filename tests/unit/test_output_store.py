@@ -190,3 +190,23 @@ def test_names_that_are_not_utf8_are_stored_as_errors(tmp_path: Path) -> None:
     assert errors["good"] is None and errors["m/fine"] is None
     assert "not valid UTF-8" in (errors["m/\\ud800"] or "")
     assert "not valid UTF-8" in (errors["bad\\xff"] or "")
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(arrays(), min_size=1, max_size=6))
+def test_block_reads_equal_one_by_one_reads(tmp_path_factory, values) -> None:
+    """Small arrays of one file, dtype and shape are digested as blocks; the rows must be
+    what reading them one by one gives."""
+    import reprocheck.output_store as output_store
+
+    out = tmp_path_factory.mktemp("out")
+    np.savez(out / "f.npz", **{f"a{i}": v for i, v in enumerate(values)},
+             **{f"b{i}": v.copy() for i, v in enumerate(values)})  # fmt: skip
+    blocks = build_store(out)
+    previous = output_store._BLOCK_ARRAY_BYTES
+    output_store._BLOCK_ARRAY_BYTES = -1
+    try:
+        single = build_store(out)
+    finally:
+        output_store._BLOCK_ARRAY_BYTES = previous
+    assert blocks.equals(single)
