@@ -241,7 +241,7 @@ def _finish(
     trend = _trend(config) if history else None
     html = _stage(result.run_dir, "reports",
                   lambda: write_reports(data, result.run_dir, paths, trend=trend))  # fmt: skip
-    print_summary(out, result, matrix, quiet=quiet)
+    print_summary(out, data, quiet=quiet)
     out.print(f"report: {result.run_dir / 'report.json'}")
     if html:
         out.print(f"html: {paths.html or html}")
@@ -318,7 +318,7 @@ def diff(config_path: Path | None, run_a: str, run_b: str, json_path: Path | Non
     data = report_dict(second, matrix, references=matrix.references)
     if json_path:
         write_json(json_path, data)
-    print_summary(out, second, matrix, quiet=False)
+    print_summary(out, data, quiet=False)
     sys.exit(exit_code(second, matrix))
 
 

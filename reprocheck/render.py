@@ -20,11 +20,24 @@ from rich.table import Table
 
 from reprocheck.engine import ImageInfo
 from reprocheck.explain import Explanation
-from reprocheck.matrix import Matrix, OutputComparison
 from reprocheck.progress import ProgressEvent
-from reprocheck.report.aggregate import agreement_patterns, pattern
-from reprocheck.report.json_report import fingerprint_summary
-from reprocheck.run_model import RunResult
+from reprocheck.report.common import (
+    VERSION_KEYS,
+    Report,
+    agreement_groups,
+    decision_lines,
+    decisions_text,
+    listing_note,
+    mismatch_text,
+    number,
+    ordered_verdicts,
+    pair_counts,
+    pair_label,
+    pairs,
+    total_counts,
+    version,
+    worst,
+)
 
 # Control characters other than newline and tab: a pipeline's output names and error texts
 # may hold terminal escape sequences, which are shown as text, never sent to the terminal.
@@ -114,110 +127,78 @@ class ProgressPrinter:
             self._bars.console.print(text, soft_wrap=True, highlight=False)
 
 
-def _env_table(result: RunResult) -> Table:
+def _env_table(report: Report) -> Table:
     table = Table(title="environments", title_justify="left")
-    for column in ("environment", "status", "seconds", "image", "os", "glibc", "python",
-                   "numpy", "cv2"):  # fmt: skip
+    for column in ("environment", "status", "seconds", "image", *VERSION_KEYS):
         table.add_column(column)
-    for env in result.environments:
-        fp = fingerprint_summary(env)
-        style = STATUS_STYLE.get(env.status, "red")
+    for env in report.get("environments") or []:
+        status = str(env.get("status"))
+        style = STATUS_STYLE.get(status, "red")
         table.add_row(
-            env.name, f"[{style}]{env.status}[/]", f"{env.seconds:.1f}",
-            (env.image_id or "-")[7:19], fp["os"] or "-", fp["glibc"] or "-",
-            fp["python"] or "-", fp["numpy"] or "-", fp["cv2"] or "-",
+            escape(str(env.get("name"))), f"[{style}]{escape(status)}[/]",
+            f"{float(env.get('seconds') or 0.0):.1f}", str(env.get("image_id") or "-")[7:19],
+            *(escape(version(env, key)) for key in VERSION_KEYS),
         )  # fmt: skip
     return table
 
 
-def _pair_table(matrix: Matrix) -> Table:
-    totals = matrix.counts()
-    verdicts = [v for v in VERDICT_STYLE if totals.get(v)]
+def _pair_table(report: Report) -> Table:
+    verdicts = ordered_verdicts(total_counts(report))
     table = Table(title="verdicts per pair", title_justify="left")
     table.add_column("baseline -> candidate")
     for verdict in verdicts:
-        table.add_column(f"[{VERDICT_STYLE[verdict]}]{verdict}[/]", justify="right")
-    per_pair = matrix.comparisons.pair_counts()
-    for base, cand in matrix.pairs:
-        counts = per_pair.get((base, cand), {})
-        table.add_row(f"{base} -> {cand}", *(str(counts.get(v, 0)) for v in verdicts))
+        table.add_column(f"[{VERDICT_STYLE.get(verdict, 'red')}]{verdict}[/]", justify="right")
+    for base, cand in pairs(report):
+        counts = pair_counts(report, base, cand)
+        table.add_row(escape(f"{base} -> {cand}"), *(str(counts.get(v, 0)) for v in verdicts))
     return table
 
 
-def _fmt(value: float | int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3g}" if isinstance(value, float) else f"{value:,}"
-
-
-def _worst_table(matrix: Matrix) -> Table | None:
-    drifting = matrix.comparisons.where({"drift"})
-    if not len(drifting):
+def _worst_table(report: Report) -> Table | None:
+    drifting = worst(report, frozenset({"drift"}))
+    if not drifting:
         return None
-    table = Table(title=f"worst drifting outputs ({len(drifting)} in all)", title_justify="left")
+    total = total_counts(report).get("drift", len(drifting))
+    table = Table(title=f"worst drifting outputs ({total} in all)", title_justify="left")
     for column in ("output", "pair", "mismatched", "max_abs", "max_rel", "max_ulp", "decisions"):
         table.add_column(column)
-    for item in drifting.worst(WORST_SHOWN):
-        m = item.metrics
-        assert m is not None
-        changed = f"{m.decision.decisions_changed} of {m.decision.total}" if m.decision else "-"
+    for item in drifting[:WORST_SHOWN]:
         table.add_row(
-            escape(item.output), escape(f"{item.baseline}->{item.candidate}"),
-            f"{m.mismatched:,} / {m.total:,} ({100 * m.mismatched / max(m.total, 1):.1f}%)",
-            _fmt(m.max_abs), _fmt(m.max_rel), _fmt(m.max_ulp), changed,
+            escape(str(item["output"])), escape(pair_label(item["baseline"], item["candidate"])),
+            mismatch_text(item), number(item.get("max_abs")), number(item.get("max_rel")),
+            number(item.get("max_ulp")), decisions_text(item),
         )  # fmt: skip
     return table
 
 
-def _agreement_lines(matrix: Matrix) -> list[str]:
-    return [f"  {p['outputs']:4d} outputs: {pattern(p['classes'])}"
-            for p in agreement_patterns(matrix.agreement)]  # fmt: skip
-
-
-def decision_line(item: OutputComparison) -> str | None:
-    """'probabilities drift by 594 ULP; 0 of 359 labels changed; the closest call's margin
-    is 39,000x the drift' for outputs declared as decisions."""
-    m = item.metrics
-    if m is None or m.decision is None or m.verdict == "identical":
-        return None
-    d = m.decision
-    text = (f"{item.output} ({item.baseline}->{item.candidate}) drifts by {_fmt(m.max_ulp)} ULP "
-            f"(max_abs {_fmt(m.max_abs)}); {d.decisions_changed} of {d.total} {d.kind} "
-            "decisions changed")  # fmt: skip
-    if d.min_margin is not None and m.max_abs:
-        text += f"; the closest call's margin is {d.min_margin / m.max_abs:,.0f}x the drift"
-    return text
-
-
-def _decision_lines(matrix: Matrix) -> list[str]:
-    lines = [line for item in matrix.comparisons.with_decisions() if (line := decision_line(item))]
-    changed = [line for line in lines if not re.search(r"; 0 of \d+", line)]
-    return (changed or lines)[:WORST_SHOWN]
-
-
-def print_summary(console: Console, result: RunResult, matrix: Matrix, *, quiet: bool) -> None:
-    counts = matrix.counts()
+def print_summary(console: Console, report: Report, *, quiet: bool) -> None:
+    """The run's summary, from the report (the model every report file renders from too)."""
+    counts = total_counts(report)
     verdict = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "nothing compared"
     if not quiet:
-        for line in _decision_lines(matrix):
+        for line in decision_lines(report, WORST_SHOWN):
             console.print(f"[bold]decision[/] {escape(line)}", soft_wrap=True, highlight=False)
-        console.print(_env_table(result))
-        for env in result.environments:
-            if env.error:
-                console.print(f"[red]{env.name}[/]: {escape(env.error)}", soft_wrap=True)
-        console.print(_pair_table(matrix))
-        worst = _worst_table(matrix)
-        if worst is not None:
-            console.print(worst)
+        console.print(_env_table(report))
+        for env in report.get("environments") or []:
+            if env.get("error"):
+                console.print(f"[red]{escape(str(env.get('name')))}[/]: "
+                              f"{escape(str(env['error']))}", soft_wrap=True)  # fmt: skip
+        console.print(_pair_table(report))
+        table = _worst_table(report)
+        if table is not None:
+            console.print(table)
+        if (note := listing_note(report)) is not None:
+            console.print(escape(note), highlight=False)
         console.print("agreement classes (environments with bit-identical outputs):")
-        for line in _agreement_lines(matrix):
-            console.print(line, highlight=False)
-        for noise in matrix.noise:
-            spread = f"max_abs {_fmt(noise.max_abs)}, max_ulp {_fmt(noise.max_ulp)}"
-            console.print(
-                f"[blue]nondeterministic[/] {noise.output} in {noise.environment}: spread {spread}"
+        for pattern, count in agreement_groups(report):
+            console.print(f"  {count:4d} outputs: {escape(pattern)}", highlight=False)
+        for noise in report.get("nondeterministic") or []:
+            spread = (
+                f"max_abs {number(noise.get('max_abs'))}, max_ulp {number(noise.get('max_ulp'))}"
             )
-    console.print(f"run {result.run_id}: {verdict}")
+            console.print(f"[blue]nondeterministic[/] {escape(str(noise.get('output')))} in "
+                          f"{escape(str(noise.get('environment')))}: spread {spread}")  # fmt: skip
+    console.print(f"run {escape(str(report.get('run_id', '?')))}: {verdict}")
 
 
 def print_images(console: Console, built: list[ImageInfo], bases: list[ImageInfo]) -> None:

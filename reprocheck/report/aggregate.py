@@ -6,6 +6,7 @@ what gets listed becomes Python objects, so the report stays small at any run si
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -134,3 +135,42 @@ def listed_agreement(
     if len(chosen) < limit:
         chosen += [(o, c) for o, c in agreement.items() if len(c) == 1][: limit - len(chosen)]
     return [{"output": o, "classes": c} for o, c in chosen]
+
+
+def decisions(comparisons: Comparisons, fixtures: Sequence[str]) -> list[dict[str, Any]]:
+    """What drift did to the decisions outputs drive, per output key, pair and decision
+    kind (one line for all fixtures): decisions changed of how many, the largest drift and
+    the closest call's margin as a multiple of the drift there. Changed decisions first."""
+    table = comparisons.table
+    drifted = table.filter(pc.and_(pc.is_valid(table["decision"]),
+                                   pc.not_equal(table["verdict"], "identical")))  # fmt: skip
+    if not drifted.num_rows:
+        return []
+    keys = group_keys(drifted["output"], fixtures).to_pylist()
+    found: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    columns = ["baseline", "candidate", "max_abs", "max_ulp", "decision"]
+    for key, row in zip(keys, drifted.select(columns).to_pylist(), strict=True):
+        decision = row["decision"]
+        entry = found.setdefault((key, row["baseline"], row["candidate"], decision["kind"]), {
+            "key": key, "baseline": row["baseline"], "candidate": row["candidate"],
+            "kind": decision["kind"], "outputs": 0, "decisions": 0, "changed": 0,
+            "max_abs": None, "max_ulp": None, "margin_ratio": None,
+        })  # fmt: skip
+        entry["outputs"] += 1
+        entry["decisions"] += decision["total"]
+        entry["changed"] += decision["decisions_changed"]
+        entry["max_abs"] = _larger(entry["max_abs"], row["max_abs"])
+        entry["max_ulp"] = _larger(entry["max_ulp"], row["max_ulp"])
+        margin, drift = decision["min_margin"], row["max_abs"]
+        if margin is not None and drift and math.isfinite(drift):
+            ratio = margin / drift
+            entry["margin_ratio"] = ratio if entry["margin_ratio"] is None else min(
+                entry["margin_ratio"], ratio)  # fmt: skip
+    ranked = sorted(found.values(), key=lambda e: (-e["changed"], e["margin_ratio"] or 0.0))
+    return ranked[:LISTED]
+
+
+def _larger(old: Any, new: Any) -> Any:
+    if new is None or (isinstance(new, float) and math.isnan(new)):
+        return old
+    return new if old is None or new > old else old

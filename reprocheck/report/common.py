@@ -250,3 +250,25 @@ def groups_of(report: Report) -> list[Mapping[str, Any]]:
             "failing_count": len(bad), "worst": max(items, key=severity),
         })  # fmt: skip
     return result
+
+
+def decision_line(entry: Mapping[str, Any]) -> str:
+    """'*/dnn/probs (a->b): 0 of 360 argmax decisions changed over 3 outputs; drift up to
+    594 ULP (max_abs 1.2e-07); the closest call's margin is 135,116x the drift'."""
+    over = f" over {entry['outputs']} outputs" if entry.get("outputs", 1) > 1 else ""
+    text = (f"{entry['key']} ({pair_label(entry['baseline'], entry['candidate'])}): "
+            f"{entry['changed']} of {entry['decisions']} {entry['kind']} decisions changed"
+            f"{over}; drift up to {number(entry.get('max_ulp'))} ULP "
+            f"(max_abs {number(entry.get('max_abs'))})")  # fmt: skip
+    if entry.get("margin_ratio") is not None:
+        ratio = float(entry["margin_ratio"])
+        shown = f"{ratio:,.0f}" if ratio >= 10 else f"{ratio:.2g}"
+        text += f"; the closest call's margin is {shown}x the drift"
+    return text
+
+
+def decision_lines(report: Report, limit: int) -> list[str]:
+    """The decision lines worth reading first: those where decisions changed, else all."""
+    entries = [e for e in report.get("decisions") or [] if isinstance(e, Mapping)]
+    changed = [e for e in entries if e.get("changed")]
+    return [decision_line(e) for e in (changed or entries)[:limit]]

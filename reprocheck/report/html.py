@@ -29,6 +29,7 @@ from reprocheck.report.common import (
     Comparison,
     Report,
     agreement_groups,
+    decision_lines,
     decisions_text,
     headline,
     listing_note,
@@ -54,6 +55,7 @@ from reprocheck.report.pictures import (
 )
 
 MAX_IMAGE_OUTPUTS = 40  # drifting outputs that get pictures; the rest get metrics only
+MAX_DECISION_LINES = 50  # decision lines shown (changed decisions first)
 MAX_IMAGE_BYTES = 12 * 2**20  # stop adding pictures past this much PNG data
 DISPLAY_SIDE = 240  # small pictures are enlarged (pixelated) to about this many CSS px
 DETAIL_METRICS: tuple[str, ...] = (
@@ -496,6 +498,14 @@ def _noise(report: Report) -> str:
     return f'<h2 id="noise">Nondeterministic outputs</h2>{_table(header, rows)}'
 
 
+def _decisions(report: Report) -> str:
+    lines = decision_lines(report, MAX_DECISION_LINES)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+    return f'<h2 id="decisions">Decisions</h2><ul class="mono">{items}</ul>'
+
+
 def _problems(report: Report) -> str:
     lines = problems(report)
     if not lines:
@@ -516,6 +526,7 @@ def render_html(report: Report, *, trend: str | None = None) -> str:
         (
             _header(report),
             _problems(report),
+            _decisions(report),
             _environments(report),
             _groups(report),
             _overview(report, details),

@@ -130,6 +130,7 @@ def report_dict(
         "groups": [dict(g, worst=comparison_json(g["worst"])) for g in groups],
         "agreement": agreement,
         "agreement_patterns": aggregate.agreement_patterns(matrix.agreement),
+        "decisions": aggregate.decisions(comparisons, fixtures),
         "nondeterministic": [
             {
                 "output": n.output,

@@ -10,6 +10,7 @@ from reprocheck.report.common import (
     VERSION_KEYS,
     Report,
     agreement_groups,
+    decision_lines,
     decisions_text,
     headline,
     mismatch_text,
@@ -132,7 +133,12 @@ def _problems(report: Report) -> list[str]:
     return ["### Errors", "", *shown]
 
 
-SECTIONS = (_headline, _environments, _pairs, _top, _agreement, _noise, _problems)
+def _decisions(report: Report) -> list[str]:
+    lines = decision_lines(report, TOP_SHOWN)
+    return ["### Decisions", "", *(f"- {_cell(line)}" for line in lines)] if lines else []
+
+
+SECTIONS = (_headline, _decisions, _environments, _pairs, _top, _agreement, _noise, _problems)
 
 
 def render_markdown(report: Report) -> str:

@@ -104,6 +104,6 @@ def test_every_stage_takes_degenerate_matrices(make_project, tmp_path, kind) -> 
     write_reports(report, run_dir, ReportPaths(junit=tmp_path / "junit.xml"))
     matrix.comparisons.write_parquet(run_dir / "comparisons.parquet")
     assert len(rows(run, matrix)) >= 0
-    print_summary(Console(file=io.StringIO()), run, matrix, quiet=False)
+    print_summary(Console(file=io.StringIO()), report, quiet=False)
     assert pq.read_table(run_dir / "comparisons.parquet").num_rows == len(matrix.comparisons)
     assert sum(report["summary"].values()) == len(matrix.comparisons)
