@@ -22,6 +22,8 @@ import click
 from rich.console import Console
 
 from reprocheck import __version__
+from reprocheck.cache import CACHE_DIR, DEFAULT_PRUNE_DAYS, RunCache
+from reprocheck.cache import prune as prune_cache
 from reprocheck.config import RunConfig, load_config
 from reprocheck.engine import ContainerEngine, get_engine
 from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
@@ -171,6 +173,9 @@ def report_paths(kwargs: dict[str, Path | None]) -> ReportPaths:
 @click.option("-j", "--jobs", type=int, default=None,
               help="Environments to run at the same time (default: [run] jobs, else one per "
                    "core).")  # fmt: skip
+@click.option("--no-cache", is_flag=True,
+              help="Run every environment even when a cached result matches (the new results "
+                   "replace the cached ones).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Show build and bootstrap output.")
 @report_options
@@ -182,18 +187,21 @@ def run(
     out_dir: Path | None,
     baseline: str | None,
     jobs: int | None,
+    no_cache: bool,
     quiet: bool,
     verbose: bool,
     **reports: Path | None,
 ) -> None:
-    """Build what is missing, run every environment, compare, report."""
+    """Build what is missing, run every environment (or reuse its cached result), compare,
+    report."""
     config = load_config(config_path)
     plan = make_plan(config, envs)
     golden = load_baseline(config, baseline) if baseline else None
     engine = get_engine(config.run.engine)
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
+    cache = RunCache.open(config, read=not no_cache, reports=[json_path, *reports.values()])
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
-        runner = Runner(engine, plan, progress, run_id=run_dir.name)
+        runner = Runner(engine, plan, progress, run_id=run_dir.name, cache=cache)
         result = runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1)
     save_run(result)
     if result.interrupted:
@@ -435,6 +443,46 @@ def history(config_path: Path | None, png_path: Path | None) -> None:
         target = png_path or path.with_suffix(".png")
         write_bytes_atomic(target, png)
         out.print(f"trend plot: {target}")
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """The result cache: environment runs reused while nothing they depend on changes."""
+
+
+@cache_group.command("prune")
+@config_option
+@click.option("--all", "everything", is_flag=True, help="Remove every entry.")
+@click.option("--older-than", "days", type=click.FloatRange(min=0), default=DEFAULT_PRUNE_DAYS,
+              show_default=True, help="Remove entries not used for this many days.")  # fmt: skip
+@handled
+def cache_prune(config_path: Path | None, everything: bool, days: float) -> None:
+    """Remove unused, damaged and orphaned entries (their image is gone) and say what that
+    freed."""
+    config = load_config(config_path)
+    folder = config.reports_dir / CACHE_DIR
+    done = prune_cache(folder, everything=everything, older_than_days=days,
+                       image_exists=_image_check(config))  # fmt: skip
+    causes = ((done.damaged, "damaged"), (done.image_gone, "of images no longer present"))
+    why = ", ".join(f"{count} {what}" for count, what in causes if count)
+    out.print(f"removed {done.removed} cache entries{f' ({why})' if why else ''}, freed "
+              f"{done.freed_bytes / 1e6:.1f} MB; {done.kept} kept in {folder}")  # fmt: skip
+
+
+def _image_check(config: RunConfig) -> Callable[[str], bool] | None:
+    """Whether an image ID still exists, or None when the engine cannot be asked."""
+    try:
+        engine = get_engine(config.run.engine)
+    except ReprocheckError:
+        return None
+
+    def exists(image_id: str) -> bool:
+        try:
+            return engine.image(image_id) is not None
+        except Exception:  # unsure: keep the entry
+            return True
+
+    return exists
 
 
 @main.group()

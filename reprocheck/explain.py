@@ -21,7 +21,6 @@ import dataclasses
 import fnmatch
 import hashlib
 import io
-import json
 import re
 import tarfile
 import tempfile
@@ -35,6 +34,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
+from reprocheck.cache import files_digest, json_digest
 from reprocheck.compare import Tolerance, compare_arrays
 from reprocheck.config import RunConfig
 from reprocheck.engine import LABEL, BuildRequest, ContainerEngine
@@ -293,17 +293,6 @@ def _pipeline_files(config: RunConfig) -> list[Path]:
     return sorted(config.root.rglob("*.py"))[:2000]
 
 
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _files_digest(paths: Iterable[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
-
-
 class Explainer:
     """Plans and runs experiments for the drifting pairs of one stored run."""
 
@@ -322,7 +311,7 @@ class Explainer:
         self._budget = max_experiments
         self._progress = progress
         self._cache = config.reports_dir / ".cache" / "experiments"
-        self._code = _files_digest([*HARNESS_DIR.glob("*.py"), *_pipeline_files(config)])
+        self._code = files_digest([*HARNESS_DIR.glob("*.py"), *_pipeline_files(config)])
         self._envs = {env.name: env for env in run.environments}
         self._outputs = OutputFolders()
         self._effects: dict[tuple[Path, str, str], str] = {}
@@ -428,9 +417,9 @@ class Explainer:
         result depends on, so a cached experiment costs no export, build or container."""
         env_config = self._config.environment(cand.name)
         source = base.image_id if experiment.kind == "transplant" else None
-        key = _digest(experiment.kind, experiment.factor, cand.image_id, source, fixtures,
-                      dict(experiment.env), self._code, self._config.pipeline.model_dump(),
-                      env_config.env)  # fmt: skip
+        key = json_digest(experiment.kind, experiment.factor, cand.image_id, source, fixtures,
+                          dict(experiment.env), self._code, self._config.pipeline.model_dump(),
+                          env_config.env)  # fmt: skip
         folder = self._cache / key[:24]
         message = f"{experiment.kind} {experiment.factor}"
         self._progress(ProgressEvent(stage="explain", subject=cand.name, message=message))
@@ -671,7 +660,8 @@ def hybrid_image(
     engine: ContainerEngine, target: EnvironmentImage, files: Mapping[str, bytes], origin: str
 ) -> EnvironmentImage:
     """``target``'s image with ``files`` (SONAME -> library) loaded first."""
-    digest = _digest(target.image_id, {n: hashlib.sha256(d).hexdigest() for n, d in files.items()})
+    hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    digest = json_digest(target.image_id, hashes)
     tag = f"reprocheck/hybrid:{digest[:16]}"
     existing = engine.image(tag)
     if existing is None:

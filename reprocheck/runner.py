@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast, get_args
 
+from reprocheck.cache import NO_CACHE, RunCache
 from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.engine import (
     RUN_LABEL,
@@ -107,9 +108,10 @@ class Runner:
 
     def __init__(
         self, engine: ContainerEngine, plan: Plan, progress: ProgressCallback = silent, *,
-        run_id: str,
+        run_id: str, cache: RunCache = NO_CACHE,
     ) -> None:  # fmt: skip
         self._engine = engine
+        self._cache = cache
         self._plan = plan
         self._config = plan.config
         self._progress = progress
@@ -196,11 +198,18 @@ class Runner:
         if self._cancel.is_set():
             return _interrupted(env, folder, image, repeat)
         outputs, meta = _fresh_dirs(folder)
-        self._write_spec(meta)
         label = env.name if repeat == 1 else f"{env.name} (repeat {repeat})"
+        spec = self._container_spec(env, image, outputs, meta)
+        cache = self._cache.entry(spec, self._plan, repeat)
+        cached = cache.restore(env, image, folder, repeat)
+        if cached is not None:  # nothing the result depends on changed: no container
+            self._finished(1)
+            self._emit(label, f"cached (key {cache.short_key}…)", finished=True)
+            return cached
+        self._write_spec(meta)
         self._emit(label, f"running in {image.ref}")
         try:
-            outcome = self._engine.run(self._container_spec(env, image, outputs, meta))
+            outcome = self._engine.run(spec)
         except ReprocheckError as exc:  # the engine refused this container: this env's error
             self._finished(1)
             if self._cancel.is_set():
@@ -214,6 +223,7 @@ class Runner:
             self._index(label, outputs)
         if self._cancel.is_set() and result.status != "ok":
             result = _interrupted(env, folder, image, repeat)
+        cache.store(folder, result)  # "ok" results only, with their output store
         self._finished(1)
         self._emit(label, f"{result.status} in {outcome.duration:.1f} s", finished=True)
         return result
