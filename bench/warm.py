@@ -13,13 +13,16 @@ the rest of the run's time went (from the run's progress and report timings).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from reprocheck.config import load_config
+from reprocheck.config import EnvironmentConfig, load_config
 from reprocheck.engine import get_engine
 from reprocheck.images import ImageBuilder
 from reprocheck.plan import make_plan
@@ -28,30 +31,41 @@ from reprocheck.runner import Runner
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def floor_seconds() -> dict[str, float]:
-    """Each environment's bare container run, in seconds."""
+@dataclass(frozen=True)
+class Floor:
+    alone: dict[str, float]  # each environment's bare container, one at a time
+    together: float  # all of them as the run starts them (jobs at a time), to the last
+
+
+def floor_seconds(jobs: int) -> Floor:
     config = load_config(ROOT / "reprocheck.toml")
     plan = make_plan(config, ())
     engine = get_engine(config.run.engine)
     builder = ImageBuilder(engine, config)
     runner = Runner(engine, plan, run_id="bench-floor")
-    seconds = {}
-    for env in plan.environments:
-        image = builder.resolve(env)
-        with tempfile.TemporaryDirectory(dir=ROOT / "reports") as tmp:
-            outputs, meta = Path(tmp) / "outputs", Path(tmp) / "meta"
-            outputs.mkdir()
-            meta.mkdir()
-            outputs.chmod(0o777)
-            meta.chmod(0o777)
-            runner._write_spec(meta)
-            spec = runner._container_spec(env, image, outputs, meta)
-            started = time.perf_counter()
-            outcome = engine.run(spec)
-            seconds[env.name] = time.perf_counter() - started
-            if outcome.exit_code != 0:
-                raise SystemExit(f"{env.name}: bare container exited {outcome.exit_code}")
-    return seconds
+    images = {env.name: builder.resolve(env) for env in plan.environments}
+
+    def bare(env: EnvironmentConfig, folder: Path) -> float:
+        outputs, meta = folder / "outputs", folder / "meta"
+        for path in (outputs, meta):
+            path.mkdir(parents=True)
+            path.chmod(0o777)
+        runner._write_spec(meta)  # the runner's own spec, nothing added
+        spec = runner._container_spec(env, images[env.name], outputs, meta)
+        started = time.perf_counter()
+        outcome = engine.run(spec)
+        if outcome.exit_code != 0:
+            raise SystemExit(f"{env.name}: bare container exited {outcome.exit_code}")
+        return time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory(dir=ROOT / "reports") as tmp:
+        alone = {env.name: bare(env, Path(tmp) / "alone" / env.name) for env in plan.environments}
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(lambda env: bare(env, Path(tmp) / "together" / env.name),
+                          plan.environments))  # fmt: skip
+        together = time.perf_counter() - started
+    return Floor(alone=alone, together=together)
 
 
 def run_seconds() -> float:
@@ -70,17 +84,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    floors = [floor_seconds() for _ in range(args.rounds)]
+    jobs = load_config(ROOT / "reprocheck.toml").run.jobs or os.cpu_count() or 1
+    floors = [floor_seconds(jobs) for _ in range(args.rounds)]
     runs = [run_seconds() for _ in range(args.rounds)]
-    best = {name: min(f[name] for f in floors) for name in floors[0]}
-    floor = max(best.values())
-    run = min(runs)
-    print(f"warm example run against its floor, best of {args.rounds}")
-    for name, seconds in best.items():
-        print(f"  bare container {name:14} {seconds:6.2f} s")
-    print(f"  floor (slowest bare container) {floor:6.2f} s")
-    print(f"  all bare containers in a row   {sum(best.values()):6.2f} s")
-    print(f"  reprocheck run (warm, no cache){run:6.2f} s  = {run / floor:.2f}x the floor")
+    alone = {name: min(f.alone[name] for f in floors) for name in floors[0].alone}
+    slowest, together, run = max(alone.values()), min(f.together for f in floors), min(runs)
+    print(f"warm example run against its floor, best of {args.rounds}, {jobs} jobs")
+    for name, seconds in alone.items():
+        print(f"  bare container {name:16} {seconds:6.2f} s")
+    print(f"  floor: slowest bare container    {slowest:6.2f} s")
+    print(f"  floor: all bare containers, {jobs} at a time {together:6.2f} s")
+    print(f"  reprocheck run (warm, no cache)  {run:6.2f} s = {run / slowest:.2f}x the slowest "
+          f"container, {run / together:.2f}x all of them")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from reprocheck.compare import (
     ToleranceRules,
     compare_arrays,
 )
+from reprocheck.compare.batch import compare_batch
 from reprocheck.compare.dtypes import value_kind
 from reprocheck.comparisons import FAILING, SCHEMA, Comparisons, OutputComparison, table_of
 from reprocheck.config import DecisionConfig, RunConfig
@@ -225,14 +227,57 @@ def _compare_pair_outputs(
     bulk = np.flatnonzero(same)
     if bulk.size:
         yield _identical_rows(pair, bulk, rules).append_column("_at", pa.array(bulk))
-    rest = np.flatnonzero((pair.a.present | pair.b.present) & ~same)
-    items = []
-    for i in rest.tolist():
-        item = _compare_one(outputs[i], pair.base, pair.cand, rules.tolerance[i],
-                            rules.decision[i])  # fmt: skip
-        items.append(_mark_noise(item, noisy))
-    if items:
-        yield table_of(items).append_column("_at", pa.array(rest))
+    rest = np.flatnonzero((pair.a.present | pair.b.present) & ~same).tolist()
+    found: dict[int, OutputComparison] = {}
+    batches: dict[tuple[str, tuple[int, ...], Tolerance], list[int]] = {}
+    for i in rest:
+        layout = _batchable(pair, outputs[i], rules, i)
+        if layout is None:
+            found[i] = _compare_one(outputs[i], pair.base, pair.cand, rules.tolerance[i],
+                                    rules.decision[i])  # fmt: skip
+        else:
+            batches.setdefault((*layout, rules.tolerance[i]), []).append(i)
+    for (dtype, shape, tolerance), members in batches.items():
+        step = max(1, BATCH_BYTES // max(1, math.prod(shape) * np.dtype(dtype).itemsize))
+        for start in range(0, len(members), step):
+            chunk = members[start : start + step]
+            found |= _compare_batch(pair, [outputs[i] for i in chunk], chunk, tolerance)
+    if found:
+        at = sorted(found)
+        items = [_mark_noise(found[i], noisy) for i in at]
+        yield table_of(items).append_column("_at", pa.array(at, pa.int64()))
+
+
+def _batchable(
+    pair: _Pair, output: str, rules: _Rules, i: int
+) -> tuple[str, tuple[int, ...]] | None:
+    """(dtype, shape) when this output can be compared with others of its kind in one batch:
+    readable on both sides, one dtype and shape, elementwise tolerance, no decision."""
+    if not rules.bulk[i]:
+        return None
+    layout = pair.base.store.layout(output)
+    if layout is None or layout != pair.cand.store.layout(output) or not _numeric(layout[0]):
+        return None
+    return layout if math.prod(layout[1]) <= BATCH_ELEMENTS else None
+
+
+def _compare_batch(
+    pair: _Pair, names: list[str], at: list[int], tolerance: Tolerance
+) -> dict[int, OutputComparison]:
+    """Outputs of one dtype, shape and tolerance compared as the rows of two arrays; if
+    they cannot be read together, one by one (each then says what is wrong)."""
+    try:
+        a = pair.base.store.load_stacked(names)
+        b = pair.cand.store.load_stacked(names)
+        results = compare_batch(a, b, tolerance)
+    except OutputError:
+        return {i: _compare_one(name, pair.base, pair.cand, tolerance, None)
+                for i, name in zip(at, names, strict=True)}  # fmt: skip
+    return {
+        i: OutputComparison(output=name, baseline=pair.base.env.name,
+                            candidate=pair.cand.env.name, verdict=m.verdict, metrics=m)
+        for i, name, m in zip(at, names, results, strict=True)
+    }  # fmt: skip
 
 
 def _comparable_dtypes(
@@ -258,6 +303,10 @@ def _numeric(dtype: str | None) -> bool:
 
 
 _NULL_INT = pa.scalar(None, pa.int64())
+# Outputs up to this many elements are compared in batches of their dtype and shape (many
+# small per-sample outputs); larger ones one by one, where the per-call cost does not count.
+BATCH_ELEMENTS = 4096
+BATCH_BYTES = 32 * 1024**2  # of each side's arrays held at once
 _IMAGE_DTYPES = pa.array(["|u1", "<u2", ">u2"], type=pa.string())
 
 

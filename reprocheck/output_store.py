@@ -373,6 +373,31 @@ class OutputStore:
         """The array ``name`` (OutputError when it cannot be read; KeyError when absent)."""
         return self._reader.load(self.ref(name))
 
+    def layout(self, name: str) -> tuple[str, tuple[int, ...]] | None:
+        """(dtype code, shape) of a readable output, else None."""
+        i = self.row.get(name)
+        if i is None or self.column("error")[i] is not None:
+            return None
+        return self.column("dtype")[i], tuple(self.column("shape")[i])
+
+    def load_stacked(self, names: list[str]) -> np.ndarray:
+        """Outputs of one dtype and shape as the rows of one array ``(len(names), *shape)``:
+        members read in place are read straight into it, the rest loaded one by one."""
+        layout = self.layout(names[0]) if names else None
+        if layout is None:
+            raise OutputError("no outputs to stack")
+        dtype, shape = np.dtype(layout[0]), layout[1]
+        rows = [self.row[name] for name in names]
+        files, offsets = self.column("file"), self.column("offset")
+        fortran = self.column("fortran")
+        first = files[rows[0]]
+        if all(offsets[i] is not None and not fortran[i] and files[i] == first for i in rows):
+            path = self.folder / os.fsdecode(first)
+            nbytes = math.prod(shape) * dtype.itemsize
+            data = self._reader.read_rows(path, [offsets[i] for i in rows], nbytes)
+            return data.view(dtype).reshape((len(rows), *shape))
+        return np.stack([self.load(name) for name in names])
+
     def close(self) -> None:
         self._reader.close()
 

@@ -587,6 +587,19 @@ class OutputReader:
         array = np.frombuffer(data, dtype=where.dtype)
         return array.reshape(where.shape, order="F" if where.fortran else "C")
 
+    def read_rows(self, path: Path, offsets: list[int], nbytes: int) -> np.ndarray:
+        """The ``nbytes`` at each offset of ``path``, as the rows of a uint8 array (many
+        small arrays of one dtype and shape, read without a Python array each)."""
+        rows = np.empty((len(offsets), nbytes), dtype=np.uint8)
+        fd = self._file(path).fileno()
+        try:
+            for row, offset in zip(rows, offsets, strict=True):
+                if os.preadv(fd, [row.data], offset) != nbytes:
+                    raise ValueError("an array is cut short")
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"cannot read outputs from {path}: {exc}") from exc
+        return rows
+
     def _file(self, path: Path) -> IO[bytes]:
         """``path`` opened once for every array read from it (pread needs no seek)."""
         if path not in self._files:

@@ -44,6 +44,7 @@ Notes on the metrics, in the user's words:
 from __future__ import annotations
 
 from reprocheck.compare.api import agreement_classes, compare_arrays
+from reprocheck.compare.batch import compare_batch as compare_batch
 from reprocheck.compare.chunking import Chunking
 from reprocheck.compare.results import ArrayComparison, DecisionComparison, RowMatch, Verdict
 from reprocheck.compare.rules import DecisionRule, DecisionRules, Tolerance, ToleranceRules

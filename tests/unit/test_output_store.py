@@ -210,3 +210,41 @@ def test_block_reads_equal_one_by_one_reads(tmp_path_factory, values) -> None:
     finally:
         output_store._BLOCK_ARRAY_BYTES = previous
     assert blocks.equals(single)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    base=arrays(),
+    count=st.integers(1, 5),
+    seed=st.integers(0, 2**32 - 1),
+    atol=st.sampled_from([0.0, 1e-3]),
+)
+def test_batched_comparisons_equal_compare_arrays(make_project, tmp_path_factory, base, count,
+                                                   seed, atol):  # fmt: skip
+    """Differing outputs of one dtype and shape are compared as a batch; each must say what
+    compare_arrays says of it alone."""
+    rng = np.random.default_rng(seed)
+    run_dir = tmp_path_factory.mktemp("run")
+    olds, news = {}, {}
+    for k in range(count):
+        old = base.copy()
+        new = old.copy()
+        raw = new.reshape(-1).view(np.uint8)
+        if raw.size and base.dtype.kind in "fciub":
+            raw[rng.integers(0, raw.size, size=min(3, raw.size))] ^= np.uint8(1 << (k % 8))
+        olds[f"o{k}"], news[f"o{k}"] = old, new
+    a = stored_env(run_dir, "a", {"x": olds})
+    b = stored_env(run_dir, "b", {"x": news})
+    config = load_config(make_project(CONFIG + f"[tolerance.default]\natol = {atol}\n"))
+    matrix = build_matrix(config, stored_run(run_dir, (a, b)))
+    tolerance = Tolerance(pattern="default", atol=atol)
+    for item in matrix.comparisons:
+        key = item.output.removeprefix("x/")
+        try:
+            expected = compare_arrays(olds[key], news[key], tolerance)
+        except Exception:
+            assert item.verdict == "error"
+            continue
+        assert item.metrics == expected, key

@@ -1,0 +1,532 @@
+"""Many small outputs of one dtype and shape at once: ``compare_batch``.
+
+A run compares thousands of small outputs (one per dataset sample), where one
+``compare_arrays`` call per output costs far more in per-call overhead than in arithmetic.
+``compare_batch`` takes the outputs as the rows of two arrays and computes each metric of
+a chunk of rows with one numpy pass, so that row i of its result equals
+``compare_arrays(a[i], b[i], tolerance)`` field for field, floats bit for bit:
+
+* a row whose bytes equal the baseline's costs a bit comparison and a NaN count;
+* mean_abs of floats sums |a - b| in the order compare_arrays does: the whole row when at
+  least 1 / DENSE of its elements differ (the dense path of the stream), else its gathered
+  bit-different elements (the sparse path). numpy's pairwise sum over the last axis of a
+  C-contiguous 2-d array sums each row as it sums that row alone, so rows are summed
+  together: dense rows as they are, sparse rows grouped by their count of differing
+  elements;
+* integer sums are exact (Python ints where 64-bit distances could overflow a uint64 sum).
+
+The fast path takes float16/32/64, complex64/128 (as the real view), integer and bool rows
+of up to one block (``Chunking.block`` elements, what compare_arrays computes in one
+block); longer rows, ``match="rows"`` and pairs of different dtypes or shapes go through
+compare_arrays one row at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from reprocheck.compare.api import compare_arrays
+from reprocheck.compare.chunking import DEFAULT_CHUNKING
+from reprocheck.compare.dtypes import (
+    BITS_VIEW,
+    FLOAT_BITS,
+    IMAGE_MAX,
+    AnyArray,
+    BitsArray,
+    BoolArray,
+    FloatArray,
+    IndexArray,
+    Kind,
+    UIntArray,
+    native,
+    value_kind,
+)
+from reprocheck.compare.results import ArrayComparison, Verdict
+from reprocheck.compare.rules import Tolerance
+from reprocheck.compare.stream import DENSE
+from reprocheck.compare.totals import WORST_COUNT
+
+_EXACT = Tolerance()
+
+# The longest row of the fast path: compare_arrays folds a row this long in one chunk and
+# one block, so the order of its float sums is that of one numpy sum.
+ROW_LIMIT = min(DEFAULT_CHUNKING.block, DEFAULT_CHUNKING.chunk)
+# Elements of one chunk of rows. A chunk's temporaries take about 100 bytes an element
+# (a dozen float64/uint64 and bool arrays of the chunk's shape): some 13 MB. Larger chunks
+# measured no faster.
+CHUNK_ELEMENTS = 1 << 17
+
+Worst: TypeAlias = tuple[tuple[int, ...], ...]
+Int64Array: TypeAlias = npt.NDArray[np.int64]
+
+
+class _Indices:
+    """The index tuples of a row's flat positions, made as positions come up."""
+
+    def __init__(self, shape: tuple[int, ...], size: int) -> None:
+        self.shape = shape
+        self.tuples = np.empty(size, dtype=object)
+        self.known = np.zeros(size, dtype=np.bool_)
+
+    def take(self, positions: IndexArray, found: BoolArray) -> list[list[tuple[int, ...]]]:
+        """The index tuples of ``positions`` (of any shape), as nested lists; those where
+        ``found`` holds must be valid positions."""
+        wanted = positions[found]
+        missing = np.unique(wanted[~self.known[wanted]])
+        if missing.size:
+            self._add(missing)
+        taken: list[list[tuple[int, ...]]] = self.tuples[positions].tolist()
+        return taken
+
+    def _add(self, missing: IndexArray) -> None:
+        if self.shape:
+            columns = np.stack(np.unravel_index(missing, self.shape), axis=-1).tolist()
+        else:  # a 0-d row's only element has the index ()
+            columns = [[]] * missing.size
+        for position, index in zip(missing.tolist(), columns, strict=True):
+            self.tuples[position] = tuple(index)
+        self.known[missing] = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Layout:
+    """What every row of a batch shares."""
+
+    tolerance: Tolerance
+    dtype: tuple[str, str]
+    shape: tuple[tuple[int, ...], tuple[int, ...]]
+    values: np.dtype[Any]  # native dtype of a row's flat (real) view
+    kind: Kind  # float (complex too) or int (bool too)
+    size: int  # elements of a row's flat view
+    indices: _Indices  # of worst positions, in the shape worst indices refer to
+    image_max: float | None  # the peak of an image-like row, else None
+    channels: int
+
+    @property
+    def limit(self) -> float:
+        """Outside-tolerance elements a row may have and still be within tolerance."""
+        return self.tolerance.max_mismatch_fraction * self.size
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Metrics:
+    """Per-row metrics of the rows that differ, as Python values."""
+
+    mismatched: list[int]
+    outside: list[int]
+    nan_positions: list[int]
+    nan_mismatch: list[int]
+    inf_mismatch: list[int]
+    max_abs: list[float]
+    sum_abs: list[float] | list[int]  # floats: numpy's float64 sums; integers: exact
+    max_rel: list[float]
+    max_ulp: list[int]
+    worst: list[Worst]
+    psnr: list[float] | None = None  # images only
+    differing_pixels: list[int] | None = None  # images only
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def _image_channels(dtype: np.dtype[Any], shape: tuple[int, ...]) -> int | None:
+    """Channels of an image-like uint8/uint16 row (H x W or H x W x 1..4), else None."""
+    if dtype not in IMAGE_MAX:
+        return None
+    if len(shape) == 2:
+        return 1
+    if len(shape) == 3 and 1 <= shape[2] <= 4:
+        return shape[2]
+    return None
+
+
+def _layout(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> _Layout | None:
+    """What the rows share, or None when they go through compare_arrays one at a time."""
+    if tolerance.match != "elements" or a.dtype != b.dtype or a.shape != b.shape:
+        return None
+    dtype = a.dtype.newbyteorder("=")
+    shape = tuple(int(n) for n in a.shape[1:])
+    complex_pairs = dtype.kind == "c"
+    values = np.dtype(dtype.char.lower()) if complex_pairs else dtype
+    size = math.prod(shape) * (2 if complex_pairs else 1)
+    if size > ROW_LIMIT:
+        return None
+    channels = _image_channels(dtype, shape)
+    return _Layout(
+        tolerance=tolerance,
+        dtype=(str(a[0].dtype), str(b[0].dtype)),  # a 0-d row is a (native) scalar
+        shape=(shape, shape),
+        values=values,
+        kind=value_kind(dtype),
+        size=size,
+        indices=_Indices((*shape, 2) if complex_pairs else shape, size),
+        image_max=None if channels is None else IMAGE_MAX[dtype],
+        channels=channels or 1,
+    )
+
+
+def _flat(layout: _Layout, rows: AnyArray) -> AnyArray:
+    """Rows as a C-contiguous (rows, size) array of native real values."""
+    flat = np.ascontiguousarray(native(rows))
+    return flat.reshape(-1).view(layout.values).reshape(rows.shape[0], layout.size)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _identical(layout: _Layout, nan_positions: int) -> ArrayComparison:
+    """What compare_arrays returns for a bit-identical row with this many NaNs."""
+    some = layout.size - nan_positions > 0
+    image = layout.image_max is not None
+    return ArrayComparison(
+        verdict="identical",
+        rule=layout.tolerance.pattern,
+        dtype=layout.dtype,
+        shape=layout.shape,
+        total=layout.size,
+        bit_identical=True,
+        max_abs=0.0 if some else None,
+        mean_abs=0.0 if some else None,
+        max_rel=0.0 if some else None,
+        max_ulp=0 if some else None,
+        psnr=math.inf if image else None,
+        differing_pixels=0 if image else None,
+    )
+
+
+def _psnr(peak: float, total: int, sum_sq: int) -> float:
+    if sum_sq == 0 or total == 0:
+        return math.inf
+    return 10.0 * math.log10(peak**2 * total / sum_sq)
+
+
+def _some(values: list[Any], comparable: list[int]) -> list[Any]:
+    """The values, None for rows without a comparable element (every one NaN)."""
+    if all(comparable):
+        return values
+    return [value if count > 0 else None for value, count in zip(values, comparable, strict=True)]
+
+
+def _pictures(metrics: _Metrics) -> list[dict[str, Any]]:
+    """The image fields of each row: none (their defaults) but for images."""
+    if metrics.psnr is None or metrics.differing_pixels is None:
+        return [{}] * len(metrics.outside)
+    pictures = zip(metrics.psnr, metrics.differing_pixels, strict=True)
+    return [{"psnr": psnr, "differing_pixels": pixels} for psnr, pixels in pictures]
+
+
+def _results(layout: _Layout, metrics: _Metrics) -> list[ArrayComparison]:
+    """The results of the differing rows. Building them is most of the cost of a differing
+    row (the frozen dataclass's __init__, some 3 us), and every keyword adds to it: fields
+    left at their defaults are not passed (bit_identical=False; psnr and differing_pixels
+    but for images)."""
+    comparable = [layout.size - count for count in metrics.nan_positions]
+    mean_abs = [s / count if count > 0 else None for s, count in zip(
+        metrics.sum_abs, comparable, strict=True)]  # fmt: skip
+    rows = zip(
+        metrics.outside, metrics.mismatched, _some(metrics.max_abs, comparable), mean_abs,
+        _some(metrics.max_rel, comparable), _some(metrics.max_ulp, comparable), metrics.worst,
+        metrics.nan_mismatch, metrics.inf_mismatch, _pictures(metrics), strict=True,
+    )  # fmt: skip
+    limit, rule, dtype, shape = layout.limit, layout.tolerance.pattern, layout.dtype, layout.shape
+    drift: Verdict = "drift"
+    within: Verdict = "within_tolerance"
+    return [
+        ArrayComparison(
+            verdict=within if outside <= limit else drift, rule=rule, dtype=dtype, shape=shape,
+            total=layout.size, mismatched=mismatched, max_abs=max_abs, mean_abs=mean,
+            max_rel=max_rel, max_ulp=max_ulp, worst_indices=worst, nan_mismatch=nan_x,
+            inf_mismatch=inf_x, **picture,
+        )
+        for outside, mismatched, max_abs, mean, max_rel, max_ulp, worst, nan_x, inf_x, picture
+        in rows
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _count(flags: BoolArray) -> list[int]:
+    counts: list[int] = np.count_nonzero(flags, axis=1).tolist()
+    return counts
+
+
+def _worst(key: FloatArray, layout: _Layout) -> list[Worst]:
+    """Per row, the indices of the WORST_COUNT largest keys > 0, largest first and the lower
+    index first among equals (``totals.top_positions``). Overwrites ``key``."""
+    rows, size = key.shape
+    width = min(WORST_COUNT, size)
+    every = np.arange(rows)
+    positions = np.zeros((rows, width), dtype=np.intp)
+    found = np.zeros((rows, width), dtype=np.bool_)
+    for j in range(width):
+        top = key.argmax(axis=1)  # the first of equal maxima
+        positions[:, j] = top
+        found[:, j] = key[every, top] > 0
+        if not found[:, j].any():
+            break
+        key[every, top] = -1.0
+    worst: list[Worst] = list(map(tuple, layout.indices.take(positions, found)))
+    counts = np.count_nonzero(found, axis=1)
+    for row in np.flatnonzero(counts < width).tolist():
+        worst[row] = worst[row][: counts[row]]
+    return worst
+
+
+# --------------------------------------------------------------------------- floats
+
+
+def _places(bits: BitsArray) -> BitsArray:
+    """Signed places of sign-magnitude float bits on the number line (-0.0, +0.0 -> 0), in
+    the bits' own width (``values._position``)."""
+    sign = bits >> (8 * bits.dtype.itemsize - 1)
+    place = bits & bits.dtype.type(np.iinfo(bits.dtype).max)
+    np.bitwise_xor(place, sign, out=place)
+    np.subtract(place, sign, out=place)
+    return place
+
+
+def _float_ulp(a: AnyArray, b: AnyArray) -> UIntArray:
+    """ULP distance in the dtype's own representable values, exact in uint64."""
+    bits = FLOAT_BITS[a.dtype.itemsize]
+    place_a, place_b = _places(a.view(bits)), _places(b.view(bits))
+    if a.dtype.itemsize < 8:  # no overflow in 64 bits
+        distance: Int64Array = np.subtract(place_a, place_b, dtype=np.int64)
+        return np.abs(distance, out=distance).view(np.uint64)
+    high = np.maximum(place_a, place_b).view(np.uint64)
+    np.subtract(high, np.minimum(place_a, place_b).view(np.uint64), out=high)
+    return high  # max - min wraps to the exact distance
+
+
+def _close(
+    diff: FloatArray, magnitude: FloatArray, ulp: UIntArray, tolerance: Tolerance
+) -> BoolArray:
+    """|a - b| <= atol + rtol * |a|, or within the ULP bound when one is given."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if tolerance.rtol:
+            close: BoolArray = diff <= tolerance.atol + tolerance.rtol * magnitude
+        else:
+            close = diff <= tolerance.atol
+    if tolerance.ulp is not None:
+        close |= ulp <= tolerance.ulp
+    return close
+
+
+def _float_sums(diff: FloatArray, differs: BoolArray, counts: IndexArray) -> list[float]:
+    """Per row, the sum of |a - b| in compare_arrays' order: the whole row (dense) or its
+    gathered bit-different elements (sparse), by numpy's pairwise sum."""
+    sums = np.empty(diff.shape[0], dtype=np.float64)
+    dense = counts * DENSE >= diff.shape[1]
+    with np.errstate(over="ignore"):
+        sums[dense] = diff[dense].sum(axis=1)
+        sparse = ~dense
+        for count in np.unique(counts[sparse]).tolist():
+            rows = np.flatnonzero(sparse & (counts == count))
+            sums[rows] = diff[rows][differs[rows]].reshape(rows.size, count).sum(axis=1)
+    listed: list[float] = sums.tolist()
+    return listed
+
+
+def _relative(diff: FloatArray, magnitude: FloatArray) -> FloatArray:
+    """diff / |a|, with x / 0 = inf for x > 0, 0 / 0 = 0 and inf / inf = inf."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rel: FloatArray = diff / magnitude
+    undefined = np.isnan(rel)
+    if undefined.any():
+        rel[undefined] = np.where(diff[undefined] > 0, np.inf, 0.0)
+    return rel
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Specials:
+    """Where NaN and Inf are in rows of floats."""
+
+    involved: BoolArray  # a or b is NaN
+    nan_x: BoolArray  # NaN vs a number
+    inf_x: BoolArray  # Inf vs a different value (not NaN)
+
+
+def _float_facts(
+    a: AnyArray, b: AnyArray
+) -> tuple[BoolArray, FloatArray, FloatArray, UIntArray, _Specials | None]:
+    """unequal, |a - b|, |a| and the ULP distance of rows of floats (as
+    ``values.float_values``: 0 where equal or NaN is involved), and where NaN and Inf are
+    (None when there are none: the common case, with fewer passes)."""
+    wide_a = a.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(np.subtract(wide_a, b, dtype=np.float64))
+    magnitude = np.abs(wide_a, out=wide_a)
+    ulp = _float_ulp(a, b)
+    if np.isfinite(a).all() and np.isfinite(b).all():
+        return a != b, diff, magnitude, ulp, None
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    involved = nan_a | nan_b
+    nan_x = nan_a ^ nan_b
+    unequal = (a != b) & ~(nan_a & nan_b)
+    np.copyto(diff, 0.0, where=~unequal | involved)
+    np.copyto(ulp, 0, where=involved)
+    inf_x = unequal & ~nan_x & (np.isinf(a) | np.isinf(b))
+    return unequal, diff, magnitude, ulp, _Specials(involved=involved, nan_x=nan_x, inf_x=inf_x)
+
+
+def _float_metrics(
+    layout: _Layout, a: AnyArray, b: AnyArray, differs: BoolArray, counts: IndexArray
+) -> _Metrics:
+    """Rows of floats (``values.float_values`` on every element of each row)."""
+    unequal, diff, magnitude, ulp, specials = _float_facts(a, b)
+    outside = ~_close(diff, magnitude, ulp, layout.tolerance)
+    zeros = [0] * a.shape[0]
+    nan_positions, nan_mismatch, inf_mismatch = zeros, zeros, zeros
+    if specials is not None:
+        outside |= specials.nan_x | specials.inf_x
+        nan_positions = _count(specials.involved)
+        nan_mismatch, inf_mismatch = _count(specials.nan_x), _count(specials.inf_x)
+    outside &= unequal
+    max_abs: list[float] = diff.max(axis=1).tolist()
+    sum_abs = _float_sums(diff, differs, counts)
+    max_rel: list[float] = _relative(diff, magnitude).max(axis=1).tolist()
+    if specials is not None:  # NaN vs a number ranks first
+        np.copyto(diff, np.inf, where=specials.nan_x)
+    return _Metrics(
+        mismatched=_count(unequal),
+        outside=_count(outside),
+        nan_positions=nan_positions,
+        nan_mismatch=nan_mismatch,
+        inf_mismatch=inf_mismatch,
+        max_abs=max_abs,
+        sum_abs=sum_abs,
+        max_rel=max_rel,
+        max_ulp=ulp.max(axis=1).tolist(),
+        worst=_worst(diff, layout),
+    )
+
+
+# --------------------------------------------------------------------------- integers
+
+
+def _int_distance(a: AnyArray, b: AnyArray) -> UIntArray:
+    """|a - b| exactly, in the unsigned type of the same width (max - min wraps to it)."""
+    if a.dtype == np.bool_:
+        flips: UIntArray = np.not_equal(a, b).view(np.uint8)
+        return flips
+    unsigned = BITS_VIEW[a.dtype.itemsize]
+    high = np.maximum(a, b).view(unsigned)
+    np.subtract(high, np.minimum(a, b).view(unsigned), out=high)
+    distance: UIntArray = high
+    return distance
+
+
+def _exact_sums(distance: UIntArray) -> list[int]:
+    """Per row, the exact sum of the distances (below 2**64 unless they are 64-bit)."""
+    if distance.dtype.itemsize < 8:
+        small: list[int] = distance.sum(axis=1, dtype=np.uint64).tolist()
+        return small
+    high = (distance >> np.uint64(32)).sum(axis=1, dtype=np.uint64).tolist()
+    low = (distance & np.uint64(0xFFFFFFFF)).sum(axis=1, dtype=np.uint64).tolist()
+    return [(h << 32) + l_ for h, l_ in zip(high, low, strict=True)]
+
+
+def _image_metrics(layout: _Layout, distance: UIntArray, unequal: BoolArray) -> dict[str, Any]:
+    if layout.image_max is None:
+        return {}
+    wide = distance.astype(np.uint64)
+    squares = np.square(wide, out=wide).sum(axis=1, dtype=np.uint64).tolist()
+    pixels: BoolArray = np.logical_or.reduce(
+        unequal.reshape(unequal.shape[0], -1, layout.channels), axis=2
+    )
+    peak = layout.image_max
+    return {
+        "psnr": [_psnr(peak, layout.size, sum_sq) for sum_sq in squares],
+        "differing_pixels": _count(pixels),
+    }
+
+
+def _int_metrics(layout: _Layout, a: AnyArray, b: AnyArray) -> _Metrics:
+    """Rows of integers or bools: exact, atol the only tolerance (as ``integers.py``)."""
+    distance = _int_distance(a, b)
+    unequal = distance != 0
+    wide = distance.astype(np.float64)  # as compare_arrays ranks and bounds them
+    outside: BoolArray = unequal & np.greater(wide, layout.tolerance.atol)
+    with np.errstate(divide="ignore", invalid="ignore"):  # d / 0 = inf; 0 / 0 is ignored
+        rel = np.divide(wide, np.abs(a.astype(np.float64)))
+    mismatched = _count(unequal)
+    zeros = [0] * len(mismatched)
+    return _Metrics(
+        mismatched=mismatched,
+        outside=_count(outside),
+        nan_positions=zeros,
+        nan_mismatch=zeros,
+        inf_mismatch=zeros,
+        max_abs=wide.max(axis=1).tolist(),
+        sum_abs=_exact_sums(distance),
+        max_rel=np.fmax.reduce(rel, axis=1).tolist(),  # a row differs: not all NaN
+        max_ulp=distance.max(axis=1).tolist(),
+        worst=_worst(wide, layout),
+        **_image_metrics(layout, distance, unequal),
+    )
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def _nan_counts(layout: _Layout, flat_a: AnyArray) -> list[int]:
+    if layout.kind != "float":
+        return [0] * flat_a.shape[0]
+    return _count(np.isnan(flat_a))
+
+
+def _compare_chunk(
+    layout: _Layout, a: AnyArray, b: AnyArray, same: dict[int, ArrayComparison]
+) -> list[ArrayComparison]:
+    flat_a, flat_b = _flat(layout, a), _flat(layout, b)
+    bits = BITS_VIEW[layout.values.itemsize]
+    differs = flat_a.view(bits) != flat_b.view(bits)
+    counts = np.count_nonzero(differs, axis=1)
+    results = []
+    for nans in _nan_counts(layout, flat_a):
+        if nans not in same:
+            same[nans] = _identical(layout, nans)
+        results.append(same[nans])
+    rows = np.flatnonzero(counts)
+    if rows.size == 0:
+        return results
+    if layout.kind == "float":
+        metrics = _float_metrics(layout, flat_a[rows], flat_b[rows], differs[rows], counts[rows])
+    else:
+        metrics = _int_metrics(layout, flat_a[rows], flat_b[rows])
+    for row, result in zip(rows.tolist(), _results(layout, metrics), strict=True):
+        results[row] = result
+    return results
+
+
+def compare_batch(a: AnyArray, b: AnyArray, tolerance: Tolerance = _EXACT) -> list[ArrayComparison]:
+    """Compare each row ``b[i]`` with ``a[i]``: ``[compare_arrays(a[i], b[i], tolerance) for
+    i in range(len(a))]``, computed a chunk of rows at a time.
+
+    ``a`` and ``b`` have shape ``(n, *shape)``. Rows that are bit-identical and have the
+    same count of NaNs share one (frozen) result object. Raises OutputError for a dtype
+    that does not compare (as compare_arrays), ValueError when ``a`` and ``b`` are 0-d or
+    hold different counts of rows.
+    """
+    if a.ndim == 0 or b.ndim == 0 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"cannot compare rows of arrays shaped {a.shape} and {b.shape}")
+    count = int(a.shape[0])
+    if count == 0:
+        return []
+    value_kind(a.dtype)
+    value_kind(b.dtype)
+    layout = _layout(a, b, tolerance)
+    if layout is None:
+        return [compare_arrays(a[i], b[i], tolerance) for i in range(count)]
+    step = max(1, CHUNK_ELEMENTS // max(1, layout.size))
+    same: dict[int, ArrayComparison] = {}
+    results: list[ArrayComparison] = []
+    for start in range(0, count, step):
+        rows = slice(start, start + step)
+        results.extend(_compare_chunk(layout, a[rows], b[rows], same))
+    return results
