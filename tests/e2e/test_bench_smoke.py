@@ -15,3 +15,12 @@ def test_scale_bench_prints_its_figures() -> None:
     assert "300 outputs x 3 environments" in proc.stdout
     line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("current"))
     assert "us/comparison" in line and "exit 1" in line  # 10% of one environment drifts
+
+
+def test_batch_bench_prints_its_ratios() -> None:
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "compare_batch.py"),
+                           "--rows", "200", "--repeat", "1"], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.rstrip().endswith(("yes", "no"))]
+    assert len(rows) == 4 and all(line.rstrip().endswith("yes") for line in rows), proc.stdout
