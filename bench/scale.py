@@ -131,7 +131,7 @@ def browser_seconds(page: Path) -> float | None:
         return None
     with tempfile.TemporaryDirectory() as profile:
         command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                   f"--user-data-dir={profile}", "--dump-dom", page.as_uri()]  # fmt: skip
+                   f"--user-data-dir={profile}", "--dump-dom", page.resolve().as_uri()]  # fmt: skip
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         seconds = time.perf_counter() - started
@@ -177,18 +177,23 @@ def main() -> None:
             paths[args.against] = checkout(args.against, folder / "against")
         print(f"reprocheck compare: {n:,} outputs x {len(ENVS)} environments, {pairs} pairs")
         results = {}
+        pages: dict[str, str] = {}
         for label, code in paths.items():
             _drop_stores(project)
             # The first compare of a run without output stores builds them (the runner
             # writes them right after each container); the second reads them.
             results[label + " (first)"] = measure(project, code, ["compare", "--run", run_id])
             results[label] = measure(project, code, ["compare", "--run", run_id])
+            page = project / "reports" / run_id / "report.html"
+            opened = browser_seconds(page)
+            shown = "-" if opened is None else f"{opened:.2f} s"
+            pages[label] = f"{label}: {page.stat().st_size / 1e6:.1f} MB, opens in {shown}"
         for label, figures in results.items():
             show(label, figures, n, pairs)
-        page = max((project / "reports").glob("*/report.html"), key=lambda p: p.stat().st_mtime)
-        opened = browser_seconds(page)
-        shown = "-" if opened is None else f"{opened:.2f} s"
-        print(f"  report.html opens in headless Chromium in {shown} (browser start included)")
+        print(
+            "  report.html in headless Chromium (browser start included): "
+            + "; ".join(pages.values())
+        )
         if args.against:
             now, then = results["current (first)"], results[args.against + " (first)"]
             print("  speed-up and savings against", args.against + ":",

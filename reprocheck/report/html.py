@@ -55,7 +55,10 @@ from reprocheck.report.pictures import (
 )
 
 MAX_IMAGE_OUTPUTS = 40  # drifting outputs that get pictures; the rest get metrics only
-MAX_DECISION_LINES = 50  # decision lines shown (changed decisions first)
+MAX_DECISION_LINES = 50
+# Drifting outputs with a detail section (metrics per pair, ULP histogram), worst first; the
+# overview and the groups list the rest, comparisons.parquet has every one.
+MAX_DETAIL_OUTPUTS = 100  # decision lines shown (changed decisions first)
 MAX_IMAGE_BYTES = 12 * 2**20  # stop adding pictures past this much PNG data
 DISPLAY_SIDE = 240  # small pictures are enlarged (pixelated) to about this many CSS px
 DETAIL_METRICS: tuple[str, ...] = (
@@ -397,6 +400,8 @@ def _drifting(report: Report) -> dict[str, str]:
     """Drifting outputs, worst first, with their anchors."""
     found: dict[str, str] = {}
     for item in worst(report):
+        if len(found) == MAX_DETAIL_OUTPUTS:
+            break
         found.setdefault(str(item["output"]), f"d{len(found)}")
     return found
 
@@ -415,9 +420,12 @@ def _details(report: Report, details: Mapping[str, str], arrays: _Arrays) -> str
         if capped
         else ""
     )
+    failing = sum(total_counts(report).get(v, 0) for v in FAILING)
+    shown = (f"The worst {len(details)} of {failing} failing comparisons. "
+             if failing > len(details) else "")  # fmt: skip
     return (
         f'<h2 id="details">Drifting outputs ({len(details)})</h2>'
-        f'<p class="muted">Worst first. {_e(note)}</p>{"".join(sections)}'
+        f'<p class="muted">Worst first. {_e(shown)}{_e(note)}</p>{"".join(sections)}'
     )
 
 
