@@ -198,12 +198,13 @@ def run(
     plan = make_plan(config, envs)
     golden = load_baseline(config, baseline) if baseline else None
     engine = get_engine(config.run.engine)
-    run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
+    run_id = new_run_id()  # unique even when --out reuses a folder name every night
+    run_dir = (out_dir or config.reports_dir / run_id).resolve()
     cache = RunCache.open(config, read=not no_cache, reports=[json_path, *reports.values()])
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
-        runner = Runner(engine, plan, progress, run_id=run_dir.name, cache=cache)
+        runner = Runner(engine, plan, progress, run_id=run_id, cache=cache)
         result = runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1)
-    save_run(result)
+    save_run(result, latest=run_dir.parent == config.reports_dir.resolve())
     if result.interrupted:
         _exit_interrupted(result)
     with _stored_run_guard(result.run_dir):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from types import TracebackType
 
 from rich.console import Console
@@ -60,6 +62,7 @@ VERDICT_STYLE = {
 }
 STATUS_STYLE = {"ok": "green", "partial": "yellow"}
 WORST_SHOWN = 10
+HEARTBEAT = 30.0  # seconds without a printed line before one says the run is still going
 
 
 _STEP = re.compile(r"^Step (\d+)/(\d+)")
@@ -87,10 +90,19 @@ class ProgressPrinter:
     """Renders library progress events as rich progress bars (one per environment run set,
     image build and bootstrap) and a permanent line for every finished step."""
 
-    def __init__(self, console: Console, *, quiet: bool, verbose: bool) -> None:
+    def __init__(
+        self, console: Console, *, quiet: bool, verbose: bool, heartbeat: float = HEARTBEAT
+    ) -> None:
         self._console = console
         self._quiet = quiet
         self._verbose = verbose
+        # Without a terminal (CI logs) the bars show nothing: a line at least every
+        # ``heartbeat`` seconds says what is still going on.
+        self._heartbeat = heartbeat if not console.is_terminal and not quiet else None
+        self._last = (time.monotonic(), "starting")
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._beating: threading.Thread | None = None
         self._bars = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
             MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
@@ -100,7 +112,20 @@ class ProgressPrinter:
     def __enter__(self) -> ProgressPrinter:
         if not self._quiet:
             self._bars.start()
+        if self._heartbeat is not None:
+            self._beating = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+            self._beating.start()
         return self
+
+    def _beat(self) -> None:
+        assert self._heartbeat is not None
+        while not self._stop.wait(self._heartbeat / 4):
+            last, what = self._last
+            if time.monotonic() - last >= self._heartbeat:
+                elapsed = time.monotonic() - self._started
+                self._console.print(f"still working ({elapsed:.0f} s): {escape(what)}",
+                                    soft_wrap=True, highlight=False)  # fmt: skip
+                self._last = (time.monotonic(), what)
 
     def __exit__(
         self,
@@ -108,6 +133,9 @@ class ProgressPrinter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._stop.set()
+        if self._beating is not None:
+            self._beating.join()
         self._bars.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -122,9 +150,13 @@ class ProgressPrinter:
         if done is not None:
             update |= {"completed": done, "total": total}
         self._bars.update(self._tasks[key], **update)  # type: ignore[arg-type]
+        what = f"{event.stage} {event.subject}: {event.message[:120]}"
         if event.finished or event.stage == "pull" or self._verbose:
             text = f"[bold]{event.stage}[/] {escape(event.subject)}: {escape(event.message)}"
             self._bars.console.print(text, soft_wrap=True, highlight=False)
+            self._last = (time.monotonic(), what)
+        else:
+            self._last = (self._last[0], what)
 
 
 def _env_table(report: Report) -> Table:

@@ -69,8 +69,9 @@ def _env_json(env: EnvironmentResult, run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def save_run(result: RunResult) -> Path:
-    """Write the manifest and point ``latest`` at the run."""
+def save_run(result: RunResult, *, latest: bool = True) -> Path:
+    """Write the manifest and, with ``latest``, point ``latest`` beside the run at it (only
+    for runs in the reports folder: ``run --out DIR`` writes nothing outside DIR)."""
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "run_id": result.run_id,
@@ -81,7 +82,8 @@ def save_run(result: RunResult) -> Path:
     }
     path = result.run_dir / MANIFEST
     write_atomic(path, json.dumps(manifest, indent=1))
-    point_latest(result.run_dir)
+    if latest:
+        point_latest(result.run_dir)
     return path
 
 

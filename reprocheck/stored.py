@@ -8,6 +8,7 @@ environments renamed ``NAME/<environment>``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import shutil
 import stat
@@ -19,6 +20,7 @@ from reprocheck.errors import ConfigError, RunNotFoundError
 from reprocheck.run_model import EnvironmentResult, RunResult, new_run_id
 from reprocheck.store import MANIFEST, load_run, save_run
 
+logger = logging.getLogger(__name__)
 _BASELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -95,7 +97,8 @@ def merge_runs(config: RunConfig, run_dirs: list[Path], out_dir: Path | None) ->
                     f"and {run.run_dir}", fix="merge runs of different environments"
                 )  # fmt: skip
             by_name[env.name] = (run, env)
-    target = (out_dir or config.reports_dir / new_run_id()).resolve()
+    run_id = new_run_id()  # unique, so each merge is its own row in the history
+    target = (out_dir or config.reports_dir / run_id).resolve()
     ordered = [n for n in (e.name for e in config.environments) if n in by_name]
     ordered += sorted(set(by_name) - set(ordered))
     merged = tuple(_copy_env(by_name[name][1], target) for name in ordered)
@@ -105,14 +108,14 @@ def merge_runs(config: RunConfig, run_dirs: list[Path], out_dir: Path | None) ->
         for extra in run.repeats
     )
     result = RunResult(
-        run_id=target.name,
+        run_id=run_id,
         run_dir=target,
         config_source=config.source,
         started=min(run.started for run in runs),
         environments=merged,
         repeats=repeats,
     )
-    save_run(result)
+    save_run(result, latest=target.parent == config.reports_dir.resolve())
     return result
 
 
@@ -127,7 +130,18 @@ def _copy_env(env: EnvironmentResult, target: Path, sub: Path = Path()) -> Envir
 
 
 def require_runs(paths: list[Path]) -> list[Path]:
+    """The run folders among ``paths`` (a shell glob like ``split/*`` also matches the
+    ``latest`` link and stray files): links and anything without a manifest are skipped
+    with a warning; the same run given twice counts once."""
+    found: list[Path] = []
     for path in paths:
-        if not (path / MANIFEST).is_file():
-            raise RunNotFoundError(f"{path} is not a reprocheck run folder (no {MANIFEST})")
-    return [p.resolve() for p in paths]
+        if path.is_symlink() or not (path / MANIFEST).is_file():
+            logger.warning("merge: skipping %s (%s)", path,
+                           "a link" if path.is_symlink() else "not a run folder")  # fmt: skip
+            continue
+        if path.resolve() not in found:
+            found.append(path.resolve())
+    if not found:
+        shown = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+        raise RunNotFoundError(f"no reprocheck run folder (with {MANIFEST}) among {shown}")
+    return found

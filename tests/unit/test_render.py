@@ -92,3 +92,22 @@ def test_summary_prints_from_a_schema_1_report() -> None:
     print_summary(console, report, quiet=False)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "run r1: 1 drift" in text and "worst drifting outputs (1 in all)" in text
+
+
+def test_without_a_terminal_a_heartbeat_line_comes_while_nothing_else_does() -> None:
+    """A CI log shows no progress bars: a long image build must still print something."""
+    import time
+
+    from reprocheck.progress import ProgressEvent
+    from reprocheck.render import ProgressPrinter
+
+    console = Console(file=io.StringIO(), width=200)  # a file: not a terminal
+    with ProgressPrinter(console, quiet=False, verbose=False, heartbeat=0.2) as progress:
+        progress(ProgressEvent(stage="build", subject="trixie", message="Step 3/9 : RUN apt"))
+        time.sleep(0.7)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "still working" in text and "build trixie: Step 3/9 : RUN apt" in text
+    quiet = Console(file=io.StringIO())
+    with ProgressPrinter(quiet, quiet=True, verbose=False, heartbeat=0.2):
+        time.sleep(0.3)
+    assert quiet.file.getvalue().strip() == ""  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import shutil
 import threading
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -151,7 +152,11 @@ def test_merge_disjoint_runs_in_config_order(config: RunConfig, tmp_path: Path) 
     save_run(early)
     merged = merge_runs(config, [late.run_dir, early.run_dir], tmp_path / "merged")
     assert [e.name for e in merged.environments] == ["bullseye", "bookworm", "trixie"]
-    assert merged.run_id == "merged"
+    assert merged.run_id != "merged"  # a unique id: each night's merge is its own history row
+    assert merge_runs(config, [late.run_dir, early.run_dir], tmp_path / "again").run_id not in (
+        merged.run_id,
+        "again",
+    )
     assert merged.started == "2024-04-30T08:00:00+00:00"
     stored = load_run(tmp_path / "merged")
     assert [e.name for e in stored.environments] == ["bullseye", "bookworm", "trixie"]
@@ -180,8 +185,21 @@ def test_require_runs(config: RunConfig, tmp_path: Path) -> None:
     run = _saved_run(config, "job-1", "bullseye")
     assert require_runs([run.run_dir]) == [run.run_dir.resolve()]
     assert (run.run_dir / MANIFEST).is_file()
-    with pytest.raises(RunNotFoundError, match="not a reprocheck run folder"):
-        require_runs([run.run_dir, tmp_path])
+    # A glob like split/* also matches the latest link and stray files: they are skipped.
+    (tmp_path / "latest").symlink_to(run.run_dir)
+    (tmp_path / "notes.txt").write_text("x")
+    found = require_runs([run.run_dir, tmp_path / "latest", tmp_path / "notes.txt", tmp_path])
+    assert found == [run.run_dir.resolve()]
+    with pytest.raises(RunNotFoundError, match="no reprocheck run folder"):
+        require_runs([tmp_path / "latest", tmp_path / "notes.txt"])
+
+
+def test_runs_outside_the_reports_folder_leave_latest_alone(config: RunConfig, tmp_path):
+    """run --out split/X writes only split/X: no split/latest that a merge would trip on."""
+    run = _saved_run(config, "job-1", "bullseye")
+    shutil.copytree(run.run_dir, tmp_path / "split" / "bullseye")
+    save_run(load_run(tmp_path / "split" / "bullseye"), latest=False)
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["bullseye"]
 
 
 # --------------------------------------------------------------------------- latest
