@@ -258,6 +258,8 @@ def _batchable(
     layout = pair.base.store.layout(output)
     if layout is None or layout != pair.cand.store.layout(output) or not _numeric(layout[0]):
         return None
+    if not layout[1] and not np.dtype(layout[0]).isnative:
+        return None  # compare_batch reports a 0-d row's dtype as numpy scalars have it: native
     return layout if math.prod(layout[1]) <= BATCH_ELEMENTS else None
 
 
