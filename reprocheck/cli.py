@@ -46,6 +46,8 @@ from reprocheck.run_model import RunResult, new_run_id
 from reprocheck.runner import Runner, raise_interrupt
 from reprocheck.store import find_run, load_run, save_run, write_bytes_atomic
 from reprocheck.stored import (
+    baselines_dir,
+    list_baselines,
     load_baseline,
     merge_runs,
     reference_pairs,
@@ -418,12 +420,29 @@ def baseline() -> None:
 @click.argument("name")
 @config_option
 @click.option("--run", "run_ref", default=None, help="Run id or folder (default: latest).")
+@click.option("--force", is_flag=True, help="Replace an existing baseline of that name.")
 @handled
-def baseline_save(name: str, config_path: Path | None, run_ref: str | None) -> None:
+def baseline_save(name: str, config_path: Path | None, run_ref: str | None, force: bool) -> None:
     """Store a run (the latest by default) as baseline NAME."""
     config = load_config(config_path)
     source = find_run(config.reports_dir, run_ref)
-    out.print(f"baseline {name}: {save_baseline(config, source, name)} (from {source.name})")
+    saved = save_baseline(config, source, name, replace=force)
+    out.print(f"baseline {name}: {saved} (from {source.name})")
+
+
+@baseline.command("list")
+@config_option
+@handled
+def baseline_list(config_path: Path | None) -> None:
+    """The stored baselines: name, run, when it started, environments."""
+    config = load_config(config_path)
+    entries = list_baselines(config)
+    if not entries:
+        out.print(f"no baselines in {baselines_dir(config)}")
+    for entry in entries:
+        envs = escape(", ".join(entry.environments))
+        out.print(f"{escape(entry.name)}  run {escape(entry.run_id)}  started {entry.started}  "
+                  f"environments {envs}", highlight=False)  # fmt: skip
 
 
 @main.command()

@@ -13,10 +13,11 @@ import re
 import shutil
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from reprocheck.config import RunConfig
-from reprocheck.errors import ConfigError, RunNotFoundError
+from reprocheck.errors import ConfigError, ReprocheckError, RunNotFoundError
 from reprocheck.run_model import EnvironmentResult, RunResult, new_run_id
 from reprocheck.store import MANIFEST, load_run, save_run
 
@@ -28,11 +29,17 @@ def baselines_dir(config: RunConfig) -> Path:
     return (config.root / config.baselines).resolve()
 
 
-def save_baseline(config: RunConfig, run_dir: Path, name: str) -> Path:
-    """Copy a stored run to ``baselines/NAME`` (replacing an older baseline of that name)."""
+def save_baseline(config: RunConfig, run_dir: Path, name: str, *, replace: bool = False) -> Path:
+    """Copy a stored run to ``baselines/NAME``; an existing baseline of that name is
+    replaced only with ``replace`` (``baseline save --force``)."""
     if not _BASELINE_NAME.fullmatch(name):  # match() lets "name\n" through ($)
         raise ConfigError(f"baseline name {name!r} is not valid", fix="use letters, digits, . _ -")
     target = baselines_dir(config) / name
+    if (target.exists() or target.is_symlink()) and not replace:
+        raise ConfigError(
+            f"baseline {name!r} already exists ({target})",
+            fix=f"pick another name, or replace it: baseline save {name} --force",
+        )
     staging = target.with_name(f".{name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     # symlinks=True: a link the pipeline planted is copied as a link, never followed.
@@ -55,6 +62,34 @@ def _ignoring(patterns: list[str]) -> Callable[[str, list[str]], set[str]]:
         return set(by_pattern(folder, names)) | special
 
     return ignore
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineInfo:
+    name: str
+    run_id: str
+    started: str
+    environments: tuple[str, ...]
+
+
+def list_baselines(config: RunConfig) -> list[BaselineInfo]:
+    """Every stored baseline, by name; a folder that is not a readable run is listed as
+    damaged rather than skipped."""
+    found = []
+    folder = baselines_dir(config)
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.name.startswith(".") or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            run = load_run(path)
+        except ReprocheckError as exc:
+            found.append(BaselineInfo(name=path.name, run_id="(damaged)", started="-",
+                                      environments=(str(exc)[:80],)))  # fmt: skip
+            continue
+        envs = tuple(e.name for e in run.environments)
+        found.append(BaselineInfo(name=path.name, run_id=run.run_id, started=run.started,
+                                  environments=envs))  # fmt: skip
+    return found
 
 
 def load_baseline(config: RunConfig, name: str) -> RunResult:

@@ -20,6 +20,7 @@ from reprocheck.run_model import EnvironmentResult, RunResult
 from reprocheck.store import LATEST, MANIFEST, load_run, point_latest, save_run
 from reprocheck.stored import (
     baselines_dir,
+    list_baselines,
     load_baseline,
     merge_runs,
     reference_pairs,
@@ -90,9 +91,17 @@ def test_baseline_round_trip(config: RunConfig) -> None:
     assert all(e.outputs_dir.is_relative_to(folder) for e in stored.environments)
 
 
-def test_saving_a_baseline_again_replaces_it(config: RunConfig) -> None:
+def test_saving_a_baseline_again_needs_force_and_then_replaces_it(config: RunConfig) -> None:
     save_baseline(config, _saved_run(config, "run-1", "bullseye", "bookworm").run_dir, "nightly")
-    save_baseline(config, _saved_run(config, "run-2", "trixie").run_dir, "nightly")
+    second = _saved_run(config, "run-2", "trixie").run_dir
+    with pytest.raises(ConfigError, match="already exists"):
+        save_baseline(config, second, "nightly")
+    assert load_baseline(config, "nightly").run_id == "run-1"  # untouched
+    save_baseline(config, second, "nightly", replace=True)
+    listed = list_baselines(config)
+    assert [(b.name, b.run_id, b.environments) for b in listed] == [
+        ("nightly", "run-2", ("trixie",))
+    ]
     stored = load_baseline(config, "nightly")
     assert stored.run_id == "run-2"
     assert [e.name for e in stored.environments] == ["trixie"]
