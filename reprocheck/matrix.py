@@ -163,6 +163,7 @@ class _Rules:
     tolerance: list[Tolerance]
     decision: list[DecisionRule | None]
     bulk: npt.NDArray[np.bool_]
+    new_passes: bool = True  # an output only the candidate made is "new", else "missing"
 
 
 def _rules(config: RunConfig, outputs: list[str]) -> _Rules:
@@ -174,7 +175,8 @@ def _rules(config: RunConfig, outputs: list[str]) -> _Rules:
         decision = [decisions.for_output(o) for o in outputs]
     bulk = np.fromiter(((t.match == "elements" and d is None) for t, d in zip(tolerance, decision,
                        strict=True)), dtype=bool, count=len(outputs))  # fmt: skip
-    return _Rules(tolerance=tolerance, decision=decision, bulk=bulk)
+    return _Rules(tolerance=tolerance, decision=decision, bulk=bulk,
+                  new_passes=config.compare.new_outputs == "pass")  # fmt: skip
 
 
 def build_matrix(
@@ -234,7 +236,7 @@ def _compare_pair_outputs(
         layout = _batchable(pair, outputs[i], rules, i)
         if layout is None:
             found[i] = _compare_one(outputs[i], pair.base, pair.cand, rules.tolerance[i],
-                                    rules.decision[i])  # fmt: skip
+                                    rules.decision[i], new_passes=rules.new_passes)  # fmt: skip
         else:
             batches.setdefault((*layout, rules.tolerance[i]), []).append(i)
     for (dtype, shape, tolerance), members in batches.items():
@@ -418,8 +420,9 @@ def _mark_noise(item: OutputComparison, noisy: Mapping[tuple[str, str], Noise]) 
 
 
 def _compare_one(
-    output: str, base: _Side, cand: _Side, tolerance: Tolerance, decision: DecisionRule | None
-) -> OutputComparison:
+    output: str, base: _Side, cand: _Side, tolerance: Tolerance, decision: DecisionRule | None,
+    *, new_passes: bool = False,
+) -> OutputComparison:  # fmt: skip
     pair = functools.partial(
         OutputComparison, output=output, baseline=base.env.name, candidate=cand.env.name
     )
@@ -439,6 +442,8 @@ def _compare_one(
         if failure:
             return pair(verdict="error", note=failure)
         absent = base.env.name if a is None else cand.env.name
+        if a is None and new_passes:
+            return pair(verdict="new", note=f"not produced in {absent}; new in {cand.env.name}")
         return pair(verdict="missing", note=f"not produced in {absent}")
     try:
         metrics = compare_arrays(a, b, tolerance, decision)

@@ -59,6 +59,7 @@ VERDICT_STYLE = {
     "missing": "yellow",
     "error": "red",
     "nondeterministic": "blue",
+    "new": "cyan",
 }
 STATUS_STYLE = {"ok": "green", "partial": "yellow"}
 WORST_SHOWN = 10

@@ -15,6 +15,7 @@ Verdict = Literal[
     "missing",
     "error",
     "nondeterministic",
+    "new",  # made by the candidate only (see [compare] new_outputs)
 ]
 
 

@@ -26,6 +26,7 @@ VERDICTS: tuple[str, ...] = (
     "missing",
     "error",
     "nondeterministic",
+    "new",
     "within_tolerance",
     "identical",
 )

@@ -506,9 +506,10 @@ def test_pairs_report_only_what_one_side_made(docker_engine, debian_bases, tmp_p
              for c in report(root)["comparisons"]}  # fmt: skip
     assert pairs == {
         ("one.bin/x", "a", "b"): "identical", ("one.bin/x", "a", "c"): "identical",
-        ("one.bin/x", "b", "c"): "identical", ("one.bin/only_here", "a", "c"): "missing",
-        ("one.bin/only_here", "b", "c"): "missing",
+        ("one.bin/x", "b", "c"): "identical", ("one.bin/only_here", "a", "c"): "new",
+        ("one.bin/only_here", "b", "c"): "new",
     }  # fmt: skip
+    assert proc.returncode == 0, proc.stdout  # a new output passes ([compare] new_outputs)
     run_id = (root / "reports" / "latest").resolve().name
     same = reprocheck(root, "diff", run_id, run_id)
     assert same.returncode == 0, same.stdout + same.stderr

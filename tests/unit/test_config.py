@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from reprocheck.config import DecisionConfig, OutputsConfig, find_config, load_config, size_bytes
+from reprocheck.config import (
+    DecisionConfig,
+    MetricConfig,
+    OutputsConfig,
+    find_config,
+    load_config,
+    size_bytes,
+)
 from reprocheck.errors import EXIT_ERROR, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -258,27 +265,37 @@ HEAD = '[pipeline]\ncallable = "p.py:run"\n' + ENVS
         ('[run]\nmemory = "6291455"', "run.memory", "less than Docker's minimum of 6m"),
         ('[run]\nshm_size = "0"', "run.shm_size", "0 bytes"),
         ('[run]\nshm_size = "0k"', "run.shm_size", "0 bytes"),
-        ('[run]\nnetwork = "off"', "run.network", "'none', 'bridge' or 'host', got 'off'"),
+        ('[run]\nnetwork = "off"', "run.network", '"off" is not a network mode; use one of'),
         ("[outputs]\nmax_file_bytes = 0", "outputs.max_file_bytes", "greater than 0"),
         ("[outputs]\nmax_array_bytes = -1", "outputs.max_array_bytes", "greater than 0"),
         ("[tolerance]\ndefault = { atol = -1e-9 }", "tolerance.default.atol", ">= 0"),
         ("[tolerance]\ndefault = { atol = nan }", "tolerance.default.atol", ">= 0"),
-        ('[tolerance]\n"*/x" = { rtol = -1 }', "tolerance.*/x.rtol", ">= 0"),
+        ('[tolerance]\n"*/x" = { rtol = -1 }', 'tolerance."*/x".rtol', ">= 0"),
         ("[tolerance]\ndefault = { ulp = -1 }", "tolerance.default.ulp", ">= 0"),
         (
             "[tolerance]\ndefault = { max_mismatch_fraction = 1.5 }",
             "tolerance.default.max_mismatch_fraction",
             "less than or equal to 1",
         ),
-        ('[tolerance]\ndefault = { match = "row" }', "tolerance.default.match", "'rows', got"),
-        ('[decisions]\n"*/b" = { kind = "boxes", iou = 0 }', "decisions.*/b.iou", "than 0"),
-        ('[decisions]\n"*/b" = { kind = "boxes", iou = 1.5 }', "decisions.*/b.iou", "than or"),
-        ('[decisions]\n"*/p" = "argmx"', "decisions.*/p.kind", "'labels' or 'boxes', got"),
-        ('[decisions]\n"*/p" = { kind = "top1" }', "decisions.*/p.kind", "'argmax', 'labels'"),
-        ('[decisions]\n"*/p" = 3', "decisions.*/p", "use a kind ('argmax', 'labels' or 'boxes')"),
-        ('[decisions]\n"*/p" = { kind = "argmax", iou = 0.3 }', "decisions.*/p", "'boxes' only"),
-        ('[compare]\nmode = "pairs"', "compare.mode", "'baseline' or 'all-pairs', got 'pairs'"),
-        ('[images]\nbootstrap = "always"', "images.bootstrap", "'auto' or 'never'"),
+        ('[tolerance]\ndefault = { match = "row" }', "tolerance.default.match", "elements, rows"),
+        ('[decisions]\n"*/b" = { kind = "boxes", iou = 0 }', 'decisions."*/b".iou', "than 0"),
+        ('[decisions]\n"*/b" = { kind = "boxes", iou = 1.5 }', 'decisions."*/b".iou', "than or"),
+        ('[decisions]\n"*/p" = "argmx"', 'decisions."*/p"', "argmax, labels, boxes"),
+        ('[decisions]\n"*/p" = { kind = "top1" }', 'decisions."*/p".kind', "argmax, labels"),
+        ('[decisions]\n"*/p" = 3', 'decisions."*/p"', "3 is not a decision kind; use one of"),
+        ('[decisions]\n"*/p" = { kind = "argmax", iou = 0.3 }', 'decisions."*/p"', "'boxes' only"),
+        ('[compare]\nmode = "pairs"', "compare.mode", "use one of baseline, all-pairs"),
+        ('[images]\nbootstrap = "always"', "images.bootstrap", "use one of auto, never"),
+        ('[metrics]\n"*/acc" = { atol = -0.1 }', 'metrics."*/acc".atol', ">= 0"),
+        ('[metrics]\n"*/acc" = { rtol = nan }', 'metrics."*/acc".rtol', ">= 0"),
+        ('[metrics]\n"*/acc" = { scale = 0 }', 'metrics."*/acc".scale', "greater than 0, got 0"),
+        ('[metrics]\n"*/acc" = { scale = inf }', 'metrics."*/acc".scale', "finite number"),
+        (
+            '[metrics]\n"*/acc" = { unit = "percent!!!!!!!!!!" }',
+            'metrics."*/acc".unit',
+            "at most 16",
+        ),
+        ('[metrics]\n"*/acc" = { unit = "p\\u0000p" }', 'metrics."*/acc".unit', "printable"),
     ],
 )
 def test_out_of_range_value(make_project, snippet, dotted, says) -> None:
@@ -329,7 +346,136 @@ def test_size_bytes() -> None:
 
 def test_control_characters_stay_on_one_line(make_project) -> None:
     error = _error(make_project('"a\\nb" = 1\n' + HEAD))
-    assert "unknown key 'a\\nb'" in str(error)
+    assert """unknown key '"a\\nb"'""" in str(error)
+
+
+# --- closed sets: a wrong value is named with the valid ones, on one line --------------------
+
+
+@pytest.mark.parametrize(
+    ("snippet", "dotted", "says"),
+    [
+        (
+            '[compare]\nmode = "pairs"',
+            "compare.mode",
+            '"pairs" is not a compare mode; use one of baseline, all-pairs',
+        ),
+        (
+            "[compare]\nmode = 3",
+            "compare.mode",
+            "3 is not a compare mode; use one of baseline, all-pairs",
+        ),
+        (
+            '[compare]\nnew_outputs = "warn"',
+            "compare.new_outputs",
+            '"warn" is not a setting for new outputs; use one of pass, fail',
+        ),
+        (
+            '[run]\nnetwork = "off"',
+            "run.network",
+            '"off" is not a network mode; use one of none, bridge, host',
+        ),
+        (
+            '[decisions]\n"*/probs" = "softmax"',
+            'decisions."*/probs"',
+            '"softmax" is not a decision kind; use one of argmax, labels, boxes',
+        ),
+        (
+            '[decisions."*/probs"]\nkind = "softmax"',
+            'decisions."*/probs".kind',
+            '"softmax" is not a decision kind; use one of argmax, labels, boxes',
+        ),
+        (
+            '[decisions]\n"*/probs" = ["argmax"]',
+            'decisions."*/probs"',
+            "an array is not a decision kind; use one of argmax, labels, boxes, or a table like "
+            '{ kind = "boxes", iou = 0.5 }',
+        ),
+        (
+            '[tolerance]\n"*/keypoints/*" = { match = "row", atol = 0.5 }',
+            'tolerance."*/keypoints/*".match',
+            '"row" is not a match mode; use one of elements, rows',
+        ),
+        (
+            "[images]\nbootstrap = true",
+            "images.bootstrap",
+            "true is not a bootstrap setting; use one of auto, never",
+        ),
+    ],
+)
+def test_closed_set_errors_name_the_valid_values(make_project, snippet, dotted, says) -> None:
+    source = make_project(HEAD + snippet + "\n")
+    assert str(_error(source)) == f"{source.resolve()}: field '{dotted}': {says}"
+
+
+def test_a_long_wrong_value_is_cut_short(make_project) -> None:
+    source = make_project(HEAD + f'[compare]\nmode = "{"x" * 200}"\n')
+    message = str(_error(source))
+    assert f'"{"x" * 37}..." is not a compare mode' in message
+    assert "x" * 41 not in message
+
+
+@pytest.mark.parametrize(
+    ("snippet", "dotted", "says"),
+    [
+        ('[tolerance]\n"*/x" = "rows"', 'tolerance."*/x"', "keys atol, rtol, ulp,"),
+        ('compare = "all-pairs"\n', "compare", "use a table with the keys mode, new_outputs"),
+        ("tolerance = 3\n", "tolerance", "3 is not a table"),
+    ],
+)
+def test_a_value_that_should_be_a_table(make_project, snippet, dotted, says) -> None:
+    text = snippet + HEAD if snippet.endswith("\n") else HEAD + snippet + "\n"
+    message = str(_error(make_project(text)))
+    assert f"field '{dotted}': " in message
+    assert "is not a table" in message
+    assert says in message
+
+
+def test_unknown_key_suggests_the_close_one(make_project) -> None:
+    error = _error(make_project(HEAD + "[run]\ntimout = 3\n"))
+    assert error.fix == "did you mean 'timeout'? docs/config.md lists every key"
+    error = _error(make_project(HEAD + '[tolerance]\n"*/x" = { atl = 1 }\n'))
+    assert """unknown key 'tolerance."*/x".atl' (did you mean 'atol'?""" in str(error)
+
+
+def test_unknown_key_lists_the_keys_of_its_table(make_project) -> None:
+    error = _error(make_project(HEAD + "[compare]\nzzz = 1\n"))
+    assert error.fix == "valid keys here: mode, new_outputs; docs/config.md describes them"
+
+
+@pytest.mark.parametrize("key", ["root", "source"])
+def test_fields_load_config_sets_are_not_keys(make_project, key) -> None:
+    error = _error(make_project(f'{key} = "/elsewhere"\n' + HEAD))
+    assert f"unknown key '{key}'" in str(error)
+
+
+# --- [compare] new_outputs and [metrics] --------------------------------------------------------
+
+
+def test_new_keys_default_to_passing_and_none(make_project) -> None:
+    config = load_config(make_project(HEAD))
+    assert config.compare.new_outputs == "pass"
+    assert config.metrics == {}
+
+
+def test_new_outputs_and_metrics_load(make_project) -> None:
+    snippet = (
+        '[compare]\nnew_outputs = "fail"\n'
+        '[metrics]\n"*/accuracy" = { atol = 0.005, unit = "pp", scale = 100 }\n'
+        '[metrics."*/mean_loss"]\nrtol = 0.01\n'
+    )
+    config = load_config(make_project(HEAD + snippet))
+    assert config.compare.new_outputs == "fail"
+    assert config.metrics == {
+        "*/accuracy": MetricConfig(atol=0.005, unit="pp", scale=100.0),
+        "*/mean_loss": MetricConfig(rtol=0.01),
+    }
+    assert config.metrics["*/mean_loss"] == MetricConfig(atol=0.0, rtol=0.01, unit="", scale=1.0)
+
+
+def test_metric_keys_are_checked(make_project) -> None:
+    error = _error(make_project(HEAD + '[metrics]\n"*/acc" = { tolerance = 1 }\n'))
+    assert """unknown key 'metrics."*/acc".tolerance'""" in str(error)
 
 
 # --- images: a folder with a Dockerfile, or a valid image reference ---------------------------

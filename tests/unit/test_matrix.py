@@ -151,9 +151,21 @@ def test_outputs_neither_side_made_are_not_part_of_a_pair(make_project, tmp_path
     matrix = build_matrix(config, stored_run(run_dir, (a, b, c)), pairs=pairs)
     assert _verdicts(matrix) == {
         ("x/v", "a", "b"): "identical", ("x/v", "a", "c"): "identical",
-        ("x/v", "b", "c"): "identical", ("x/extra", "a", "c"): "missing",
-        ("x/extra", "b", "c"): "missing",
+        ("x/v", "b", "c"): "identical", ("x/extra", "a", "c"): "new",
+        ("x/extra", "b", "c"): "new",
     }  # fmt: skip
+    assert not matrix.has_drift  # a new output passes by default
+
+
+def test_new_outputs_fail_when_asked_and_absent_ones_always_do(make_project, tmp_path) -> None:
+    config = load_config(make_project(CONFIG + '[compare]\nnew_outputs = "fail"\n'))
+    run_dir = tmp_path / "run"
+    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3), "gone": np.ones(1)}})
+    b = stored_env(run_dir, "b", {"x": {"v": np.zeros(3), "extra": np.ones(1)}})
+    matrix = build_matrix(config, stored_run(run_dir, (a, b)), pairs=(("a", "b"),))
+    assert _verdicts(matrix) == {("x/v", "a", "b"): "identical", ("x/gone", "a", "b"): "missing",
+                                 ("x/extra", "a", "b"): "missing"}  # fmt: skip
+    assert matrix.has_drift
 
 
 @pytest.mark.parametrize(

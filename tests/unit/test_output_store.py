@@ -157,7 +157,7 @@ def test_identical_and_differing_outputs_in_one_matrix(make_project, tmp_path: P
     b = stored_env(run_dir, "b", {"x": {"s": same.copy(), "m": moved, "only_b": same}})
     matrix = build_matrix(load_config(make_project(CONFIG)), stored_run(run_dir, (a, b)))
     verdicts = {c.output: c.verdict for c in matrix.comparisons}
-    assert verdicts == {"x/m": "drift", "x/only_a": "missing", "x/only_b": "missing",
+    assert verdicts == {"x/m": "drift", "x/only_a": "missing", "x/only_b": "new",
                         "x/s": "identical"}  # fmt: skip
     assert [c.output for c in matrix.comparisons] == sorted(verdicts)  # output order
     assert matrix.agreement["x/s"] == [["a", "b"]]
