@@ -455,7 +455,8 @@ def history(config_path: Path | None, png_path: Path | None) -> None:
     path = history_file(config)
     lines = run_lines(load_history(path))
     for line in lines:
-        worst = f"{line.worst_output} ({line.worst_ulp:,.0f} ULP)" if line.worst_output else "-"
+        worst = (f"{line.worst_output} (max_abs {line.worst_abs:.3g})"
+                 if line.worst_output and line.worst_abs is not None else "-")  # fmt: skip
         out.print(f"{line.started}  {line.run_id}  {','.join(line.environments)}  "
                   f"drift {line.drift}/{line.compared}  worst {worst}", soft_wrap=True)  # fmt: skip
     png = trend_png(lines)

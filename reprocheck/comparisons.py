@@ -203,21 +203,29 @@ FAILING: frozenset[str] = frozenset({"drift", "incomparable", "missing"})
 
 
 def severity_order(table: pa.Table) -> pa.Array:
-    """Row indices, worst first: failing, decisions changed, max ULP, max |diff|; ties keep
-    report order."""
+    """Row indices, worst first: failing, decisions changed, a NaN or Inf mismatch, max
+    relative difference, max |diff| (the outputs' own units; ULP counts never rank: across
+    a sign or a NaN they are astronomic for a tiny change); ties keep report order."""
     failing = pc.is_in(table["verdict"], pa.array(sorted(FAILING), type=pa.string()))
     changed = pc.fill_null(pc.struct_field(table["decision"], "decisions_changed"), 0)
+    special = pc.greater(pc.add(pc.fill_null(table["nan_mismatch"], 0),
+                                pc.fill_null(table["inf_mismatch"], 0)), 0)  # fmt: skip
     keyed = pa.table({
         "failing": pc.cast(failing, pa.int8()),
         "changed": changed,
-        "ulp": pc.fill_null(table["max_ulp"], 0),
-        "abs": pc.fill_null(pc.if_else(pc.is_nan(table["max_abs"]), float("inf"),
-                                       table["max_abs"]), 0.0),
+        "special": pc.cast(special, pa.int8()),
+        "rel": _sortable(table["max_rel"]),
+        "abs": _sortable(table["max_abs"]),
         "index": pa.array(range(table.num_rows), type=pa.int64()),
     })  # fmt: skip
-    return pc.sort_indices(keyed, sort_keys=[("failing", "descending"), ("changed", "descending"),
-                                             ("ulp", "descending"), ("abs", "descending"),
-                                             ("index", "ascending")])  # fmt: skip
+    keys = [("failing", "descending"), ("changed", "descending"), ("special", "descending"),
+            ("rel", "descending"), ("abs", "descending"), ("index", "ascending")]  # fmt: skip
+    return pc.sort_indices(keyed, sort_keys=keys)
+
+
+def _sortable(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """NaN as the largest value, null as 0."""
+    return pc.fill_null(pc.if_else(pc.is_nan(column), float("inf"), column), 0.0)
 
 
 def _bounds(index: slice, length: int) -> tuple[int, int]:

@@ -60,7 +60,7 @@ class RunLine:
     drift: int
     compared: int
     worst_output: str | None
-    worst_ulp: float | None
+    worst_abs: float | None
 
 
 def _has_parquet() -> bool:
@@ -243,13 +243,13 @@ def run_lines(table: pd.DataFrame) -> list[RunLine]:
     lines = []
     for run_id, group in table.groupby("run_id", sort=False):
         drift = group[group["verdict"] == "drift"]
-        worst = drift.sort_values("max_ulp", ascending=False).head(1)
+        worst = drift.sort_values("max_abs", ascending=False).head(1)
         envs = sorted(set(group["baseline"]) | set(group["candidate"]))
         lines.append(RunLine(
             run_id=str(run_id), started=str(group["started"].iloc[0]),
             environments=tuple(envs), drift=len(drift), compared=int(group["count"].sum()),
             worst_output=None if worst.empty else str(worst["output"].iloc[0]),
-            worst_ulp=None if worst.empty else float(worst["max_ulp"].iloc[0]),
+            worst_abs=None if worst.empty else float(worst["max_abs"].iloc[0]),
         ))  # fmt: skip
     return sorted(lines, key=lambda line: line.started)
 

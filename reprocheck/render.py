@@ -37,6 +37,7 @@ from reprocheck.report.common import (
     pair_label,
     pairs,
     total_counts,
+    ulp_text,
     version,
     worst,
 )
@@ -193,13 +194,13 @@ def _worst_table(report: Report) -> Table | None:
         return None
     total = total_counts(report).get("drift", len(drifting))
     table = Table(title=f"worst drifting outputs ({total} in all)", title_justify="left")
-    for column in ("output", "pair", "mismatched", "max_abs", "max_rel", "max_ulp", "decisions"):
+    for column in ("output", "pair", "max_abs", "max_rel", "mismatched", "ULP", "decisions"):
         table.add_column(column)
     for item in drifting[:WORST_SHOWN]:
         table.add_row(
             escape(str(item["output"])), escape(pair_label(item["baseline"], item["candidate"])),
-            mismatch_text(item), number(item.get("max_abs")), number(item.get("max_rel")),
-            number(item.get("max_ulp")), decisions_text(item),
+            number(item.get("max_abs")), number(item.get("max_rel")), mismatch_text(item),
+            ulp_text(item), decisions_text(item),
         )  # fmt: skip
     return table
 

@@ -127,11 +127,31 @@ def number(value: Any) -> str:
 
 
 def mismatch_text(item: Comparison) -> str:
-    """'n / N (p%)' of mismatched elements, or '-' when there are no metrics."""
+    """'n / N (p%)' of mismatched elements; for integer outputs '7 of 360 values changed
+    (max Δ 3)'; '-' when there are no metrics."""
     total, mismatched = item.get("total"), item.get("mismatched")
     if total is None or mismatched is None:
         return "-"
+    dtype = (item.get("dtype") or ["", ""])[0]
+    if _integer(str(dtype)) and item.get("max_abs") is not None:
+        return f"{mismatched:,} of {total:,} values changed (max Δ {number(item['max_abs'])})"
     return f"{mismatched:,} / {total:,} ({100 * mismatched / max(total, 1):.1f}%)"
+
+
+def _integer(dtype: str) -> bool:
+    return dtype.startswith(("int", "uint")) or dtype[1:2] in ("i", "u")
+
+
+def ulp_text(item: Comparison) -> str:
+    """The ULP distance, or what it would hide: a NaN or Inf where the other side has a
+    number is said as such (its ULP count is astronomic and means nothing)."""
+    if item.get("nan_mismatch"):
+        return f"NaN vs number ({item['nan_mismatch']:,})"
+    if item.get("inf_mismatch"):
+        return f"Inf mismatch ({item['inf_mismatch']:,})"
+    if _integer(str((item.get("dtype") or [""])[0])):
+        return "-"  # integers: the difference is max_abs itself
+    return number(item.get("max_ulp"))
 
 
 def decisions_text(item: Comparison) -> str:
@@ -147,14 +167,17 @@ def _as_float(value: Any) -> float:
     return float("inf") if value in ("inf", "nan") else 0.0
 
 
-def severity(item: Comparison) -> tuple[int, int, float, float]:
-    """Sort key, larger is worse: failing, decisions changed, max ULP, max |diff|."""
+def severity(item: Comparison) -> tuple[int, int, int, float, float]:
+    """Sort key, larger is worse: failing, decisions changed, a NaN or Inf mismatch, max
+    relative difference, max |diff| (as comparisons.severity_order; never ULP)."""
     decision = item.get("decision")
     changed = int(decision.get("decisions_changed") or 0) if isinstance(decision, Mapping) else 0
+    special = int(bool(item.get("nan_mismatch") or item.get("inf_mismatch")))
     return (
         int(item.get("verdict") in FAILING),
         changed,
-        int(item.get("max_ulp") or 0),
+        special,
+        _as_float(item.get("max_rel")),
         _as_float(item.get("max_abs")),
     )
 

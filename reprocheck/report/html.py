@@ -40,6 +40,7 @@ from reprocheck.report.common import (
     pairs,
     problems,
     total_counts,
+    ulp_text,
     verdict_counts,
     version,
     worst,
@@ -179,7 +180,8 @@ def _cell_title(item: Comparison) -> str:
     parts = [f"{pair_label(item['baseline'], item['candidate'])}: {item['verdict']}"]
     if item.get("total") is not None:
         parts.append(f"mismatched {mismatch_text(item)}")
-        parts += [f"{k} {number(item.get(k))}" for k in ("max_abs", "max_ulp")]
+        parts += [f"{k} {number(item.get(k))}" for k in ("max_abs", "max_rel")]
+        parts.append(f"ULP {ulp_text(item)}")
     if item.get("note"):
         parts.append(str(item["note"]))
     return "; ".join(parts)
@@ -250,7 +252,7 @@ def _group_row(group: Mapping[str, Any]) -> str:
         f"<td><code>{_e(worst.get('output', '-'))}</code></td>",
         f"<td>{_e(mismatch_text(worst))}</td>",
         f"<td>{_e(number(worst.get('max_abs')))}</td>",
-        f"<td>{_e(number(worst.get('max_ulp')))}</td>",
+        f"<td>{_e(number(worst.get('max_rel')))}</td>",
     ]
     return f'<tr data-key="{_e(group.get("key"))}">{"".join(cells)}</tr>'
 
@@ -263,7 +265,7 @@ def _groups(report: Report) -> str:
     listed = report.get("listed") or {}
     head = "".join(f"<th>{h}</th>" for h in ("output key", "pair", "failing", "verdicts",
                                               "worst output", "mismatched", "max_abs",
-                                              "max_ulp"))  # fmt: skip
+                                              "max_rel"))  # fmt: skip
     rows = "".join(_group_row(g) for g in groups)
     shown = f"{len(groups):,} groups, worst first"
     if listed.get("of_comparisons", 0) > listed.get("comparisons", 0):

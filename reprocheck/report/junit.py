@@ -27,6 +27,7 @@ from reprocheck.report.common import (
     pair_counts,
     pair_label,
     pairs,
+    ulp_text,
 )
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -47,7 +48,8 @@ def _message(item: Comparison) -> str:
     if item.get("total") is not None:
         parts.append(f"{mismatch_text(item)} mismatched")
         parts.append(f"max_abs {number(item.get('max_abs'))}")
-        parts.append(f"max_ulp {number(item.get('max_ulp'))}")
+        parts.append(f"max_rel {number(item.get('max_rel'))}")
+        parts.append(f"ULP {ulp_text(item)}")
     if item.get("note"):
         parts.append(str(item["note"]))
     return ", ".join(parts)

@@ -21,6 +21,7 @@ from reprocheck.report.common import (
     pairs,
     problems,
     total_counts,
+    ulp_text,
     version,
     worst,
 )
@@ -75,15 +76,16 @@ def _top(report: Report) -> list[str]:
     found = worst(report)
     if not found:
         return []
-    header = ["output", "pair", "verdict", "mismatched", "max_abs", "max_ulp", "decisions"]
+    header = ["output", "pair", "verdict", "max_abs", "max_rel", "mismatched", "ULP", "decisions"]
     rows = [
         [
             f"`{item['output']}`",
             pair_label(item["baseline"], item["candidate"]),
             item["verdict"],
-            mismatch_text(item),
             number(item.get("max_abs")),
-            number(item.get("max_ulp")),
+            number(item.get("max_rel")),
+            mismatch_text(item),
+            ulp_text(item),
             decisions_text(item),
         ]
         for item in found[:TOP_SHOWN]

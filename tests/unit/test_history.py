@@ -144,11 +144,13 @@ def test_run_lines_count_drift_and_pick_the_worst_output() -> None:
     first, second = run_lines(table)
     assert first.run_id == "run-1"  # ordered by start time, not by table order
     assert (first.drift, first.compared) == (3, 4)
-    assert (first.worst_output, first.worst_ulp) == ("x/b", 40.0)
+    # ranked by max_abs, in the output's own units (here 40 ULP above 1.0)
+    assert first.worst_output == "x/b"
+    assert first.worst_abs == pytest.approx(40 * float(np.finfo(np.float32).eps))
     assert first.environments == ("a", "b", "c")
     assert second.run_id == "run-2"
     assert (second.drift, second.compared) == (0, 2)
-    assert (second.worst_output, second.worst_ulp) == (None, None)
+    assert (second.worst_output, second.worst_abs) == (None, None)
 
 
 def test_run_lines_of_an_empty_table() -> None:
