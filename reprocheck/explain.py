@@ -3,7 +3,8 @@
 For every drifting pair of environments (baseline A, candidate B):
 
 1. stage: the probes recorded inside the container (``reprocheck_probe.record``) locate the
-   first stage whose value differs between A and B, per fixture;
+   first stage whose value differs between A and B, per fixture (a command's probes are one
+   set for the whole run, ``probes/all.npz``, used for every output);
 2. candidates: packages owning the shared libraries the pipeline actually loaded in B whose
    versions differ from A's, ranked by how well they fit the drifting stages;
 3. experiments, each a single-factor change rerun on the affected fixtures only, cached by
@@ -49,6 +50,9 @@ from reprocheck.run_model import EnvironmentResult, RunResult
 from reprocheck.runner import HARNESS_DIR, Runner
 
 CauseKind = Literal["stage", "knob", "package", "version"]
+# The probes of a command pipeline, which has no fixtures: <meta>/probes/all.npz
+# (harness/reprocheck_probe.py's COMMAND_FIXTURE).
+COMMAND_PROBES = "all"
 TRANSPLANT_DIR = "/opt/reprocheck-transplant"
 # Packages whose libraries cannot be mixed into another release: the C library and loader,
 # the C++ runtime every library links, and the Python interpreter itself.
@@ -249,8 +253,11 @@ def _stage_order(key: str) -> tuple[int, str]:
     return (int(number) if number.isdigit() else 1 << 62, key)
 
 
-def first_divergent_stage(base: Path, cand: Path, fixture: str) -> tuple[str, str] | None:
-    """(stage, evidence) for the first probe whose value differs, or None without probes."""
+def first_divergent_stage(
+    base: Path, cand: Path, fixture: str, where: str | None = None
+) -> tuple[str, str] | None:
+    """(stage, evidence) for the first probe whose value differs, or None without probes;
+    ``where`` names the probes in the evidence (default: the fixture)."""
     a, b = _probes(base, fixture), _probes(cand, fixture)
     if not (a and b):
         return None
@@ -268,7 +275,8 @@ def first_divergent_stage(base: Path, cand: Path, fixture: str) -> tuple[str, st
                 before = f"; identical before it: {', '.join(same)}" if same else ""
                 return (
                     name,
-                    f"first divergent recorded stage of {fixture}: {name} ({detail}){before}",
+                    f"first divergent recorded stage of {where or fixture}: {name} "
+                    f"({detail}){before}",
                 )
             same.append(name)
     return None
@@ -311,8 +319,9 @@ class Explainer:
         self._budget = max_experiments
         self._progress = progress
         self._cache = config.reports_dir / ".cache" / "experiments"
-        self._code = files_digest([*HARNESS_DIR.glob("*.py"), *_pipeline_files(config)])
+        self._code = files_digest([*HARNESS_DIR.rglob("*.py"), *_pipeline_files(config)])
         self._envs = {env.name: env for env in run.environments}
+        self._command = config.pipeline.command is not None
         self._outputs = OutputFolders()
         self._effects: dict[tuple[Path, str, str], str] = {}
 
@@ -339,8 +348,8 @@ class Explainer:
         self, base: EnvironmentResult, cand: EnvironmentResult, items: list[OutputComparison]
     ) -> tuple[list[Attribution], list[Experiment]]:
         fixtures = sorted({f for i in items if (f := _fixture_of(i.output, self._fixtures(cand)))})
-        stages = {f: first_divergent_stage(base.meta_dir, cand.meta_dir, f) for f in fixtures}
-        words = [_stage_words(i.output, stages, self._fixtures(cand)) for i in items]
+        stages = self._stages(base, cand, fixtures)
+        words = [self._words(i.output, stages, cand) for i in items]
         ranked = candidates(base.fingerprint, cand.fingerprint, words)
         remaining = {i.output for i in items}
         done: list[Experiment] = []
@@ -357,6 +366,28 @@ class Explainer:
 
     def _fixtures(self, env: EnvironmentResult) -> list[str]:
         return [f.fixture for f in env.fixtures]
+
+    def _stages(
+        self, base: EnvironmentResult, cand: EnvironmentResult, fixtures: list[str]
+    ) -> dict[str, tuple[str, str] | None]:
+        """The first divergent stage by probes name: per fixture, or a command's one set."""
+        if self._command:
+            where = "the command"
+            return {COMMAND_PROBES: first_divergent_stage(base.meta_dir, cand.meta_dir,
+                                                          COMMAND_PROBES, where)}  # fmt: skip
+        return {f: first_divergent_stage(base.meta_dir, cand.meta_dir, f) for f in fixtures}
+
+    def _stage(
+        self, output: str, stages: Mapping[str, tuple[str, str] | None], cand: EnvironmentResult
+    ) -> tuple[str, str] | None:
+        probes = COMMAND_PROBES if self._command else _fixture_of(output, self._fixtures(cand))
+        return stages.get(probes or "")
+
+    def _words(
+        self, output: str, stages: Mapping[str, tuple[str, str] | None], cand: EnvironmentResult
+    ) -> str:
+        fixture = _fixture_of(output, self._fixtures(cand))
+        return _stage_words(output, fixture, self._stage(output, stages, cand))
 
     def _plan(
         self,
@@ -503,7 +534,7 @@ class Explainer:
     ) -> Attribution:
         fixture = _fixture_of(item.output, self._fixtures(cand))
         causes: list[Cause] = []
-        stage = stages.get(fixture or "")
+        stage = self._stage(item.output, stages, cand)
         if stage:
             causes.append(Cause(factor=stage[0], kind="stage", evidence=stage[1], confidence=0.9))
         ruled_out: list[str] = []
@@ -518,7 +549,7 @@ class Explainer:
             elif effect == "unchanged" and ran.kind == "transplant":
                 ruled_out.append(f"{ran.factor} (transplant changed nothing)")
         if not any(c.kind in ("package", "knob") and c.confidence >= 0.9 for c in causes):
-            words = _stage_words(item.output, stages, self._fixtures(cand))
+            words = self._words(item.output, stages, cand)
             causes.extend(_untested(words, ranked, done))
             causes.extend(component_causes(words, base, cand, causes))
         causes.sort(key=lambda c: -c.confidence)
@@ -557,16 +588,11 @@ def _experiment_cause(ran: Experiment, effect: str, base: str) -> Cause | None:
     return None
 
 
-def _stage_words(
-    output: str, stages: Mapping[str, tuple[str, str] | None], fixtures: list[str]
-) -> str:
+def _stage_words(output: str, fixture: str | None, stage: tuple[str, str] | None) -> str:
     """What hints match against: the output's name without its fixture (a fixture called
-    'x.jpg' says nothing about a libm output) and the fixture's first divergent stage."""
-    fixture = _fixture_of(output, fixtures)
-    if fixture is None:
-        return output
-    stage = stages.get(fixture)
-    return output[len(fixture) + 1 :] + (f" {stage[0]}" if stage else "")
+    'x.jpg' says nothing about a libm output) and its first divergent stage."""
+    name = output[len(fixture) + 1 :] if fixture is not None else output
+    return name + (f" {stage[0]}" if stage else "")
 
 
 def _untested(words: str, ranked: list[Candidate], done: list[Experiment]) -> list[Cause]:

@@ -58,6 +58,9 @@ class Matrix:
     agreement: Mapping[str, list[list[str]]]
     noise: tuple[Noise, ...] = ()
     references: tuple[EnvironmentResult, ...] = ()  # stored environments compared with the run
+    # Scalar outputs (0-d, or declared in [metrics]): their value per environment and how
+    # to show them.
+    metrics: tuple[MetricValues, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.comparisons, Comparisons):  # a plain sequence of comparisons
@@ -166,10 +169,22 @@ class _Rules:
     new_passes: bool = True  # an output only the candidate made is "new", else "missing"
 
 
+def metric_rules(config: RunConfig) -> ToleranceRules:
+    """``[metrics]`` entries as tolerances; where one matches an output it replaces the
+    ``[tolerance]`` rules (the default's pattern is empty: "no metric matched")."""
+    rules = tuple(Tolerance(pattern=glob, atol=m.atol, rtol=m.rtol)
+                  for glob, m in config.metrics.items())  # fmt: skip
+    return ToleranceRules(default=Tolerance(pattern=""), rules=rules)
+
+
 def _rules(config: RunConfig, outputs: list[str]) -> _Rules:
     tolerances, decisions = tolerance_rules(config), decision_rules(config)
     tolerance = ([tolerances.default] * len(outputs) if not tolerances.rules
                  else [tolerances.for_output(o) for o in outputs])  # fmt: skip
+    metrics = metric_rules(config)
+    if metrics.rules:
+        found = (metrics.for_output(o) for o in outputs)
+        tolerance = [m if m.pattern else t for m, t in zip(found, tolerance, strict=True)]
     decision: list[DecisionRule | None] = [None] * len(outputs)
     if decisions.rules:
         decision = [decisions.for_output(o) for o in outputs]
@@ -203,10 +218,11 @@ def build_matrix(
         tables.extend(_compare_pair_outputs(pair, outputs, rules, noisy))
     ordered = _in_output_order(tables) if outputs else table_of(_failed_pairs(sides, pairs))
     agreement = _agreement(outputs, {name: aligned[name] for name in own})
+    metrics = _metric_values(config, outputs, sides)
     for side in sides.values():
         side.store.close()
     return Matrix(pairs=pairs, comparisons=Comparisons(ordered), agreement=agreement,
-                  noise=noise, references=references)  # fmt: skip
+                  noise=noise, references=references, metrics=metrics)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -374,6 +390,58 @@ def _in_output_order(tables: Sequence[pa.Table]) -> pa.Table:
     joined = pa.concat_tables(tables)
     order = pc.sort_indices(joined, sort_keys=[("_at", "ascending")])  # stable: pair order kept
     return joined.take(order).drop_columns(["_at"])
+
+
+METRICS_LISTED = 1000  # scalar outputs whose values are reported per environment
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricValues:
+    output: str
+    values: Mapping[str, float | None]  # by environment, in matrix order
+    unit: str = ""
+    scale: float = 1.0
+
+
+def _metric_values(
+    config: RunConfig, outputs: list[str], sides: Mapping[str, _Side]
+) -> tuple[MetricValues, ...]:
+    """The value of each scalar output in every environment: outputs declared in
+    ``[metrics]`` first, then 0-d outputs, at most :data:`METRICS_LISTED`."""
+    declared = metric_rules(config)
+    chosen: list[str] = []
+    if declared.rules:
+        chosen = [o for o in outputs if declared.for_output(o).pattern][:METRICS_LISTED]
+    for side in sides.values():
+        if len(chosen) >= METRICS_LISTED:
+            break
+        table = side.store.table
+        if not table.num_rows:
+            continue
+        scalar = pc.and_(pc.equal(pc.list_value_length(table["shape"]), 0),
+                         pc.is_null(table["error"]))  # fmt: skip
+        for name in table.filter(scalar)["name"].to_pylist():
+            if name not in chosen and len(chosen) < METRICS_LISTED:
+                chosen.append(name)
+    found = []
+    for output in sorted(chosen):
+        rule = declared.for_output(output).pattern
+        spec = config.metrics.get(rule) if rule else None
+        found.append(MetricValues(
+            output=output, values={n: _scalar(side, output) for n, side in sides.items()},
+            unit=spec.unit if spec else "", scale=spec.scale if spec else 1.0,
+        ))  # fmt: skip
+    return tuple(found)
+
+
+def _scalar(side: _Side, output: str) -> float | None:
+    try:
+        array = side.load(output)
+    except OutputError:
+        return None
+    if array is None or array.size != 1 or array.dtype.kind not in "biuf":
+        return None
+    return float(array.reshape(-1)[0])
 
 
 def _agreement(outputs: list[str], sides: Mapping[str, _Aligned]) -> dict[str, list[list[str]]]:

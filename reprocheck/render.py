@@ -30,6 +30,8 @@ from reprocheck.report.common import (
     decision_lines,
     decisions_text,
     listing_note,
+    metric_environments,
+    metric_rows,
     mismatch_text,
     number,
     ordered_verdicts,
@@ -64,6 +66,7 @@ VERDICT_STYLE = {
 }
 STATUS_STYLE = {"ok": "green", "partial": "yellow"}
 WORST_SHOWN = 10
+METRICS_SHOWN = 20
 HEARTBEAT = 30.0  # seconds without a printed line before one says the run is still going
 
 
@@ -205,6 +208,20 @@ def _worst_table(report: Report) -> Table | None:
     return table
 
 
+def _metric_table(report: Report) -> Table | None:
+    rows = metric_rows(report)
+    if not rows:
+        return None
+    table = Table(title="metrics (the first environment, then each one's change)",
+                  title_justify="left")  # fmt: skip
+    table.add_column("metric")
+    for name in metric_environments(report):
+        table.add_column(escape(name), justify="right")
+    for output, cells in rows[:METRICS_SHOWN]:
+        table.add_row(escape(output), *(escape(c) for c in cells))
+    return table
+
+
 def print_summary(console: Console, report: Report, *, quiet: bool) -> None:
     """The run's summary, from the report (the model every report file renders from too)."""
     counts = total_counts(report)
@@ -213,6 +230,9 @@ def print_summary(console: Console, report: Report, *, quiet: bool) -> None:
         for line in decision_lines(report, WORST_SHOWN):
             console.print(f"[bold]decision[/] {escape(line)}", soft_wrap=True, highlight=False)
         console.print(_env_table(report))
+        metrics = _metric_table(report)
+        if metrics is not None:
+            console.print(metrics)
         for env in report.get("environments") or []:
             if env.get("error"):
                 console.print(f"[red]{escape(str(env.get('name')))}[/]: "

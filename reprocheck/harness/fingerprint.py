@@ -5,9 +5,12 @@ through 3.13 with only the standard library.  numpy and cv2 are described if
 importable.  Every probe is isolated: a failure becomes an ``"error: ..."``
 string in its field, and :func:`collect` never raises.
 
-The caller invokes :func:`collect` in the same process after the user's
-pipeline ran, so ``/proc/self/maps`` lists the shared libraries the pipeline
-loaded.  Run as a script, it prints the fingerprint as JSON.
+For a callable pipeline the caller invokes :func:`collect` in the same process
+after the pipeline ran, so ``/proc/self/maps`` (read before this module imports
+numpy and cv2 itself) lists the shared libraries the pipeline loaded.  For a
+command pipeline the caller passes ``processes``: what the command's own
+processes mapped (see run.py); the caller's process does not count.  Run as a
+script, it prints the fingerprint as JSON.
 """
 
 from __future__ import annotations
@@ -414,8 +417,9 @@ def probe_cv2(cv2: Any, preloaded: bool) -> Optional[Dict[str, Any]]:
 # loaded libraries and their packages
 
 
-def parse_maps(text: str) -> List[str]:
-    libs = set()
+def mapped_files(text: str) -> List[str]:
+    """Every file a ``/proc/<pid>/maps`` text maps, sorted."""
+    files = set()
     for line in text.splitlines():
         parts = line.split(None, 5)
         if len(parts) < 6:
@@ -423,9 +427,18 @@ def parse_maps(text: str) -> List[str]:
         path = parts[5].strip()
         if path.endswith(" (deleted)"):
             path = path[: -len(" (deleted)")]
-        if path.startswith("/") and SO_NAME_RE.search(os.path.basename(path)):
-            libs.add(path)
-    return sorted(libs)
+        if path.startswith("/"):
+            files.add(path)
+    return sorted(files)
+
+
+def shared_libraries(files: Iterable[str]) -> List[str]:
+    """The shared objects (``*.so``, ``*.so.N...``) among mapped files, sorted."""
+    return sorted({p for p in files if SO_NAME_RE.search(os.path.basename(p))})
+
+
+def parse_maps(text: str) -> List[str]:
+    return shared_libraries(mapped_files(text))
 
 
 def probe_loaded_libraries() -> List[str]:
@@ -654,6 +667,44 @@ def probe_blas(numpy_info: Any, libraries: Any) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
+# a command pipeline's processes
+
+# A mapped file that shows a Python process imported the module (when the process left no
+# record of its sys.modules: it ended by os._exit or a signal, and was only sampled).
+MODULE_FILES = {
+    "numpy": re.compile(r"/numpy/(_?core)/_multiarray_umath\.[^/]*$"),
+    "cv2": re.compile(r"(^|/)cv2\.[^/]*\.so$"),
+}
+PROCESSES_LISTED = 32
+
+
+def _imported_by(processes: List[Dict[str, Any]], name: str) -> bool:
+    pattern = MODULE_FILES[name]
+    return any(
+        name in (p.get("modules") or {}) or any(pattern.search(f) for f in p.get("files") or ())
+        for p in processes
+    )
+
+
+def probe_pipeline_processes(processes: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The command's processes, in the order they started (at most PROCESSES_LISTED)."""
+    ordered = sorted(processes, key=lambda p: (int(p.get("start") or 0), int(p.get("pid") or 0)))
+    listed = [
+        {
+            "pid": p.get("pid"),
+            "executable": p.get("executable"),
+            "argv": p.get("argv"),
+            "seen": sorted(p.get("seen") or ()),
+            "python": p.get("python"),
+            "modules": p.get("modules") or {},
+            "libraries": len(shared_libraries(p.get("files") or ())),
+        }
+        for p in ordered[:PROCESSES_LISTED]
+    ]
+    return {"count": len(processes), "listed": listed}
+
+
+# --------------------------------------------------------------------------
 # extra modules
 
 
@@ -676,15 +727,25 @@ def probe_modules(names: Iterable[str]) -> Dict[str, Any]:
 # entry point
 
 
-def _collect(extra_modules: Iterable[str]) -> Dict[str, Any]:
-    np_preloaded = "numpy" in sys.modules
-    cv2_preloaded = "cv2" in sys.modules
+def _collect(
+    extra_modules: Iterable[str], processes: Optional[List[Dict[str, Any]]]
+) -> Dict[str, Any]:
+    extra = {}  # type: Dict[str, Any]
+    if processes is None:  # a callable: this process is the pipeline's
+        np_preloaded = "numpy" in sys.modules
+        cv2_preloaded = "cv2" in sys.modules
+        libraries = _safe(probe_loaded_libraries)  # before the imports below add theirs
+    else:  # a command: only its own processes count
+        libraries = _safe(lambda: shared_libraries(f for p in processes for f in p["files"]))
+        np_preloaded = _imported_by(processes, "numpy")
+        cv2_preloaded = _imported_by(processes, "cv2")
+        extra["pipeline_processes"] = _safe(probe_pipeline_processes, processes)
     np = _import("numpy")
     cv2 = _import("cv2")
-    libraries = _safe(probe_loaded_libraries)  # after the imports above
     numpy_info = _safe(probe_numpy, np, np_preloaded)
     lib_list = libraries if isinstance(libraries, list) else []
     return {
+        **extra,
         "os": _safe(probe_os),
         "kernel": _safe(probe_kernel),
         "machine": _safe(platform.machine),
@@ -702,14 +763,19 @@ def _collect(extra_modules: Iterable[str]) -> Dict[str, Any]:
     }
 
 
-def collect(extra_modules: Iterable[str] = ()) -> Dict[str, Any]:
+def collect(
+    extra_modules: Iterable[str] = (), processes: Optional[List[Dict[str, Any]]] = None
+) -> Dict[str, Any]:
     """Gather the environment fingerprint as a JSON-serialisable dict.
 
     ``extra_modules`` names further modules to import and report (version and
-    file) under ``"modules"``.  Never raises.
+    file) under ``"modules"``.  ``processes`` (a command pipeline's processes,
+    each with ``"files"`` it mapped and the ``"modules"`` it imported) replaces
+    this process as the source of ``loaded_libraries`` and of numpy's and cv2's
+    ``preloaded``, and is summarised under ``"pipeline_processes"``.  Never raises.
     """
     try:
-        return _jsonable(_collect(extra_modules))
+        return _jsonable(_collect(extra_modules, processes))
     except Exception as exc:  # last resort: still hand back a dict
         return {"error": _error(exc)}
 

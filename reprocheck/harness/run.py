@@ -4,6 +4,11 @@ Reads ``<meta>/spec.json`` written by the host, runs the pipeline (a callable on
 fixture, or a command once), writes outputs under ``<outputs>``, a status file after every
 fixture (so a crash or timeout keeps what finished) and the environment fingerprint.
 
+A command runs in processes of its own, so the harness (see :func:`run_command`) gives them
+``reprocheck_probe`` and a ``sitecustomize`` (``command_site/``) on PYTHONPATH, joins their
+probe records into ``<meta>/probes/all.npz``, and fingerprints the libraries they mapped (from
+their own records at exit and from sampling ``/proc`` while they run), not its own.
+
 Constraints: Python >= 3.9, standard library and numpy only.
 """
 
@@ -16,18 +21,36 @@ import importlib.util
 import json
 import os
 import random
+import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List
+import zipfile
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXIT_HARNESS_ERROR = 3
 EXIT_DEADLINE = 124  # as coreutils' timeout
 ERROR_TAIL_CHARS = 4000
 WATCHDOG_FILE = "watchdog.json"
+
+# Command mode. The names are also spelled in reprocheck_probe.py and command_site/.
+COMMAND_SITE = os.path.join(HERE, "command_site")  # sitecustomize for the command's Pythons
+COMMAND_FIXTURE = "all"  # probes/all.npz: a command's records (reprocheck_probe.COMMAND_FIXTURE)
+PROBE_RECORDS_ENV = "REPROCHECK_PROBE_RECORDS"
+PROCESS_RECORDS_ENV = "REPROCHECK_PROCESS_RECORDS"
+PROBE_RECORDS_DIR = ".probe-records"  # under <meta>; removed once joined into probes/all.npz
+PROCESS_RECORDS_DIR = ".process-records"  # under <meta>; removed once read
+RECORD_KEY = "record:"  # reprocheck_probe.RECORD_KEY
+PLACEHOLDER_RE = re.compile(r"\{(inputs|outputs)\}")
+# Sampling /proc while a command runs: often at first (short processes), then less often.
+SAMPLE_FIRST, SAMPLE_GROWTH, SAMPLE_LONGEST = 0.005, 1.5, 0.25
+ARGS_KEPT, ARG_CHARS = 16, 200
 
 
 def _tail(text: str) -> str:
@@ -140,34 +163,241 @@ def run_callable(spec: Dict[str, Any], status: Status) -> None:
         status.save()
 
 
-def run_command(spec: Dict[str, Any], status: Status) -> None:
-    mapping = {"inputs": spec["fixtures_dir"], "outputs": spec["outputs"]}
-    # Only the two placeholders: any other brace (a dict in "python3 -c ...") stays as it is.
-    argv: List[str] = [
-        part.replace("{inputs}", mapping["inputs"]).replace("{outputs}", mapping["outputs"])
-        for part in spec["command"]
-    ]
+def substitute(part: str, values: Mapping[str, str]) -> str:
+    """``{inputs}`` and ``{outputs}`` replaced in one pass; every other brace, and whatever the
+    values themselves hold, stays as it is (a dict literal in ``python3 -c`` code)."""
+    return PLACEHOLDER_RE.sub(lambda match: values[match.group(1)], part)
+
+
+def command_argv(command: List[str], inputs: str, outputs: str) -> List[str]:
+    values = {"inputs": inputs, "outputs": outputs}
+    return [substitute(part, values) for part in command]
+
+
+def command_environment(
+    base: Mapping[str, str], probe_records: str, process_records: str
+) -> Dict[str, str]:
+    """The command's environment: ``command_site`` first on PYTHONPATH (its sitecustomize
+    records each Python process at exit), the harness folder last (``import reprocheck_probe``
+    even when the environment set a PYTHONPATH of its own; a project module of the same name
+    as a harness file still wins), and where records go."""
+    paths = [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [p for p in paths if os.path.realpath(p) not in (HERE, COMMAND_SITE)]
+    env = dict(base)
+    env["PYTHONPATH"] = os.pathsep.join([COMMAND_SITE, *paths, HERE])
+    env[PROBE_RECORDS_ENV] = probe_records
+    env[PROCESS_RECORDS_ENV] = process_records
+    return env
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def _stat_fields(pid: int) -> List[str]:
+    """/proc/<pid>/stat after the command name: [state, ppid, ..., starttime at 19, ...]."""
+    return _read(f"/proc/{pid}/stat").rpartition(")")[2].split()
+
+
+def _descendants(root: int) -> Iterator[Tuple[int, str]]:
+    """(pid, start time) of ``root`` and every process below it."""
+    children: Dict[int, List[int]] = {}
+    starts: Dict[int, str] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fields = _stat_fields(int(name))
+            children.setdefault(int(fields[1]), []).append(int(name))
+            starts[int(name)] = fields[19]
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        if pid in starts:
+            yield pid, starts[pid]
+        stack.extend(children.get(pid, ()))
+
+
+def _argv(pid: int) -> List[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        raw = handle.read().split(b"\0")
+    args = [a.decode("utf-8", "replace")[:ARG_CHARS] for a in raw[:-1]]
+    return args[:ARGS_KEPT]
+
+
+class ProcessSampler:
+    """The processes of a command and what each mapped, read from /proc while it runs.
+
+    A process that ends between two samples is missed here (a Python one still leaves its own
+    record at exit); a library mapped and unmapped between two samples too."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.seen: Dict[Tuple[int, str], Dict[str, Any]] = {}
+
+    def sample(self) -> None:
+        for pid, start in _descendants(self.root):
+            try:
+                text = _read(f"/proc/{pid}/maps")
+                executable = os.readlink(f"/proc/{pid}/exe")
+                argv = _argv(pid)
+            except OSError:  # gone, or not ours to read
+                continue
+            entry = self.seen.setdefault(
+                (pid, start), {"pid": pid, "start": start, "seen": ["sampled"], "files": set()}
+            )
+            entry["files"].update(_mapped_files(text))
+            entry["executable"], entry["argv"] = executable, argv  # after an exec: the new one
+
+    def follow(self, proc: subprocess.Popen[str]) -> int:
+        """Sample until ``proc`` ends; its exit code."""
+        interval = SAMPLE_FIRST
+        while True:
+            with contextlib.suppress(OSError):
+                self.sample()
+            try:
+                return proc.wait(timeout=interval)
+            except subprocess.TimeoutExpired:
+                interval = min(interval * SAMPLE_GROWTH, SAMPLE_LONGEST)
+
+
+def _mapped_files(text: str) -> List[str]:
+    files = set()
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        path = parts[5].strip() if len(parts) == 6 else ""
+        if path.endswith(" (deleted)"):
+            path = path[: -len(" (deleted)")]
+        if path.startswith("/"):
+            files.add(path)
+    return sorted(files)
+
+
+def pipeline_processes(sampled: Dict[Tuple[int, str], Dict[str, Any]], records: str) -> List[Any]:
+    """The command's processes: what sampling saw, joined with the records its Python processes
+    wrote at exit (``command_site/sitecustomize.py``); ``records`` is removed."""
+    found = {key: dict(entry, files=set(entry["files"])) for key, entry in sampled.items()}
+    for name in sorted(os.listdir(records)) if os.path.isdir(records) else ():
+        path = os.path.join(records, name)
+        try:
+            if not name.endswith(".json") or not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+            data = json.loads(_read(path))
+            key = (int(data["pid"]), str(data["start"]))
+            files = [str(f) for f in data.get("files") or ()]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a record that is not one: the sampled part still counts
+        entry = found.setdefault(key, {"pid": key[0], "start": key[1], "seen": [], "files": set()})
+        entry["seen"] = sorted({*entry["seen"], "exit"})
+        entry["files"].update(files)
+        for field in ("executable", "argv", "python", "modules"):
+            entry[field] = data.get(field, entry.get(field))
+    shutil.rmtree(records, ignore_errors=True)
+    return [dict(entry, files=sorted(entry["files"])) for entry in found.values()]
+
+
+def join_probe_records(records: str, probes: str) -> Optional[str]:
+    """A command's probe records (one small ``.npz`` each, see reprocheck_probe) joined in the
+    order they were made into ``probes/all.npz`` with the keys a callable's probes have
+    (``000:stage``, a repeated stage as ``stage#2``); ``records`` is removed. Arrays are copied
+    as they are, never loaded."""
+    names = sorted(os.listdir(records)) if os.path.isdir(records) else []
+    names = [n for n in names if n.endswith(".npz")]
+    target = None
+    if names:
+        os.makedirs(probes, exist_ok=True)
+        target = os.path.join(probes, COMMAND_FIXTURE + ".npz")
+        taken: Dict[str, None] = {}
+        with zipfile.ZipFile(target + ".tmp", "w", zipfile.ZIP_STORED, allowZip64=True) as out:
+            for name in names:
+                _copy_records(os.path.join(records, name), out, taken)
+        os.replace(target + ".tmp", target)
+    shutil.rmtree(records, ignore_errors=True)
+    return target
+
+
+def _copy_records(path: str, out: zipfile.ZipFile, taken: Dict[str, None]) -> None:
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return
+        with zipfile.ZipFile(path) as part:
+            for info in part.infolist():
+                member = info.filename
+                if not (member.startswith(RECORD_KEY) and member.endswith(".npy")):
+                    continue
+                stage = unique_name(member[len(RECORD_KEY) : -len(".npy")], taken)
+                taken[stage] = None
+                key = f"{len(taken) - 1:03d}:{stage}.npy"
+                with part.open(info) as src, out.open(key, "w", force_zip64=True) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return  # not a record (the pipeline can write there too): skipped
+
+
+def unique_name(name: str, taken: Mapping[str, Any]) -> str:
+    """As reprocheck_probe.unique_name: ``name``, else ``name#2``, ``name#3``..."""
+    if name not in taken:
+        return name
+    suffix = 2
+    while f"{name}#{suffix}" in taken:
+        suffix += 1
+    return f"{name}#{suffix}"
+
+
+def _drain(stream: Any, chunks: List[str]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: chunks.append(stream.read()), daemon=True)
+    thread.start()
+    return thread
+
+
+def run_command(spec: Dict[str, Any], status: Status) -> List[Any]:
+    """Run the command once; its processes (for the fingerprint)."""
+    argv = command_argv(spec["command"], spec["fixtures_dir"], spec["outputs"])
+    probe_records = os.path.join(spec["meta"], PROBE_RECORDS_DIR)
+    process_records = os.path.join(spec["meta"], PROCESS_RECORDS_DIR)
+    for folder in (probe_records, process_records):
+        os.makedirs(folder, exist_ok=True)
     started = time.monotonic()
-    proc = subprocess.run(
-        argv,
-        cwd=spec["project"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    )
-    sys.stdout.write(proc.stdout)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=spec["project"],
+            env=command_environment(os.environ, probe_records, process_records),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+    except BaseException:  # no such program: nothing to join or read
+        for folder in (probe_records, process_records):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    chunks: List[str] = []
+    reader = _drain(proc.stdout, chunks)
+    sampler = ProcessSampler(proc.pid)
+    returncode = sampler.follow(proc)
+    reader.join()
+    output = "".join(chunks)
+    sys.stdout.write(output)
     entry = {
-        "status": "ok" if proc.returncode == 0 else "error",
-        "exit_code": proc.returncode,
+        "status": "ok" if returncode == 0 else "error",
+        "exit_code": returncode,
         "seconds": round(time.monotonic() - started, 4),
     }
-    if proc.returncode < 0:
-        entry["signal"] = _signal_name(-proc.returncode)
-    if proc.returncode != 0:
-        entry["error"] = _tail(proc.stdout)
+    if returncode < 0:
+        entry["signal"] = _signal_name(-returncode)
+    if returncode != 0:
+        entry["error"] = _tail(output)
     status.data["command"] = entry
     status.save()
+    try:
+        join_probe_records(probe_records, os.path.join(spec["meta"], "probes"))
+    except Exception as exc:  # probes serve explain; the outputs stand without them
+        sys.stderr.write(f"reprocheck: the probes were not joined: {type(exc).__name__}: {exc}\n")
+    return pipeline_processes(sampler.seen, process_records)
 
 
 def _signal_name(number: int) -> str:
@@ -177,7 +407,7 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def write_fingerprint(meta: str) -> None:
+def write_fingerprint(meta: str, processes: Optional[List[Any]] = None) -> None:
     try:
         # By path, under a name of its own: a project file named fingerprint.py (the
         # pipeline's folder comes first on sys.path) must not replace it.
@@ -187,7 +417,7 @@ def write_fingerprint(meta: str) -> None:
         assert module_spec is not None and module_spec.loader is not None
         fingerprint = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(fingerprint)
-        data = fingerprint.collect()
+        data = fingerprint.collect(processes=processes)
     except Exception:
         data = {"error": _tail(traceback.format_exc())}
     tmp = os.path.join(meta, "fingerprint.json.tmp")
@@ -202,16 +432,19 @@ def work(meta: str, spec: Dict[str, Any]) -> int:
     sys.path.insert(0, HERE)
     status = Status(meta)
     code = 0
+    processes = None  # a command's processes, when it ran
     try:
         if spec["mode"] == "callable":
             run_callable(spec, status)
         else:
-            run_command(spec, status)
+            processes = run_command(spec, status)
     except Exception:
         code = _harness_error(status, _tail(traceback.format_exc()))
     except SystemExit as exc:  # while the pipeline's module was imported
         code = _harness_error(status, f"the pipeline called sys.exit({exc.code!r})")
-    write_fingerprint(meta)
+    if spec["mode"] == "command" and processes is None:
+        processes = []  # it never ran: nothing was loaded by it (not the harness's own)
+    write_fingerprint(meta, processes)
     status.data["finished"] = time.time()
     status.save()
     return code
@@ -257,6 +490,7 @@ def watch(meta: str, spec: Dict[str, Any], seconds: float) -> int:
                     os.kill(target, signal.SIGKILL)
             os.waitpid(pid, 0)
             _write_watchdog(meta, {"deadline": seconds})
+            _keep_command_records(meta)
             sys.stderr.write(f"reprocheck: the pipeline ran past its deadline of {seconds:g}s\n")
             return EXIT_DEADLINE
         time.sleep(0.05)
@@ -265,6 +499,13 @@ def watch(meta: str, spec: Dict[str, Any], seconds: float) -> int:
         _write_watchdog(meta, {"signal": number, "name": _signal_name(number)})
         return 128 + number
     return os.WEXITSTATUS(status)
+
+
+def _keep_command_records(meta: str) -> None:
+    """After the deadline killed the harness: what a command recorded until then."""
+    with contextlib.suppress(Exception):
+        join_probe_records(os.path.join(meta, PROBE_RECORDS_DIR), os.path.join(meta, "probes"))
+    shutil.rmtree(os.path.join(meta, PROCESS_RECORDS_DIR), ignore_errors=True)
 
 
 def main(meta: str) -> int:

@@ -296,3 +296,41 @@ def decision_lines(report: Report, limit: int) -> list[str]:
     entries = [e for e in report.get("decisions") or [] if isinstance(e, Mapping)]
     changed = [e for e in entries if e.get("changed")]
     return [decision_line(e) for e in (changed or entries)[:limit]]
+
+
+def metric_rows(report: Report) -> list[tuple[str, list[str]]]:
+    """Per scalar metric, its value in each environment of ``environments`` order, the
+    first as the reference and the others with their change: ("*/accuracy",
+    ["97.12 %", "97.16 % (+0.04 pp)"]) for a metric with scale 100 and unit "%"."""
+    rows = []
+    for entry in report.get("metrics") or []:
+        values = entry.get("values") or {}
+        scale, unit = float(entry.get("scale") or 1.0), str(entry.get("unit") or "")
+        names = list(values)
+        first = _as_number(values.get(names[0])) if names else None
+        cells = []
+        for name in names:
+            value = _as_number(values.get(name))
+            cell = "-" if value is None else f"{value * scale:.6g}{(' ' + unit) if unit else ''}"
+            if value is not None and first is not None and name != names[0] and value != first:
+                delta_unit = "pp" if unit == "%" else unit
+                delta = (value - first) * scale
+                cell += f" ({delta:+.3g}{(' ' + delta_unit) if delta_unit else ''})"
+            cells.append(cell)
+        rows.append((str(entry.get("output")), cells))
+    return rows
+
+
+def metric_environments(report: Report) -> list[str]:
+    entries = report.get("metrics") or []
+    return list((entries[0].get("values") or {}).keys()) if entries else []
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    return None

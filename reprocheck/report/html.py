@@ -33,6 +33,8 @@ from reprocheck.report.common import (
     decisions_text,
     headline,
     listing_note,
+    metric_environments,
+    metric_rows,
     mismatch_text,
     number,
     ordered_verdicts,
@@ -508,6 +510,15 @@ def _noise(report: Report) -> str:
     return f'<h2 id="noise">Nondeterministic outputs</h2>{_table(header, rows)}'
 
 
+def _metrics(report: Report) -> str:
+    rows = metric_rows(report)
+    if not rows:
+        return ""
+    header = ["metric", *(_e(n) for n in metric_environments(report))]
+    body = [[f"<code>{_e(o)}</code>", *(_e(c) for c in cells)] for o, cells in rows]
+    return f'<h2 id="metrics">Metrics</h2>{_table(header, body)}'
+
+
 def _decisions(report: Report) -> str:
     lines = decision_lines(report, MAX_DECISION_LINES)
     if not lines:
@@ -536,6 +547,7 @@ def render_html(report: Report, *, trend: str | None = None) -> str:
         (
             _header(report),
             _problems(report),
+            _metrics(report),
             _decisions(report),
             _environments(report),
             _groups(report),

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reprocheck.compare.results import _json_float
 from reprocheck.comparisons import OutputComparison
 from reprocheck.matrix import Matrix
 from reprocheck.report import aggregate
@@ -131,6 +132,15 @@ def report_dict(
         "agreement": agreement,
         "agreement_patterns": aggregate.agreement_patterns(matrix.agreement),
         "decisions": aggregate.decisions(comparisons, fixtures),
+        "metrics": [
+            {
+                "output": m.output,
+                "unit": m.unit,
+                "scale": m.scale,
+                "values": {env: _json_float(v) for env, v in m.values.items()},
+            }
+            for m in matrix.metrics
+        ],
         "nondeterministic": [
             {
                 "output": n.output,

@@ -13,6 +13,8 @@ from reprocheck.report.common import (
     decision_lines,
     decisions_text,
     headline,
+    metric_environments,
+    metric_rows,
     mismatch_text,
     number,
     ordered_verdicts,
@@ -140,7 +142,25 @@ def _decisions(report: Report) -> list[str]:
     return ["### Decisions", "", *(f"- {_cell(line)}" for line in lines)] if lines else []
 
 
-SECTIONS = (_headline, _decisions, _environments, _pairs, _top, _agreement, _noise, _problems)
+def _metrics(report: Report) -> list[str]:
+    rows = metric_rows(report)
+    if not rows:
+        return []
+    header = ["metric", *metric_environments(report)]
+    return ["### Metrics", "", *_table(header, [[f"`{o}`", *cells] for o, cells in rows])]
+
+
+SECTIONS = (
+    _headline,
+    _metrics,
+    _decisions,
+    _environments,
+    _pairs,
+    _top,
+    _agreement,
+    _noise,
+    _problems,
+)
 
 
 def render_markdown(report: Report) -> str:

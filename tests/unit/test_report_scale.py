@@ -107,3 +107,33 @@ def test_every_stage_takes_degenerate_matrices(make_project, tmp_path, kind) -> 
     print_summary(Console(file=io.StringIO()), report, quiet=False)
     assert pq.read_table(run_dir / "comparisons.parquet").num_rows == len(matrix.comparisons)
     assert sum(report["summary"].values()) == len(matrix.comparisons)
+
+
+def test_scalar_metrics_in_their_own_units(make_project, tmp_path) -> None:
+    """0-d outputs and [metrics] are shown per environment with their change; a metric's
+    atol applies in its own units and replaces [tolerance]."""
+    run_dir = tmp_path / "run"
+    a = stored_env(
+        run_dir, "a", {"eval": {"accuracy": np.float64(0.9712), "loss": np.float64(0.5)}}
+    )
+    b = stored_env(
+        run_dir, "b", {"eval": {"accuracy": np.float64(0.9716), "loss": np.float64(0.5)}}
+    )
+    config = load_config(
+        make_project(
+            CONFIG + '[metrics]\n"*/accuracy" = { atol = 0.001, unit = "%", scale = 100 }\n'
+        )
+    )
+    matrix = build_matrix(config, stored_run(run_dir, (a, b)))
+    verdicts = {c.output: c.verdict for c in matrix.comparisons}
+    assert verdicts == {"eval/accuracy": "within_tolerance", "eval/loss": "identical"}
+    report = json.loads(json.dumps(report_dict(stored_run(run_dir, (a, b)), matrix)))
+    from reprocheck.report.common import metric_rows
+
+    assert metric_rows(report) == [
+        ("eval/accuracy", ["97.12 %", "97.16 % (+0.04 pp)"]), ("eval/loss", ["0.5", "0.5"])
+    ]  # fmt: skip
+    console = Console(file=io.StringIO(), width=200)
+    print_summary(console, report, quiet=False)
+    assert "97.16 % (+0.04 pp)" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert "97.16 % (+0.04 pp)" in render_markdown(report)
