@@ -25,12 +25,18 @@ from reprocheck import __version__
 from reprocheck.cache import CACHE_DIR, DEFAULT_PRUNE_DAYS, RunCache
 from reprocheck.cache import prune as prune_cache
 from reprocheck.config import RunConfig, load_config
-from reprocheck.engine import ContainerEngine, get_engine
-from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
+from reprocheck.engine import ContainerEngine, ImageInfo, get_engine
+from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
 from reprocheck.explain import Explainer, attributions_json, experiments_json
-from reprocheck.history import append_history, history_file, load_history, run_lines, trend_png
-from reprocheck.images import ImageBuilder, bootstrap_debian
-from reprocheck.matrix import Matrix, build_matrix, environment_pairs
+from reprocheck.history import history_file, load_history, run_lines, trend_png
+from reprocheck.images import (
+    LABEL_DOCKERFILE,
+    LABEL_HYBRID,
+    ImageBuilder,
+    base_images,
+    bootstrap_debian,
+)
+from reprocheck.matrix import Matrix, build_matrix
 from reprocheck.plan import make_plan
 from reprocheck.render import (
     ProgressPrinter,
@@ -39,11 +45,11 @@ from reprocheck.render import (
     print_images,
     print_summary,
 )
-from reprocheck.report.json_report import COMPARISONS_FILE, report_dict, write_json
-from reprocheck.report.trend import trend_svg
+from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
 from reprocheck.run_model import RunResult, new_run_id
 from reprocheck.runner import Runner, raise_interrupt
+from reprocheck.stages import REPORT_FILE, exit_code, matrix_for, trend_of, write_run_files
 from reprocheck.store import find_run, load_run, save_run, write_bytes_atomic
 from reprocheck.stored import (
     baselines_dir,
@@ -210,7 +216,7 @@ def run(
     if result.interrupted:
         _exit_interrupted(result)
     with _stored_run_guard(result.run_dir):
-        matrix = _matrix(config, result, golden, baseline)
+        matrix = matrix_for(config, result, golden, baseline)
         code = _finish(config, result, matrix, json_path, quiet, report_paths(reports))
     sys.exit(code)
 
@@ -226,66 +232,31 @@ def _exit_interrupted(result: RunResult) -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
-def _matrix(
-    config: RunConfig, result: RunResult, golden: RunResult | None, name: str | None
-) -> Matrix:
-    if golden is None or name is None:
-        return build_matrix(config, result)
-    references = renamed(golden, name)
-    own = environment_pairs([e.name for e in result.environments], config.compare.mode)
-    pairs = own + reference_pairs(references, result, name)
-    return build_matrix(config, result, references=references, pairs=pairs)
-
-
 def _finish(
     config: RunConfig, result: RunResult, matrix: Matrix, json_path: Path | None, quiet: bool,
     paths: ReportPaths = NO_EXTRA_REPORTS,
 ) -> int:  # fmt: skip
-    data = report_dict(result, matrix, references=matrix.references)
-    matrix.comparisons.write_parquet(result.run_dir / COMPARISONS_FILE)
-    write_json(result.run_dir / "report.json", data)
-    if json_path:
-        write_json(json_path, data)
-    # The history and the other report files each fail on their own: a broken history file
-    # (a folder, a FIFO) must not cost the HTML report, nor the HTML the summary.
-    history = _stage(result.run_dir, "history", lambda: append_history(config, result, matrix))
-    trend = _trend(config) if history else None
-    html = _stage(result.run_dir, "reports",
-                  lambda: write_reports(data, result.run_dir, paths, trend=trend))  # fmt: skip
-    print_summary(out, data, quiet=quiet)
-    out.print(f"report: {result.run_dir / 'report.json'}")
-    if html:
-        out.print(f"html: {paths.html or html}")
-    return exit_code(result, matrix) if history and html else EXIT_ERROR
+    files = write_run_files(config, result, matrix, _stage_warning(result.run_dir), paths,
+                            json_path)  # fmt: skip
+    print_summary(out, files.data, quiet=quiet)
+    out.print(f"report: {result.run_dir / REPORT_FILE}")
+    if files.html:
+        out.print(f"html: {paths.html or files.html}")
+    return exit_code(result, matrix) if files.complete else EXIT_ERROR
 
 
-T = TypeVar("T")
+def _stage_warning(run_dir: Path) -> Callable[[str, Exception], None]:
+    """A late stage that failed: one warning line (naming the traceback's log)."""
 
-
-def _stage(run_dir: Path, name: str, func: Callable[[], T]) -> T | None:
-    """Run one late stage; a failure is one warning line naming the log, and None."""
-    try:
-        return func()
-    except ReprocheckError as exc:
-        err.print(f"[yellow]warning:[/] {name}: {escape(str(exc))}", soft_wrap=True)
-    except Exception as exc:  # the reports of a stored run are never lost to one stage
+    def warn(name: str, exc: Exception) -> None:
+        if isinstance(exc, ReprocheckError):
+            err.print(f"[yellow]warning:[/] {name}: {escape(str(exc))}", soft_wrap=True)
+            return
         log = _write_traceback(run_dir)
         what = f"{name} failed: {type(exc).__name__}: {exc}; traceback in {log}"
         err.print(f"[yellow]warning:[/] {escape(what)}", soft_wrap=True)
-    return None
 
-
-def _trend(config: RunConfig) -> str | None:
-    lines = run_lines(load_history(history_file(config)))
-    return trend_svg([(line.started, line.run_id, line.drift) for line in lines])
-
-
-def exit_code(result: RunResult, matrix: Matrix) -> int:
-    if matrix.has_errors or any(
-        env.failed or env.status == "partial" for env in result.environments
-    ):
-        return EXIT_ERROR
-    return EXIT_DRIFT if matrix.has_drift else EXIT_OK
+    return warn
 
 
 @main.command()
@@ -408,7 +379,7 @@ def _attach_attributions(
     report["attributions"] = _merged(report.get("attributions", []), data["attributions"])
     report["experiments"] = _merged(report.get("experiments", []), data["experiments"])
     write_json(report_path, report)
-    return write_reports(report, result.run_dir, paths, trend=_trend(config))
+    return write_reports(report, result.run_dir, paths, trend=trend_of(config))
 
 
 @main.group()
@@ -567,11 +538,57 @@ def images_build(config_path: Path | None, envs: tuple[str, ...], jobs: int) -> 
 
 @images.command("list")
 @config_option
+@click.option("--all", "everything", is_flag=True,
+              help="Every image reprocheck made (any project; explain's hybrids).")  # fmt: skip
 @handled
-def images_list(config_path: Path | None) -> None:
-    """Images reprocheck built or bootstrapped: from which Dockerfile, and when."""
+def images_list(config_path: Path | None, everything: bool) -> None:
+    """This project's images (built from its Dockerfiles, and the bootstrapped bases they
+    start from): from which Dockerfile, and when."""
     engine = _configured_engine(config_path)
-    print_images(out, engine.images("io.reprocheck"), engine.images("io.reprocheck.bootstrap"))
+    built = engine.images("io.reprocheck")
+    bases = engine.images("io.reprocheck.bootstrap")
+    if not everything:
+        config = load_config(config_path)
+        built = [i for i in built if _of_project(i, config.root)]
+        used = {ref for i in built for ref in _bases_of(i)}
+        bases = [i for i in bases if used & {*i.tags, i.ref}]
+    print_images(out, built, bases)
+
+
+def _of_project(info: ImageInfo, root: Path) -> bool:
+    """Built from one of the project's Dockerfiles (not a hybrid, which inherits the label)."""
+    if LABEL_HYBRID in info.labels:
+        return False
+    dockerfile = info.labels.get(LABEL_DOCKERFILE)
+    return dockerfile is not None and Path(dockerfile).resolve().is_relative_to(root.resolve())
+
+
+def _bases_of(info: ImageInfo) -> list[str]:
+    dockerfile = Path(info.labels.get(LABEL_DOCKERFILE, ""))
+    return base_images(dockerfile) if dockerfile.is_file() else []
+
+
+@images.command("prune")
+@config_option
+@handled
+def images_prune(config_path: Path | None) -> None:
+    """Remove explain's hybrid images and this project's images older than the newest one
+    built from each Dockerfile (they are rebuilt or made again when needed)."""
+    config = load_config(config_path)
+    engine = _configured_engine(config_path)
+    doomed = engine.images(LABEL_HYBRID)
+    newest: dict[str, ImageInfo] = {}
+    for info in sorted(engine.images("io.reprocheck"), key=lambda i: i.created):
+        if not _of_project(info, config.root):
+            continue
+        older = newest.get(info.labels[LABEL_DOCKERFILE])
+        if older is not None and older.id != info.id:
+            doomed.append(older)
+        newest[info.labels[LABEL_DOCKERFILE]] = info
+    removed = [i for i in doomed if engine.remove_image(i.id)]
+    freed = sum(i.size for i in removed) / 1e6
+    out.print(f"removed {len(removed)} of {len(doomed)} image(s), {freed:,.0f} MB "
+              "(an image a container still uses is kept)")  # fmt: skip
 
 
 @main.command()

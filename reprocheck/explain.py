@@ -40,7 +40,7 @@ from reprocheck.compare import Tolerance, compare_arrays
 from reprocheck.config import RunConfig
 from reprocheck.engine import LABEL, BuildRequest, ContainerEngine
 from reprocheck.errors import OutputError
-from reprocheck.images import EnvironmentImage
+from reprocheck.images import LABEL_HYBRID, EnvironmentImage
 from reprocheck.matrix import OutputComparison, build_matrix
 from reprocheck.output_store import OutputFolders
 from reprocheck.outputs import OutputReader, OutputRef, index_file
@@ -692,7 +692,7 @@ def hybrid_image(
     existing = engine.image(tag)
     if existing is None:
         with _hybrid_context(target.image_id, files) as tarball:
-            labels = {LABEL: "1", "io.reprocheck.hybrid": origin}
+            labels = {LABEL: "1", LABEL_HYBRID: origin}
             request = BuildRequest(context_tar=tarball, tag=tag, labels=labels)
             existing = engine.build(request, lambda _line: None)
     return dataclasses.replace(target, ref=tag, image_id=existing.id)

@@ -48,6 +48,7 @@ _IMPORT_CHANGES = (
 LABEL_DOCKERFILE = "io.reprocheck.dockerfile"
 LABEL_CONTEXT = "io.reprocheck.context-sha256"
 LABEL_BOOTSTRAP = "io.reprocheck.bootstrap"
+LABEL_HYBRID = "io.reprocheck.hybrid"  # explain's transplant images
 
 
 @dataclass(frozen=True, kw_only=True)

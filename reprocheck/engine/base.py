@@ -133,6 +133,9 @@ class ContainerEngine(Protocol):
     def pull(self, ref: str) -> ImageInfo | None:
         """Pull ``ref``; None when no registry can provide it."""
 
+    def remove_image(self, ref: str) -> bool:
+        """Remove the image ``ref`` (by tag or id); False when it is absent or in use."""
+
     def build(self, request: BuildRequest, on_line: LineCallback) -> ImageInfo:
         """Build with the engine's layer cache; raise ImageBuildError with the failing step."""
 

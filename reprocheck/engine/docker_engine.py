@@ -86,6 +86,13 @@ class DockerEngine:
         found = self._client.images.list(filters={"label": label})
         return [_image_info(img, img.tags[0] if img.tags else img.short_id) for img in found]
 
+    def remove_image(self, ref: str) -> bool:
+        try:
+            self._client.images.remove(ref)
+        except (docker.errors.ImageNotFound, docker.errors.APIError):
+            return False  # gone already, or a container (or another tag's child) uses it
+        return True
+
     def pull(self, ref: str) -> ImageInfo | None:
         try:
             return _image_info(self._client.images.pull(ref), ref)
