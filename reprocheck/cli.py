@@ -184,6 +184,9 @@ def report_paths(kwargs: dict[str, Path | None]) -> ReportPaths:
 @click.option("--no-cache", is_flag=True,
               help="Run every environment even when a cached result matches (the new results "
                    "replace the cached ones).")  # fmt: skip
+@click.option("--rebuild", is_flag=True,
+              help="Build the environments' images again without the layer cache, so apt and "
+                   "pip resolve again (their fingerprints record what changed).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Show build and bootstrap output.")
 @report_options
@@ -196,6 +199,7 @@ def run(
     baseline: str | None,
     jobs: int | None,
     no_cache: bool,
+    rebuild: bool,
     quiet: bool,
     verbose: bool,
     **reports: Path | None,
@@ -210,7 +214,7 @@ def run(
     run_dir = (out_dir or config.reports_dir / run_id).resolve()
     cache = RunCache.open(config, read=not no_cache, reports=[json_path, *reports.values()])
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
-        runner = Runner(engine, plan, progress, run_id=run_id, cache=cache)
+        runner = Runner(engine, plan, progress, run_id=run_id, cache=cache, rebuild=rebuild)
         result = runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1)
     save_run(result, latest=run_dir.parent == config.reports_dir.resolve())
     if result.interrupted:

@@ -137,10 +137,16 @@ class ImageBuilder:
         engine: ContainerEngine,
         config: RunConfig,
         progress: ProgressCallback = silent,
+        *,
+        rebuild: bool = False,
     ) -> None:
         self._engine = engine
         self._config = config
         self._progress = progress
+        # Build each Dockerfile once more without the layer cache (run --rebuild): a
+        # long-lived runner otherwise never sees the distribution's package updates.
+        self._rebuild = rebuild
+        self._rebuilt: dict[Path, ImageInfo] = {}
         self._ca = ca_bundle(config)
         self._locks: dict[str, threading.Lock] = {}
 
@@ -151,7 +157,9 @@ class ImageBuilder:
             return _pinned(env, info, None)
         for base in base_images(folder / "Dockerfile"):
             self.ensure_present(base, platform=env.platform)
-        return _pinned(env, self._build(env, folder), folder / "Dockerfile")
+        with self._locks.setdefault(f"build:{folder}", threading.Lock()):  # once per folder
+            info = self._build(env, folder)
+        return _pinned(env, info, folder / "Dockerfile")
 
     def ensure_present(self, ref: str, platform: str | None = None) -> ImageInfo:
         with self._locks.setdefault(ref, threading.Lock()):  # parallel builds share bases
@@ -182,8 +190,14 @@ class ImageBuilder:
     def _build(self, env: EnvironmentConfig, folder: Path) -> ImageInfo:
         with _context_tar(folder, self._ca) as (tarball, digest):
             tag = f"reprocheck/{_slug(folder.name)}:{digest[:12]}"
+            if folder in self._rebuilt:
+                return self._rebuilt[folder]
             cached = self._engine.image(tag)
-            if cached is not None and cached.labels.get(LABEL_CONTEXT) == digest:
+            if (
+                not self._rebuild
+                and cached is not None
+                and cached.labels.get(LABEL_CONTEXT) == digest
+            ):
                 return cached
             self._progress(
                 ProgressEvent(stage="build", subject=env.name, message=f"building {tag}")
@@ -198,6 +212,7 @@ class ImageBuilder:
                 },
                 buildargs={"REPROCHECK_CA": CA_FILE},
                 platform=env.platform,
+                nocache=self._rebuild,
             )
             started = time.monotonic()
             try:
@@ -208,6 +223,8 @@ class ImageBuilder:
                     fix=exc.fix,
                 ) from exc
             seconds = time.monotonic() - started
+            if self._rebuild:
+                self._rebuilt[folder] = info
             done = f"built {tag} in {seconds:.0f} s"
             self._progress(ProgressEvent(stage="build", subject=env.name, message=done,
                                          finished=True))  # fmt: skip

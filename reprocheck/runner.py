@@ -108,14 +108,14 @@ class Runner:
 
     def __init__(
         self, engine: ContainerEngine, plan: Plan, progress: ProgressCallback = silent, *,
-        run_id: str, cache: RunCache = NO_CACHE,
+        run_id: str, cache: RunCache = NO_CACHE, rebuild: bool = False,
     ) -> None:  # fmt: skip
         self._engine = engine
         self._cache = cache
         self._plan = plan
         self._config = plan.config
         self._progress = progress
-        self._images = ImageBuilder(engine, plan.config, progress)
+        self._images = ImageBuilder(engine, plan.config, progress, rebuild=rebuild)
         self._run_id = run_id
         self._done = 0  # container runs finished, for progress
         self._lock = threading.Lock()

@@ -85,6 +85,7 @@ class ContainerSpec:
     timeout: float = 3600.0
     labels: Mapping[str, str] = field(default_factory=dict)
     platform: str | None = None
+    nocache: bool = False  # every step again: apt and pip resolve anew
     masked: tuple[str, ...] = ()  # container paths hidden behind an empty read-only tmpfs
 
 
@@ -116,6 +117,7 @@ class BuildRequest:
     buildargs: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     platform: str | None = None
+    nocache: bool = False  # every step again: apt and pip resolve anew
 
 
 LineCallback = Callable[[str], None]

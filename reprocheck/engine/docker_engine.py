@@ -111,6 +111,7 @@ class DockerEngine:
                 buildargs=dict(request.buildargs),
                 labels=dict(request.labels),
                 pull=False,
+                nocache=request.nocache,
                 rm=True,
                 forcerm=True,
                 decode=True,

@@ -303,3 +303,19 @@ def test_configured_ca_bundle_that_is_missing(make_project, fake_engine) -> None
                            extra='[images]\nca_bundle = "nope.crt"\n')  # fmt: skip
     with pytest.raises(ConfigError, match=r"nope\.crt"):
         ImageBuilder(fake_engine, config)
+
+
+def test_rebuild_builds_once_more_without_the_layer_cache(make_project, fake_engine) -> None:
+    """run --rebuild: a long-lived runner's image is built again (apt and pip resolve
+    anew), once per Dockerfile however many environments use it."""
+    fake_engine.add("debian:bookworm")
+    config, env = _project(make_project, "images/env", dockerfile="FROM debian:bookworm\n")
+    first = ImageBuilder(fake_engine, config).resolve(env)
+    assert len(fake_engine.builds) == 1 and not fake_engine.builds[0].nocache
+    ImageBuilder(fake_engine, config).resolve(env)
+    assert len(fake_engine.builds) == 1  # cached: same context, same image
+    builder = ImageBuilder(fake_engine, config, rebuild=True)
+    again = builder.resolve(env)
+    builder.resolve(env)
+    assert len(fake_engine.builds) == 2 and fake_engine.builds[1].nocache
+    assert again.image_id != first.image_id
