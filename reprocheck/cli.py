@@ -28,7 +28,7 @@ from reprocheck.config import RunConfig, load_config
 from reprocheck.engine import ContainerEngine, ImageInfo, get_engine
 from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
 from reprocheck.explain import Explainer, attributions_json, experiments_json
-from reprocheck.history import history_file, load_history, run_lines, trend_png
+from reprocheck.history import config_name, history_file, load_history, run_lines, trend_png
 from reprocheck.images import (
     LABEL_DOCKERFILE,
     LABEL_HYBRID,
@@ -428,7 +428,7 @@ def history(config_path: Path | None, png_path: Path | None) -> None:
     """One line per stored run: date, environments, drift counts, worst output."""
     config = load_config(config_path)
     path = history_file(config)
-    lines = run_lines(load_history(path))
+    lines = run_lines(load_history(path), config_name(config))  # this config's runs only
     for line in lines:
         worst = (f"{line.worst_output} (max_abs {line.worst_abs:.3g})"
                  if line.worst_output and line.worst_abs is not None else "-")  # fmt: skip

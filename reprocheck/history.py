@@ -37,9 +37,9 @@ from reprocheck.store import write_bytes_atomic
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict",
-           "mismatched", "total", "max_abs", "max_ulp", "count"]  # fmt: skip
+           "mismatched", "total", "max_abs", "max_ulp", "count", "config"]  # fmt: skip
 ALL_OUTPUTS = "*"  # the output of a row that stands for ``count`` identical outputs
-TEXT_COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict"]
+TEXT_COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict", "config"]
 NUMBER_COLUMNS = ["mismatched", "total", "max_abs", "max_ulp", "count"]
 # How long a run waits for another one writing the same history (a write takes well under
 # a second; the lock is an flock, so a killed writer never leaves it held).
@@ -94,6 +94,7 @@ def rows(run: RunResult, matrix: Matrix) -> pd.DataFrame:
     found = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS[2:])
     found.insert(0, "started", run.started)
     found.insert(0, "run_id", run.run_id)
+    found["config"] = ""
     return found[COLUMNS]
 
 
@@ -123,6 +124,7 @@ def append_history(config: RunConfig, run: RunResult, matrix: Matrix) -> Path:
         old = _load_locked(path)
         old = old[old["run_id"] != run.run_id]
         new = rows(run, matrix)
+        new["config"] = config_name(config)
         table = new if old.empty else pd.concat([old, new], ignore_index=True)
         write_bytes_atomic(path, _serialized(table, path))
     return path
@@ -161,6 +163,8 @@ def _read(path: Path) -> pd.DataFrame:
         table = pd.read_csv(io.BytesIO(data), dtype=dict.fromkeys(TEXT_COLUMNS, str))
     if "count" not in table.columns:  # written before identical outputs were summed up
         table["count"] = 1
+    if "config" not in table.columns:  # written before rows named their config
+        table["config"] = ""
     missing = [column for column in COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(f"no column {', '.join(missing)}")
@@ -239,7 +243,18 @@ def _locked(path: Path) -> Iterator[None]:
         lock.release()
 
 
-def run_lines(table: pd.DataFrame) -> list[RunLine]:
+def config_name(config: RunConfig) -> str:
+    """The config a history row came from: its file, relative to the project."""
+    source = config.source.resolve()
+    root = config.root.resolve()
+    return source.relative_to(root).as_posix() if source.is_relative_to(root) else str(source)
+
+
+def run_lines(table: pd.DataFrame, config: str | None = None) -> list[RunLine]:
+    """One line per run, of ``config`` only when given (rows older than the config column
+    count for every config)."""
+    if config is not None and "config" in table.columns:
+        table = table[table["config"].isin([config, ""])]
     lines = []
     for run_id, group in table.groupby("run_id", sort=False):
         drift = group[group["verdict"] == "drift"]

@@ -11,7 +11,13 @@ from typing import Any, TypeVar
 
 from reprocheck.config import RunConfig
 from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK
-from reprocheck.history import append_history, history_file, load_history, run_lines
+from reprocheck.history import (
+    append_history,
+    config_name,
+    history_file,
+    load_history,
+    run_lines,
+)
 from reprocheck.matrix import Matrix, build_matrix, environment_pairs
 from reprocheck.report.json_report import COMPARISONS_FILE, report_dict, write_json
 from reprocheck.report.trend import trend_svg
@@ -39,7 +45,7 @@ def matrix_for(
 
 def trend_of(config: RunConfig) -> str | None:
     """The drift-per-run SVG of the project's history."""
-    lines = run_lines(load_history(history_file(config)))
+    lines = run_lines(load_history(history_file(config)), config_name(config))
     return trend_svg([(line.started, line.run_id, line.drift) for line in lines])
 
 

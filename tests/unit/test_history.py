@@ -190,7 +190,7 @@ def _damage(path: Path, kind: str) -> bytes:
     """Damage the stored history in one of the ways seen in the field; the bytes written."""
     data = path.read_bytes()
     damaged = {
-        "truncated": data[: len(data) // 2],
+        "truncated": data[: len(data) * 3 // 4],  # inside the row (a cut header is a table)
         "empty": b"",
         "garbage": b"\x00\xffPAR1 not a table\n\x01" * 10,
         "wrong columns": b"when,what\n2024,x\n",
@@ -406,3 +406,19 @@ def test_a_history_that_is_not_a_file_is_moved_aside(config, store_format, caplo
     assert load_history(path).empty  # never blocks on the FIFO, never reads /dev/zero
     assert not path.exists() and not path.is_symlink()
     assert "not a regular file" in _warnings(caplog)[0] or "symbolic link" in _warnings(caplog)[0]
+
+
+def test_history_trends_one_config_at_a_time(make_project, tmp_path) -> None:
+    """Runs of another config (a strict and a loose tolerance file in one project) are rows
+    of their own: each config's trend shows its runs (and rows older than the column)."""
+    strict = load_config(make_project(CONFIG))
+    loose = load_config(make_project(CONFIG, name="loose.toml"))
+    append_history(strict, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
+                   _matrix(_drift("x/a", 3)))  # fmt: skip
+    path = append_history(loose, _run(tmp_path, "run-2", "2024-05-02T10:00:00"),
+                          _matrix(_same("x/a")))  # fmt: skip
+    table = load_history(path)
+    assert set(table["config"]) == {"reprocheck.toml", "loose.toml"}
+    assert [line.run_id for line in run_lines(table, "reprocheck.toml")] == ["run-1"]
+    assert [line.run_id for line in run_lines(table, "loose.toml")] == ["run-2"]
+    assert [line.run_id for line in run_lines(table)] == ["run-1", "run-2"]
