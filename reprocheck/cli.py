@@ -210,8 +210,8 @@ def run(
     plan = make_plan(config, envs)
     golden = load_baseline(config, baseline) if baseline else None
     engine = get_engine(config.run.engine)
-    run_id = new_run_id()  # unique even when --out reuses a folder name every night
-    run_dir = (out_dir or config.reports_dir / run_id).resolve()
+    run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
+    run_id = run_dir.name  # a merge of --out folders gets an id of its own
     cache = RunCache.open(config, read=not no_cache, reports=[json_path, *reports.values()])
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
         runner = Runner(engine, plan, progress, run_id=run_id, cache=cache, rebuild=rebuild)
@@ -293,8 +293,9 @@ def diff(config_path: Path | None, run_a: str, run_b: str, json_path: Path | Non
     config = load_config(config_path)
     first = load_run(find_run(config.reports_dir, run_a))
     second = load_run(find_run(config.reports_dir, run_b))
-    references = renamed(first, first.run_id)
-    pairs = reference_pairs(references, second, first.run_id)
+    label = first.run_dir.name  # as the user named it (a run's id, or its --out folder)
+    references = renamed(first, label)
+    pairs = reference_pairs(references, second, label)
     if not pairs and len(first.environments) == len(second.environments) == 1:
         pairs = ((references[0].name, second.environments[0].name),)
     if not pairs:

@@ -59,10 +59,11 @@ def run(docker_client: Any, root: Path, name: str, *args: str) -> Run:
     seconds = time.time() - started
     assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     assert "Traceback" not in proc.stdout + proc.stderr
-    filters = {"type": "container", "event": "create", "label": f"io.reprocheck.run={name}"}
+    report = json.loads((root / "report.json").read_text())
+    run_id = report["run_id"]  # unique per run, not the --out folder's name
+    filters = {"type": "container", "event": "create", "label": f"io.reprocheck.run={run_id}"}
     events = docker_client.events(since=int(started) - 1, until=int(time.time()) + 1,
                                   filters=filters, decode=True)  # fmt: skip
-    report = json.loads((root / "report.json").read_text())
     verdicts = {(c["output"], c["candidate"]): c["verdict"] for c in report["comparisons"]}
     outputs = {}
     for env in report["environments"]:

@@ -174,9 +174,9 @@ def test_an_unexpected_exception_after_the_containers_still_stores_the_run(
     docker_engine, debian_bases, tmp_path: Path
 ) -> None:
     root = project(tmp_path / "p", SCALARS_CALLABLE, TWO)
-    inject = ("import sys, reprocheck.cli as c\n"
+    inject = ("import sys, reprocheck.cli as c, reprocheck.stages as s\n"
               "def boom(*a, **k):\n    raise RuntimeError('injected fault')\n"
-              "c.build_matrix = boom\nsys.argv = ['reprocheck', 'run']\nc.main()\n")  # fmt: skip
+              "s.build_matrix = boom\nsys.argv = ['reprocheck', 'run']\nc.main()\n")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", inject], cwd=root, capture_output=True, env=ENV,
                           text=True, timeout=600)  # fmt: skip
     no_traceback(proc)
