@@ -49,7 +49,14 @@ from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
 from reprocheck.run_model import RunResult, new_run_id
 from reprocheck.runner import Runner, raise_interrupt
-from reprocheck.stages import REPORT_FILE, exit_code, matrix_for, trend_of, write_run_files
+from reprocheck.stages import (
+    REPORT_FILE,
+    derived_run,
+    exit_code,
+    matrix_for,
+    trend_of,
+    write_run_files,
+)
 from reprocheck.store import find_run, load_run, save_run, write_bytes_atomic
 from reprocheck.stored import (
     baselines_dir,
@@ -272,9 +279,11 @@ def _stage_warning(run_dir: Path) -> Callable[[str, Exception], None]:
 def compare(
     config_path: Path | None, run_ref: str | None, json_path: Path | None, **reports: Path | None
 ) -> None:
-    """Compare a stored run again (for example after changing tolerances)."""
+    """Compare a stored run again (for example after changing tolerances). With another
+    config than the run's, the reports go to a derived run under the run's ``derived/``
+    folder; the stored run's own reports and history rows stay as they were."""
     config = load_config(config_path)
-    result = load_run(find_run(config.reports_dir, run_ref))
+    result = derived_run(config, load_run(find_run(config.reports_dir, run_ref)))
     with _stored_run_guard(result.run_dir):
         matrix = build_matrix(config, result)
         code = _finish(config, result, matrix, json_path, False, report_paths(reports))

@@ -4,6 +4,7 @@ report files) fails on its own and is handed to the caller's ``on_failure``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,19 @@ def matrix_for(
     own = environment_pairs([e.name for e in result.environments], config.compare.mode)
     pairs = own + reference_pairs(references, result, name)
     return build_matrix(config, result, references=references, pairs=pairs)
+
+
+def derived_run(config: RunConfig, result: RunResult) -> RunResult:
+    """``result`` itself when ``config`` is the one it ran with; else a derived run whose
+    reports go to ``<run>/derived/<config>/`` and whose history rows are its own
+    (``<run id>@<config>``), so comparing with another config never rewrites the run."""
+    if result.config_source.resolve() == config.source.resolve():
+        return result
+    name = config_name(config).replace("/", "_")
+    folder = result.run_dir / "derived" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(result, run_dir=folder, run_id=f"{result.run_id}@{name}",
+                               config_source=config.source)  # fmt: skip
 
 
 def trend_of(config: RunConfig) -> str | None:

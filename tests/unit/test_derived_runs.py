@@ -1,0 +1,45 @@
+"""compare with another config writes a derived run: the stored run's reports and history
+rows stay as they were."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+from click.testing import CliRunner
+from runs import stored_env, stored_run
+
+from reprocheck import cli
+from reprocheck.config import load_config
+from reprocheck.history import history_file, load_history
+from reprocheck.store import save_run
+
+CONFIG = (
+    '[pipeline]\ncallable = "p.py:run"\n'
+    '[[environments]]\nname = "a"\nimage = "i"\n[[environments]]\nname = "b"\nimage = "j"\n'
+)
+
+
+def test_compare_with_another_config_never_rewrites_the_run(make_project) -> None:
+    source = make_project(CONFIG)
+    loose = make_project(CONFIG + "[tolerance.default]\natol = 0.5\n", name="loose.toml")
+    config = load_config(source)
+    run_dir = config.reports_dir / "run-1"
+    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3)}})
+    b = stored_env(run_dir, "b", {"x": {"v": np.full(3, 0.25)}})
+    run = dataclasses.replace(stored_run(run_dir, (a, b)), config_source=source)
+    save_run(run)
+    runner = CliRunner()
+    first = runner.invoke(cli.main, ["compare", "--run", "run-1", "--config", str(source)])
+    assert first.exit_code == 1, first.output  # drift under the exact default
+    own = (run_dir / "report.json").read_bytes()
+    second = runner.invoke(cli.main, ["compare", "--run", "run-1", "--config", str(loose)])
+    assert second.exit_code == 0, second.output  # within the loose tolerance
+    assert (run_dir / "report.json").read_bytes() == own  # the stored run's report: untouched
+    derived = json.loads((run_dir / "derived" / "loose.toml" / "report.json").read_text())
+    assert derived["run_id"] == "run-1@loose.toml"
+    assert derived["summary"] == {"within_tolerance": 1}
+    history = load_history(history_file(config))
+    assert set(history["run_id"]) == {"run-1", "run-1@loose.toml"}
+    assert set(history[history["run_id"] == "run-1"]["verdict"]) == {"drift"}
