@@ -34,10 +34,8 @@ from reprocheck.compare.api import compare_arrays
 from reprocheck.compare.chunking import DEFAULT_CHUNKING
 from reprocheck.compare.dtypes import (
     BITS_VIEW,
-    FLOAT_BITS,
     IMAGE_MAX,
     AnyArray,
-    BitsArray,
     BoolArray,
     FloatArray,
     IndexArray,
@@ -50,6 +48,7 @@ from reprocheck.compare.results import ArrayComparison, Verdict
 from reprocheck.compare.rules import Tolerance
 from reprocheck.compare.stream import DENSE
 from reprocheck.compare.totals import WORST_COUNT
+from reprocheck.compare.values import float_ulp, relative
 
 _EXACT = Tolerance()
 
@@ -281,28 +280,6 @@ def _worst(key: FloatArray, layout: _Layout) -> list[Worst]:
 # --------------------------------------------------------------------------- floats
 
 
-def _places(bits: BitsArray) -> BitsArray:
-    """Signed places of sign-magnitude float bits on the number line (-0.0, +0.0 -> 0), in
-    the bits' own width (``values._position``)."""
-    sign = bits >> (8 * bits.dtype.itemsize - 1)
-    place = bits & bits.dtype.type(np.iinfo(bits.dtype).max)
-    np.bitwise_xor(place, sign, out=place)
-    np.subtract(place, sign, out=place)
-    return place
-
-
-def _float_ulp(a: AnyArray, b: AnyArray) -> UIntArray:
-    """ULP distance in the dtype's own representable values, exact in uint64."""
-    bits = FLOAT_BITS[a.dtype.itemsize]
-    place_a, place_b = _places(a.view(bits)), _places(b.view(bits))
-    if a.dtype.itemsize < 8:  # no overflow in 64 bits
-        distance: Int64Array = np.subtract(place_a, place_b, dtype=np.int64)
-        return np.abs(distance, out=distance).view(np.uint64)
-    high = np.maximum(place_a, place_b).view(np.uint64)
-    np.subtract(high, np.minimum(place_a, place_b).view(np.uint64), out=high)
-    return high  # max - min wraps to the exact distance
-
-
 def _close(
     diff: FloatArray, magnitude: FloatArray, ulp: UIntArray, tolerance: Tolerance
 ) -> BoolArray:
@@ -332,16 +309,6 @@ def _float_sums(diff: FloatArray, differs: BoolArray, counts: IndexArray) -> lis
     return listed
 
 
-def _relative(diff: FloatArray, magnitude: FloatArray) -> FloatArray:
-    """diff / |a|, with x / 0 = inf for x > 0, 0 / 0 = 0 and inf / inf = inf."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        rel: FloatArray = diff / magnitude
-    undefined = np.isnan(rel)
-    if undefined.any():
-        rel[undefined] = np.where(diff[undefined] > 0, np.inf, 0.0)
-    return rel
-
-
 @dataclass(frozen=True, kw_only=True)
 class _Specials:
     """Where NaN and Inf are in rows of floats."""
@@ -361,7 +328,7 @@ def _float_facts(
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(np.subtract(wide_a, b, dtype=np.float64))
     magnitude = np.abs(wide_a, out=wide_a)
-    ulp = _float_ulp(a, b)
+    ulp = float_ulp(a, b)
     if np.isfinite(a).all() and np.isfinite(b).all():
         return a != b, diff, magnitude, ulp, None
     nan_a, nan_b = np.isnan(a), np.isnan(b)
@@ -389,7 +356,7 @@ def _float_metrics(
     outside &= unequal
     max_abs: list[float] = diff.max(axis=1).tolist()
     sum_abs = _float_sums(diff, differs, counts)
-    max_rel: list[float] = _relative(diff, magnitude).max(axis=1).tolist()
+    max_rel: list[float] = relative(diff, magnitude).max(axis=1).tolist()
     if specials is not None:  # NaN vs a number ranks first
         np.copyto(diff, np.inf, where=specials.nan_x)
     return _Metrics(

@@ -88,7 +88,7 @@ def _block_ulp(a: AnyArray, b: AnyArray, scratch: FloatScratch) -> tuple[Distanc
 
 
 def block_max_rel(wide_a: WideArray, diff: WideArray, out: WideArray) -> float:
-    """max |a - b| / |a| over finite values; 0 / 0 counts as 0 (see ``values._relative``).
+    """max |a - b| / |a| over finite values; 0 / 0 counts as 0 (see ``values.relative``).
 
     ``out`` is scratch of the block's size (it may be ``wide_a`` itself).
     """

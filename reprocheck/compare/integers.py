@@ -207,7 +207,7 @@ def _narrow_max_rel(block: _Block, known: float) -> float:
 
 def _max_rel(block: _Block, known: float) -> float:
     """max(known, float64(|a - b|) / float64(|a|)), 0 / 0 counting as 0 (as the reference
-    ``values._relative``)."""
+    ``values.relative``)."""
     if known == math.inf:  # it cannot grow
         return known
     if block.wide.dtype == np.float32:

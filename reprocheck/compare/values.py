@@ -59,7 +59,8 @@ def _distance(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> UIntArray:
     return high
 
 
-def _float_ulp(a: AnyArray, b: AnyArray) -> UIntArray:
+def float_ulp(a: AnyArray, b: AnyArray) -> UIntArray:
+    """ULP distance in the dtype's own representable values, exact in uint64 (any shape)."""
     bits = FLOAT_BITS[a.dtype.itemsize]
     position_a, position_b = _position(a.view(bits)), _position(b.view(bits))
     if a.dtype.itemsize == 8:
@@ -68,7 +69,7 @@ def _float_ulp(a: AnyArray, b: AnyArray) -> UIntArray:
     return np.abs(position_a, out=position_a).view(np.uint64)
 
 
-def _relative(diff: FloatArray, magnitude: FloatArray) -> FloatArray:
+def relative(diff: FloatArray, magnitude: FloatArray) -> FloatArray:
     """diff / |a|, with x / 0 = inf for x > 0, 0 / 0 = 0 and d / inf = inf for d = inf."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rel: FloatArray = diff / magnitude
@@ -104,11 +105,11 @@ def _finite_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> Values:
     magnitude = np.abs(wide_a)
     with np.errstate(over="ignore"):
         diff = np.abs(wide_a - b.astype(np.float64))
-    ulp = _float_ulp(a, b)
+    ulp = float_ulp(a, b)
     return Values.without_nan(
         unequal=unequal,
         diff=diff,
-        rel=_relative(diff, magnitude),
+        rel=relative(diff, magnitude),
         ulp=ulp,
         outside=unequal & ~_close(diff, magnitude, ulp, tolerance),
     )
@@ -127,7 +128,7 @@ def float_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> Values:
         diff = np.abs(wide_a - b.astype(np.float64))
     np.copyto(diff, 0.0, where=~unequal | involved)
     inf_x = unequal & ~nan_x & (np.isinf(a) | np.isinf(b))
-    ulp = _float_ulp(a, b)
+    ulp = float_ulp(a, b)
     np.copyto(ulp, 0, where=involved)
     return Values(
         unequal=unequal,
@@ -136,7 +137,7 @@ def float_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> Values:
         nan_any=int(np.count_nonzero(involved)),
         nan_a=int(np.count_nonzero(nan_a)),
         diff=diff,
-        rel=_relative(diff, magnitude),
+        rel=relative(diff, magnitude),
         ulp=ulp,
         outside=unequal & (nan_x | inf_x | ~_close(diff, magnitude, ulp, tolerance)),
     )
@@ -157,7 +158,7 @@ def int_values(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> Values:
     return Values.without_nan(
         unequal=unequal,
         diff=diff,
-        rel=_relative(diff, np.abs(a.astype(np.float64))),
+        rel=relative(diff, np.abs(a.astype(np.float64))),
         ulp=distance,
         outside=unequal & (diff > tolerance.atol),
     )
