@@ -46,6 +46,7 @@ from reprocheck.matrix import Matrix
 from reprocheck.output_store import OutputStore, open_store
 from reprocheck.plan import make_plan
 from reprocheck.progress import ProgressCallback, silent
+from reprocheck.refresh import previous_environments, with_image_changes
 from reprocheck.report.json_report import COMPARISONS_FILE, SCHEMA_VERSION, report_dict
 from reprocheck.run_model import RunResult, new_run_id
 from reprocheck.runner import Runner
@@ -265,6 +266,16 @@ class Report:
                     found.setdefault(name, {})[env] = _scalar(name, store.load(name))
         return dict(sorted(found.items()))
 
+    def metric_tolerances(self) -> dict[str, tuple[float, float]]:
+        """The ``[metrics]`` tolerance (atol, rtol) of each listed scalar output that has
+        one, as the report recorded it."""
+        found = {}
+        for entry in self.data.get("metrics") or []:
+            if entry.get("atol") is not None or entry.get("rtol") is not None:
+                found[str(entry["output"])] = (float(entry.get("atol") or 0.0),
+                                               float(entry.get("rtol") or 0.0))  # fmt: skip
+        return found
+
     def array(self, name: str, environment: str) -> npt.NDArray[Any]:
         """One stored output of one environment (or reference), as an array."""
         for env, store in self._stores():
@@ -349,6 +360,8 @@ def run(
     envs: Iterable[str] = (),
     out: PathLike | None = None,
     cache: bool = True,
+    rebuild: bool = False,
+    refresh: bool = False,
     jobs: int | None = None,
     baseline: str | None = None,
     progress: ProgressCallback = silent,
@@ -361,9 +374,12 @@ def run(
     writes report.json, comparisons.parquet, report.md, report.html and the history row.
 
     ``config_path``: reprocheck.toml or pyproject.toml (default: found from the current
-    folder); ``envs``: run only these environments; ``jobs``: environments at a time
-    (default ``[run] jobs``, else one per core); ``baseline``: also compare each environment
-    with saved baseline NAME's; ``progress``: called with each
+    folder); ``envs``: run only these environments; ``rebuild``: build the images again
+    without the layer cache; ``refresh``: rebuild and record, per environment, the package
+    versions that changed against its last stored run (``EnvironmentResult.image_change``);
+    ``jobs``: environments at a time (default ``[run] jobs``, else one per core);
+    ``baseline``: also compare each environment with saved baseline NAME's; ``progress``:
+    called with each
     :class:`~reprocheck.progress.ProgressEvent`; ``engine``: a container engine (default:
     the one ``[run] engine`` names).
 
@@ -376,9 +392,13 @@ def run(
     golden = load_baseline(config, baseline) if baseline else None
     engine = engine or get_engine(config.run.engine)
     run_dir = (Path(out) if out is not None else config.reports_dir / new_run_id()).resolve()
-    runner = Runner(engine, plan, progress, run_id=run_dir.name,
+    names = [e.name for e in plan.environments]
+    previous = previous_environments(config.reports_dir, names) if refresh else {}
+    runner = Runner(engine, plan, progress, run_id=run_dir.name, rebuild=rebuild or refresh,
                     cache=RunCache.open(config, read=cache))  # fmt: skip
     result = runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1)
+    if refresh:
+        result = with_image_changes(result, previous)
     save_run(result, latest=run_dir.parent == config.reports_dir.resolve())
     if result.interrupted:
         raise KeyboardInterrupt(f"interrupted; the finished environments are in {run_dir}")
@@ -515,26 +535,36 @@ def assert_no_decision_changes(report: Report, pattern: str = "*") -> None:
 
 
 def assert_metric_within(
-    report: Report, pattern: str, *, atol: float = 0.0, rtol: float = 0.0
+    report: Report, pattern: str, *, atol: float | None = None, rtol: float | None = None
 ) -> None:
     """Fail unless every scalar output matching ``pattern`` (a glob such as
     ``"*/accuracy"``) stays within ``atol + rtol * |baseline|`` of the baseline's value in
-    every compared pair. An environment of a pair without the value is an offender; no
-    matching scalar output at all is a failure too."""
+    every compared pair. Without ``atol`` and ``rtol``, each output's ``[metrics]``
+    tolerance applies (exact when it has none); either given replaces it (the other is 0).
+    An environment of a pair without the value is an offender; no matching scalar output at
+    all is a failure too."""
     __tracebackhide__ = True
     metrics = report.metrics(pattern)
     if not metrics:
         raise AssertionError(f"reprocheck: no scalar output matches {pattern!r} in run "
                              f"{report.run_id}")  # fmt: skip
+    declared = report.metric_tolerances()
     offenders = []
     for name, values in metrics.items():
+        limit = (declared.get(name, (0.0, 0.0)) if atol is None and rtol is None
+                 else (atol or 0.0, rtol or 0.0))  # fmt: skip
         for base, cand in report.pairs:
-            problem = _metric_problem(values.get(base), values.get(cand), atol, rtol)
+            problem = _metric_problem(values.get(base), values.get(cand), *limit)
             if problem:
                 offenders.append(f"{name} {base} -> {cand}: {problem}")
     if offenders:
+        given = (
+            "the [metrics] tolerances"
+            if atol is None and rtol is None
+            else (f"atol={atol or 0:g} rtol={rtol or 0:g}")
+        )
         raise AssertionError(f"reprocheck: {len(offenders)} metric value(s) of {pattern!r} "
-                             f"outside atol={atol:g} rtol={rtol:g} in run {report.run_id}\n"
+                             f"outside {given} in run {report.run_id}\n"
                              f"{_listing(offenders)}{_report_line(report)}")  # fmt: skip
 
 

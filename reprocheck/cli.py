@@ -38,6 +38,7 @@ from reprocheck.images import (
 )
 from reprocheck.matrix import Matrix, build_matrix
 from reprocheck.plan import make_plan
+from reprocheck.refresh import previous_environments, with_image_changes
 from reprocheck.render import (
     ProgressPrinter,
     escape,
@@ -193,7 +194,10 @@ def report_paths(kwargs: dict[str, Path | None]) -> ReportPaths:
                    "replace the cached ones).")  # fmt: skip
 @click.option("--rebuild", is_flag=True,
               help="Build the environments' images again without the layer cache, so apt and "
-                   "pip resolve again (their fingerprints record what changed).")  # fmt: skip
+                   "pip resolve again.")  # fmt: skip
+@click.option("--refresh", is_flag=True,
+              help="--rebuild, then record per environment which package versions changed "
+                   "against its last stored run (in run.json and every report).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Show build and bootstrap output.")
 @report_options
@@ -207,6 +211,7 @@ def run(
     jobs: int | None,
     no_cache: bool,
     rebuild: bool,
+    refresh: bool,
     quiet: bool,
     verbose: bool,
     **reports: Path | None,
@@ -220,9 +225,14 @@ def run(
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
     run_id = run_dir.name  # a merge of --out folders gets an id of its own
     cache = RunCache.open(config, read=not no_cache, reports=[json_path, *reports.values()])
+    names = [e.name for e in plan.environments]
+    previous = previous_environments(config.reports_dir, names) if refresh else {}
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
-        runner = Runner(engine, plan, progress, run_id=run_id, cache=cache, rebuild=rebuild)
+        runner = Runner(engine, plan, progress, run_id=run_id, cache=cache,
+                        rebuild=rebuild or refresh)  # fmt: skip
         result = runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1)
+    if refresh:
+        result = with_image_changes(result, previous)
     save_run(result, latest=run_dir.parent == config.reports_dir.resolve())
     if result.interrupted:
         _exit_interrupted(result)

@@ -186,7 +186,7 @@ class Comparisons(Sequence[OutputComparison]):
         return Comparisons(self.table.filter(pc.is_valid(self.table["decision"])))
 
     def worst(self, limit: int | None = None) -> list[OutputComparison]:
-        """Comparisons worst first (failing, decisions changed, max ULP, max |diff|); the
+        """Comparisons worst first (as :func:`severity_order`); the
         first ``limit`` of them."""
         order = self.table.take(severity_order(self.table))
         if limit is not None:
@@ -205,7 +205,10 @@ FAILING: frozenset[str] = frozenset({"drift", "incomparable", "missing"})
 def severity_order(table: pa.Table) -> pa.Array:
     """Row indices, worst first: failing, decisions changed, a NaN or Inf mismatch, max
     relative difference, max |diff| (the outputs' own units; ULP counts never rank: across
-    a sign or a NaN they are astronomic for a tiny change); ties keep report order."""
+    a sign or a NaN they are astronomic for a tiny change); ties keep report order.
+
+    A relative difference that is infinite (some baseline element is exactly 0) ranks by
+    max |diff| instead, i.e. relative to 1 there: 0 -> 1e-30 is not worse than 1 -> 2."""
     failing = pc.is_in(table["verdict"], pa.array(sorted(FAILING), type=pa.string()))
     changed = pc.fill_null(pc.struct_field(table["decision"], "decisions_changed"), 0)
     special = pc.greater(pc.add(pc.fill_null(table["nan_mismatch"], 0),
@@ -214,13 +217,19 @@ def severity_order(table: pa.Table) -> pa.Array:
         "failing": pc.cast(failing, pa.int8()),
         "changed": changed,
         "special": pc.cast(special, pa.int8()),
-        "rel": _sortable(table["max_rel"]),
+        "rel": _sortable(_finite_rel(table["max_rel"], table["max_abs"])),
         "abs": _sortable(table["max_abs"]),
         "index": pa.array(range(table.num_rows), type=pa.int64()),
     })  # fmt: skip
     keys = [("failing", "descending"), ("changed", "descending"), ("special", "descending"),
             ("rel", "descending"), ("abs", "descending"), ("index", "ascending")]  # fmt: skip
     return pc.sort_indices(keyed, sort_keys=keys)
+
+
+def _finite_rel(rel: pa.ChunkedArray, abs_: pa.ChunkedArray) -> pa.ChunkedArray:
+    """max_rel, or max_abs where max_rel is +inf (a zero baseline element)."""
+    infinite = pc.fill_null(pc.equal(rel, float("inf")), False)
+    return pc.if_else(infinite, abs_, rel)
 
 
 def _sortable(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -401,6 +401,10 @@ class MetricValues:
     values: Mapping[str, float | None]  # by environment, in matrix order
     unit: str = ""
     scale: float = 1.0
+    # The [metrics] tolerance declared for it (None: not declared; the output then compares
+    # by the [tolerance] rules).
+    atol: float | None = None
+    rtol: float | None = None
 
 
 def _metric_values(
@@ -430,6 +434,7 @@ def _metric_values(
         found.append(MetricValues(
             output=output, values={n: _scalar(side, output) for n, side in sides.items()},
             unit=spec.unit if spec else "", scale=spec.scale if spec else 1.0,
+            atol=spec.atol if spec else None, rtol=spec.rtol if spec else None,
         ))  # fmt: skip
     return tuple(found)
 

@@ -203,7 +203,7 @@ def assert_no_decision_changes(report: Report, pattern: str = "*") -> None:
 
 
 def assert_metric_within(
-    report: Report, pattern: str, *, atol: float = 0.0, rtol: float = 0.0
+    report: Report, pattern: str, *, atol: float | None = None, rtol: float | None = None
 ) -> None:
     """See :func:`reprocheck.api.assert_metric_within`."""
     __tracebackhide__ = True

@@ -29,6 +29,7 @@ from reprocheck.report.common import (
     agreement_groups,
     decision_lines,
     decisions_text,
+    image_change_lines,
     listing_note,
     metric_environments,
     metric_rows,
@@ -227,32 +228,42 @@ def print_summary(console: Console, report: Report, *, quiet: bool) -> None:
     counts = total_counts(report)
     verdict = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "nothing compared"
     if not quiet:
-        for line in decision_lines(report, WORST_SHOWN):
-            console.print(f"[bold]decision[/] {escape(line)}", soft_wrap=True, highlight=False)
-        console.print(_env_table(report))
-        metrics = _metric_table(report)
-        if metrics is not None:
-            console.print(metrics)
-        for env in report.get("environments") or []:
-            if env.get("error"):
-                console.print(f"[red]{escape(str(env.get('name')))}[/]: "
-                              f"{escape(str(env['error']))}", soft_wrap=True)  # fmt: skip
-        console.print(_pair_table(report))
-        table = _worst_table(report)
-        if table is not None:
-            console.print(table)
-        if (note := listing_note(report)) is not None:
-            console.print(escape(note), highlight=False)
-        console.print("agreement classes (environments with bit-identical outputs):")
-        for pattern, count in agreement_groups(report):
-            console.print(f"  {count:4d} outputs: {escape(pattern)}", highlight=False)
-        for noise in report.get("nondeterministic") or []:
-            spread = (
-                f"max_abs {number(noise.get('max_abs'))}, max_ulp {number(noise.get('max_ulp'))}"
-            )
-            console.print(f"[blue]nondeterministic[/] {escape(str(noise.get('output')))} in "
-                          f"{escape(str(noise.get('environment')))}: spread {spread}")  # fmt: skip
+        _print_environments(console, report)
+        _print_outputs(console, report)
     console.print(f"run {escape(str(report.get('run_id', '?')))}: {verdict}")
+
+
+def _print_environments(console: Console, report: Report) -> None:
+    """Decisions, the environments and their metrics, refreshed images, failures."""
+    for line in decision_lines(report, WORST_SHOWN):
+        console.print(f"[bold]decision[/] {escape(line)}", soft_wrap=True, highlight=False)
+    console.print(_env_table(report))
+    metrics = _metric_table(report)
+    if metrics is not None:
+        console.print(metrics)
+    for line in image_change_lines(report):
+        console.print(f"[yellow]refreshed[/] {escape(line)}", soft_wrap=True, highlight=False)
+    for env in report.get("environments") or []:
+        if env.get("error"):
+            console.print(f"[red]{escape(str(env.get('name')))}[/]: "
+                          f"{escape(str(env['error']))}", soft_wrap=True)  # fmt: skip
+
+
+def _print_outputs(console: Console, report: Report) -> None:
+    """Per-pair counts, the worst outputs, agreement classes, nondeterminism."""
+    console.print(_pair_table(report))
+    table = _worst_table(report)
+    if table is not None:
+        console.print(table)
+    if (note := listing_note(report)) is not None:
+        console.print(escape(note), highlight=False)
+    console.print("agreement classes (environments with bit-identical outputs):")
+    for pattern, count in agreement_groups(report):
+        console.print(f"  {count:4d} outputs: {escape(pattern)}", highlight=False)
+    for noise in report.get("nondeterministic") or []:
+        spread = f"max_abs {number(noise.get('max_abs'))}, max_ulp {number(noise.get('max_ulp'))}"
+        console.print(f"[blue]nondeterministic[/] {escape(str(noise.get('output')))} in "
+                      f"{escape(str(noise.get('environment')))}: spread {spread}")  # fmt: skip
 
 
 def print_images(console: Console, built: list[ImageInfo], bases: list[ImageInfo]) -> None:

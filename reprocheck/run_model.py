@@ -34,6 +34,23 @@ class FixtureResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PackageChange:
+    package: str  # a Debian package, or a pip distribution ("pip:NAME" on a name clash)
+    before: str | None  # None: not installed before
+    after: str | None  # None: gone
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageChange:
+    """What a refreshed image (``run --refresh``) changed against the environment's last
+    stored run: its image and the package versions that differ."""
+
+    previous_run: str
+    previous_image: str | None
+    packages: tuple[PackageChange, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnvironmentResult:
     name: str
     image: str  # as configured: a Dockerfile folder or a reference
@@ -47,6 +64,7 @@ class EnvironmentResult:
     fixtures: tuple[FixtureResult, ...] = ()
     seconds: float = 0.0
     repeat: int = 1
+    image_change: ImageChange | None = None  # set by run --refresh
 
     @property
     def failed(self) -> bool:

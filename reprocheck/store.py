@@ -23,6 +23,8 @@ from reprocheck.run_model import (
     EnvStatus,
     FixtureResult,
     FixtureState,
+    ImageChange,
+    PackageChange,
     RunResult,
 )
 from reprocheck.safe_files import json_kind, read_json_object
@@ -245,6 +247,26 @@ def _env_from_json(entry: _Fields, run_dir: Path) -> EnvironmentResult:
         fixtures=tuple(_fixture_from_json(f) for f in entry.objects("fixtures", optional=True)),
         seconds=entry.number("seconds", 0.0),
         repeat=entry.integer("repeat", 1),
+        image_change=_image_change(entry),
+    )
+
+
+def _image_change(entry: _Fields) -> ImageChange | None:
+    value = entry.value("image_change", (dict, type(None)), None)
+    if value is None:
+        return None
+    change = _Fields(entry.path, f"{entry.where}image_change.", value)
+    return ImageChange(
+        previous_run=change.text("previous_run"),
+        previous_image=change.optional_text("previous_image", None),
+        packages=tuple(
+            PackageChange(
+                package=p.text("package"),
+                before=p.optional_text("before", None),
+                after=p.optional_text("after", None),
+            )
+            for p in change.objects("packages", optional=True)
+        ),
     )
 
 

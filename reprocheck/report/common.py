@@ -8,6 +8,7 @@ list only the worst (schema 2). A schema 1 report (all comparisons listed) is re
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -169,16 +170,18 @@ def _as_float(value: Any) -> float:
 
 def severity(item: Comparison) -> tuple[int, int, int, float, float]:
     """Sort key, larger is worse: failing, decisions changed, a NaN or Inf mismatch, max
-    relative difference, max |diff| (as comparisons.severity_order; never ULP)."""
+    relative difference (max |diff| where it is infinite), max |diff| (as
+    comparisons.severity_order; never ULP)."""
     decision = item.get("decision")
     changed = int(decision.get("decisions_changed") or 0) if isinstance(decision, Mapping) else 0
     special = int(bool(item.get("nan_mismatch") or item.get("inf_mismatch")))
+    max_abs = _as_float(item.get("max_abs"))
     return (
         int(item.get("verdict") in FAILING),
         changed,
         special,
-        _as_float(item.get("max_rel")),
-        _as_float(item.get("max_abs")),
+        rel if (rel := _as_float(item.get("max_rel"))) != math.inf else max_abs,
+        max_abs,
     )
 
 
@@ -211,6 +214,27 @@ def fingerprint(environment: Mapping[str, Any]) -> Mapping[str, Any]:
 def version(environment: Mapping[str, Any], key: str) -> str:
     value = fingerprint(environment).get(key)
     return "-" if value in (None, "") else str(value)
+
+
+def image_change_lines(report: Report, shown: int = 5) -> list[str]:
+    """One line per environment whose image changed since its last stored run (``run
+    --refresh``): ``bookworm: image changed since run R: 2 package(s) (libc6 2.36-9 ->
+    2.36-10, ...)``."""
+    lines = []
+    for env in report.get("environments") or []:
+        change = env.get("image_change")
+        if not isinstance(change, Mapping):
+            continue
+        head = f"{env.get('name')}: image changed since run {change.get('previous_run')}"
+        packages = [p for p in change.get("packages") or [] if isinstance(p, Mapping)]
+        if not packages:
+            lines.append(f"{head}: no package version changed")
+            continue
+        parts = [f"{p.get('package')} {p.get('before') or '-'} -> {p.get('after') or '-'}"
+                 for p in packages[:shown]]  # fmt: skip
+        more = f", and {len(packages) - shown} more" if len(packages) > shown else ""
+        lines.append(f"{head}: {len(packages)} package(s) ({', '.join(parts)}{more})")
+    return lines
 
 
 def problems(report: Report) -> list[str]:

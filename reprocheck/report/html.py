@@ -32,6 +32,7 @@ from reprocheck.report.common import (
     decision_lines,
     decisions_text,
     headline,
+    image_change_lines,
     listing_note,
     metric_environments,
     metric_rows,
@@ -527,6 +528,14 @@ def _decisions(report: Report) -> str:
     return f'<h2 id="decisions">Decisions</h2><ul class="mono">{items}</ul>'
 
 
+def _image_changes(report: Report) -> str:
+    lines = image_change_lines(report, shown=50)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+    return f'<h2 id="refreshed">Refreshed images</h2><ul class="mono">{items}</ul>'
+
+
 def _problems(report: Report) -> str:
     lines = problems(report)
     if not lines:
@@ -549,6 +558,7 @@ def render_html(report: Report, *, trend: str | None = None) -> str:
             _problems(report),
             _metrics(report),
             _decisions(report),
+            _image_changes(report),
             _environments(report),
             _groups(report),
             _overview(report, details),

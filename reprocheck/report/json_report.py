@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ def environment_json(env: EnvironmentResult) -> dict[str, Any]:
             for f in env.fixtures
         ],
         "fingerprint": fingerprint_summary(env),
+        "image_change": None if env.image_change is None else asdict(env.image_change),
     }
 
 
@@ -137,6 +139,8 @@ def report_dict(
                 "output": m.output,
                 "unit": m.unit,
                 "scale": m.scale,
+                "atol": m.atol,
+                "rtol": m.rtol,
                 "values": {env: _json_float(v) for env, v in m.values.items()},
             }
             for m in matrix.metrics

@@ -13,6 +13,7 @@ from reprocheck.report.common import (
     decision_lines,
     decisions_text,
     headline,
+    image_change_lines,
     metric_environments,
     metric_rows,
     mismatch_text,
@@ -142,6 +143,11 @@ def _decisions(report: Report) -> list[str]:
     return ["### Decisions", "", *(f"- {_cell(line)}" for line in lines)] if lines else []
 
 
+def _image_changes(report: Report) -> list[str]:
+    lines = image_change_lines(report)
+    return ["### Refreshed images", "", *(f"- {_cell(line)}" for line in lines)] if lines else []
+
+
 def _metrics(report: Report) -> list[str]:
     rows = metric_rows(report)
     if not rows:
@@ -154,6 +160,7 @@ SECTIONS = (
     _headline,
     _metrics,
     _decisions,
+    _image_changes,
     _environments,
     _pairs,
     _top,

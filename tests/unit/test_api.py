@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from fakes import FakeEngine, Mounted, outcome
 from runs import stored_env, stored_run
@@ -215,6 +216,33 @@ def test_assert_metric_within(drifting: api.Report) -> None:
     assert "\n  a.png/accuracy bullseye -> trixie: 0.9 -> 0.905 (|diff| 0.005 > 0.001)" in text
     with pytest.raises(AssertionError, match="no scalar output matches"):
         api.assert_metric_within(drifting, "*/recall", atol=1)
+
+
+def test_assert_metric_within_defaults_to_the_declared_tolerance(
+    make_project, tmp_path: Path
+) -> None:
+    """Without atol/rtol, each output's [metrics] tolerance applies, also from a report read
+    back without a configuration; an undeclared metric is exact."""
+    for atol, fails in ((0.01, False), (0.001, True)):
+        metric = f'"*/accuracy" = {{ atol = {atol}, unit = "%", scale = 100 }}'
+        text = f"{CONFIG}\n[metrics]\n{metric}\n"
+        config = load_config(make_project(text, root=tmp_path / str(atol)))
+        run_dir = _save(config, "run-1", _env_outputs())
+        report = api.load(config_path=config.source)
+        assert report.metric_tolerances() == {"a.png/accuracy": (atol, 0.0)}
+        write_json(run_dir / "report.json", report.data)
+        pq.write_table(report.table, run_dir / "comparisons.parquet")
+        for each in (report, api.Report.read(run_dir)):
+            if fails:
+                with pytest.raises(AssertionError, match=r"outside the \[metrics\] tolerances"):
+                    api.assert_metric_within(each, "*/accuracy")
+            else:
+                api.assert_metric_within(each, "*/accuracy")
+            api.assert_metric_within(each, "*/accuracy", atol=0.01)  # given: replaces it
+    config = load_config(make_project(CONFIG, root=tmp_path / "undeclared"))
+    _save(config, "run-2", _env_outputs())
+    with pytest.raises(AssertionError, match=r"0\.9 -> 0\.905"):
+        api.assert_metric_within(api.load(config_path=config.source), "*/accuracy")
 
 
 def test_a_metric_missing_in_a_candidate_is_an_offender(config: RunConfig) -> None:

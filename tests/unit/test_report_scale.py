@@ -137,3 +137,27 @@ def test_scalar_metrics_in_their_own_units(make_project, tmp_path) -> None:
     print_summary(console, report, quiet=False)
     assert "97.16 % (+0.04 pp)" in console.file.getvalue()  # type: ignore[attr-defined]
     assert "97.16 % (+0.04 pp)" in render_markdown(report)
+
+
+def test_an_infinite_relative_difference_ranks_by_its_absolute_one() -> None:
+    """0 -> 1e-30 has max_rel inf but is the smallest drift; 0 -> 5 is the largest. The Arrow
+    order (report listing, history) and the dict order (renderers) agree."""
+    from reprocheck.compare.results import ArrayComparison
+    from reprocheck.comparisons import Comparisons, OutputComparison
+    from reprocheck.report.common import severity
+    from reprocheck.report.json_report import comparison_json
+
+    def item(name: str, max_abs: float, max_rel: float, nan: int = 0) -> OutputComparison:
+        metrics = ArrayComparison(verdict="drift", rule="default", dtype=("float32", "float32"),
+                                  shape=((4,), (4,)), total=4, mismatched=1, max_abs=max_abs,
+                                  max_rel=max_rel, max_ulp=1 << 40, nan_mismatch=nan)  # fmt: skip
+        return OutputComparison(
+            output=name, baseline="a", candidate="b", verdict="drift", metrics=metrics
+        )
+
+    items = [item("tiny", 1e-30, np.inf), item("half", 1.0, 0.5), item("appears", 5.0, np.inf),
+             item("nan", 1e-9, 1e-9, nan=1), item("small", 1e-3, 1e-3)]  # fmt: skip
+    expected = ["nan", "appears", "half", "small", "tiny"]
+    assert [c.output for c in Comparisons.of(items).worst()] == expected
+    by_dict = sorted((comparison_json(c) for c in items), key=severity, reverse=True)
+    assert [c["output"] for c in by_dict] == expected
