@@ -358,9 +358,16 @@ def explain(
     config_path: Path | None, run_ref: str | None, glob: str, max_experiments: int,
     json_path: Path | None, **reports: Path | None,
 ) -> None:  # fmt: skip
-    """Attribute each drifting output to a stage and a cause, by experiment."""
+    """Attribute each drifting output to a stage and a cause, by experiment. With another
+    config than the run's, explain.json and the attributions go to the derived run (as
+    ``compare`` writes it)."""
     config = load_config(config_path)
-    result = load_run(find_run(config.reports_dir, run_ref))
+    stored = load_run(find_run(config.reports_dir, run_ref))
+    result = derived_run(config, stored)  # another config: never rewrite the stored run
+    if result is not stored and not (result.run_dir / REPORT_FILE).is_file():
+        with _stored_run_guard(result.run_dir):
+            write_run_files(config, result, build_matrix(config, result),
+                            _stage_warning(result.run_dir))  # fmt: skip
     engine = get_engine(config.run.engine)
     started = time.monotonic()
     with ProgressPrinter(err, quiet=False, verbose=False) as progress:

@@ -43,3 +43,31 @@ def test_compare_with_another_config_never_rewrites_the_run(make_project) -> Non
     history = load_history(history_file(config))
     assert set(history["run_id"]) == {"run-1", "run-1@loose.toml"}
     assert set(history[history["run_id"] == "run-1"]["verdict"]) == {"drift"}
+
+
+def test_explain_with_another_config_writes_to_the_derived_run(make_project, monkeypatch) -> None:
+    from fakes import FakeEngine
+
+    source = make_project(CONFIG)
+    loose = make_project(CONFIG + "[tolerance.default]\natol = 0.5\n", name="loose.toml")
+    config = load_config(source)
+    run_dir = config.reports_dir / "run-1"
+    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3)}})
+    b = stored_env(run_dir, "b", {"x": {"v": np.full(3, 0.25)}})
+    save_run(dataclasses.replace(stored_run(run_dir, (a, b)), config_source=source))
+    runner = CliRunner()
+    assert (
+        runner.invoke(cli.main, ["compare", "--run", "run-1", "--config", str(source)]).exit_code
+        == 1
+    )
+    own = (run_dir / "report.json").read_bytes()
+    monkeypatch.setattr(cli, "get_engine", lambda _name: FakeEngine())
+    done = runner.invoke(cli.main, ["explain", "--run", "run-1", "--config", str(loose)])
+    assert done.exit_code == 0, done.output
+    assert (run_dir / "report.json").read_bytes() == own
+    assert not (run_dir / "explain.json").exists()
+    derived = run_dir / "derived" / "loose.toml"
+    assert json.loads((derived / "explain.json").read_text())["run_id"] == "run-1@loose.toml"
+    report = json.loads((derived / "report.json").read_text())  # written first, then attached
+    assert report["summary"] == {"within_tolerance": 1}
+    assert report["attributions"] == []
