@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,11 +30,13 @@ from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
 from reprocheck.explain import Explainer, attributions_json, experiments_json
 from reprocheck.history import config_name, history_file, load_history, run_lines, trend_png
 from reprocheck.images import (
+    LABEL_CONTEXT,
     LABEL_DOCKERFILE,
     LABEL_HYBRID,
     ImageBuilder,
     base_images,
     bootstrap_debian,
+    project_contexts,
 )
 from reprocheck.matrix import Matrix, build_matrix
 from reprocheck.plan import make_plan
@@ -580,16 +582,20 @@ def images_list(config_path: Path | None, everything: bool) -> None:
     bases = engine.images("io.reprocheck.bootstrap")
     if not everything:
         config = load_config(config_path)
-        built = [i for i in built if _of_project(i, config.root)]
+        contexts = project_contexts(config)
+        built = [i for i in built if _of_project(i, config.root, contexts)]
         used = {ref for i in built for ref in _bases_of(i)}
         bases = [i for i in bases if used & {*i.tags, i.ref}]
     print_images(out, built, bases)
 
 
-def _of_project(info: ImageInfo, root: Path) -> bool:
-    """Built from one of the project's Dockerfiles (not a hybrid, which inherits the label)."""
+def _of_project(info: ImageInfo, root: Path, contexts: Set[str] = frozenset()) -> bool:
+    """Built from one of the project's Dockerfiles (not a hybrid, which inherits the
+    labels), or from an identical context elsewhere (``contexts``: the project would use it)."""
     if LABEL_HYBRID in info.labels:
         return False
+    if info.labels.get(LABEL_CONTEXT) in contexts:
+        return True
     dockerfile = info.labels.get(LABEL_DOCKERFILE)
     return dockerfile is not None and Path(dockerfile).resolve().is_relative_to(root.resolve())
 

@@ -268,20 +268,36 @@ def _context_files(folder: Path) -> list[Path]:
 @contextmanager
 def _context_tar(folder: Path, ca: Path | None) -> Iterator[tuple[Path, str]]:
     """The build context as a tarball, with the CA bundle added, and its content digest."""
-    digest = hashlib.sha256()
     ca_bytes = ca.read_bytes() if ca else b""
     with tempfile.TemporaryDirectory(prefix="reprocheck-ctx-") as tmp:
         tarball = Path(tmp) / "context.tar"
         with tarfile.open(tarball, "w") as tar:
             for path in _context_files(folder):
-                rel = path.relative_to(folder).as_posix()
-                digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
-                tar.add(path, arcname=rel, recursive=False)
+                tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
             info = tarfile.TarInfo(CA_FILE)
             info.size, info.mode = len(ca_bytes), 0o644
             tar.addfile(info, io.BytesIO(ca_bytes))
-        digest.update(CA_FILE.encode() + b"\0" + ca_bytes)
-        yield tarball, digest.hexdigest()
+        yield tarball, _context_digest(folder, ca_bytes)
+
+
+def _context_digest(folder: Path, ca_bytes: bytes) -> str:
+    """The content digest of a build context (its files and the CA bundle): the image's tag
+    and its ``io.reprocheck.context`` label."""
+    digest = hashlib.sha256()
+    for path in _context_files(folder):
+        rel = path.relative_to(folder).as_posix()
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(CA_FILE.encode() + b"\0" + ca_bytes)
+    return digest.hexdigest()
+
+
+def project_contexts(config: RunConfig) -> set[str]:
+    """The context digests of the project's Dockerfile folders: an image with one of them
+    is what building that folder gives, whichever project built it first."""
+    ca = ca_bundle(config)
+    ca_bytes = ca.read_bytes() if ca else b""
+    folders = {f for env in config.environments if (f := dockerfile_folder(config, env))}
+    return {_context_digest(folder, ca_bytes) for folder in folders}
 
 
 def bootstrap_debian(

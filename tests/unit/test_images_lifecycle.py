@@ -58,3 +58,27 @@ def test_list_and_prune_keep_to_the_project(make_project, tmp_path, monkeypatch)
     assert pruned.exit_code == 0, pruned.output
     assert sorted(engine.removed) == ["sha256:hybrid", "sha256:old"]
     assert "removed 2 of 2 image(s)" in pruned.output
+
+
+def test_list_shows_an_identical_context_built_elsewhere(make_project, tmp_path, monkeypatch):
+    """Another project with the same Dockerfile built the image this project uses (same
+    context digest, same tag): it is listed here too, by its context label."""
+    from reprocheck.config import load_config
+    from reprocheck.images import LABEL_CONTEXT, _context_tar, ca_bundle
+
+    config = make_project(CONFIG)
+    mine = config.parent / "images" / "a" / "Dockerfile"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("FROM debian:bookworm\n")
+    loaded = load_config(config)
+    (digest,) = cli.project_contexts(loaded)
+    with _context_tar(mine.parent, ca_bundle(loaded)) as (_tar, built):
+        assert built == digest  # what a build of the folder is tagged and labelled with
+    other = tmp_path / "elsewhere" / "Dockerfile"
+    shared = _info("shared", "2026-01-01", other, **{LABEL_CONTEXT: digest})
+    theirs = _info("theirs", "2026-01-01", other, **{LABEL_CONTEXT: "f" * 64})
+    engine = FakeEngine([shared, theirs])
+    monkeypatch.setattr(cli, "_configured_engine", lambda _path: engine)
+    listed = CliRunner().invoke(cli.main, ["images", "list", "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    assert "shared" in listed.output and "theirs" not in listed.output
