@@ -760,7 +760,7 @@ class RunConfig(_Model):
         default="reports/history",
         description=(
             "Where the drift history is kept, relative to the config file and without suffix: "
-            "`.parquet` is added (`.csv` without pyarrow). Every run appends its verdicts; "
+            "`.parquet` is added. Every run appends its verdicts; "
             "`reprocheck history` reads it. Containers cannot see its folder."
         ),
     )

@@ -4,8 +4,8 @@ Outputs that are identical in a pair are kept as one row per pair (output ``*``)
 ``count`` says how many they are, so a run of a million outputs adds rows only for what
 differed; every other row has ``count`` 1 (and so has every row of an older history file).
 
-Parquet when pyarrow is importable, CSV otherwise (pandas either way), so a nightly job's
-trend survives across runs. ``trend_png`` draws drift counts per run (matplotlib, optional).
+A Parquet file, so a nightly job's trend survives across runs. ``trend_png`` draws drift
+counts per run (matplotlib, optional).
 
 Concurrent runs of one project append under an exclusive lock and replace the file through
 a unique temporary file, so no run loses its rows. A damaged file (truncated, not a table,
@@ -24,7 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from reprocheck.config import RunConfig
@@ -63,13 +65,9 @@ class RunLine:
     worst_abs: float | None
 
 
-def _has_parquet() -> bool:
-    return importlib.util.find_spec("pyarrow") is not None
-
-
 def history_file(config: RunConfig) -> Path:
     stem = (config.root / config.history).resolve()
-    return stem.with_suffix(".parquet" if _has_parquet() else ".csv")
+    return stem.with_suffix(".parquet")
 
 
 def rows(run: RunResult, matrix: Matrix) -> pd.DataFrame:
@@ -126,27 +124,20 @@ def append_history(config: RunConfig, run: RunResult, matrix: Matrix) -> Path:
         new = rows(run, matrix)
         new["config"] = config_name(config)
         table = new if old.empty else pd.concat([old, new], ignore_index=True)
-        write_bytes_atomic(path, _serialized(table, path))
+        write_bytes_atomic(path, _serialized(table))
     return path
 
 
-def _serialized(table: pd.DataFrame, path: Path) -> bytes:
+def _serialized(table: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
-    if path.suffix == ".parquet":
-        table.to_parquet(buffer, index=False)
-    else:
-        table.to_csv(buffer, index=False)
+    table.to_parquet(buffer, index=False)
     return buffer.getvalue()
 
 
 def _damage_errors() -> tuple[type[Exception], ...]:
     """:data:`_DAMAGE`, and every pyarrow error (an absurd size in a footer is a
-    MemoryError) when pyarrow is there to raise them."""
-    if not _has_parquet():
-        return (*_DAMAGE, UnsafeFileError)
-    import pyarrow
-
-    return (*_DAMAGE, UnsafeFileError, pyarrow.ArrowException)
+    MemoryError)."""
+    return (*_DAMAGE, UnsafeFileError, pa.ArrowException)
 
 
 def _empty() -> pd.DataFrame:
@@ -156,11 +147,7 @@ def _empty() -> pd.DataFrame:
 def _read(path: Path) -> pd.DataFrame:
     """The table in ``path``, in :data:`COLUMNS` order; raises on any damage."""
     data = read_regular_bytes(path)  # a folder, FIFO or link there is damage, not "no file"
-    if path.suffix == ".parquet":
-        table = _read_parquet(data)
-    else:
-        # CSV keeps no types: an all-digit run id or environment name would come back an int.
-        table = pd.read_csv(io.BytesIO(data), dtype=dict.fromkeys(TEXT_COLUMNS, str))
+    table = _read_parquet(data)
     if "count" not in table.columns:  # written before identical outputs were summed up
         table["count"] = 1
     if "config" not in table.columns:  # written before rows named their config
@@ -178,11 +165,8 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def _read_parquet(data: bytes) -> pd.DataFrame:
-    import pyarrow
-    import pyarrow.parquet
-
     # Bad UTF-8 or offsets in a column pass read_table and fail only later, in run_lines.
-    pyarrow.parquet.read_table(pyarrow.BufferReader(data)).validate(full=True)
+    pq.read_table(pa.BufferReader(data)).validate(full=True)
     return pd.read_parquet(io.BytesIO(data))
 
 

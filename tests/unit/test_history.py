@@ -63,13 +63,9 @@ def config(make_project) -> RunConfig:
     return load_config(make_project(CONFIG))
 
 
-@pytest.fixture(params=["parquet", "csv"])
-def store_format(request, monkeypatch) -> str:
-    if request.param == "parquet" and importlib.util.find_spec("pyarrow") is None:
-        pytest.skip("pyarrow is not installed")
-    if request.param == "csv":
-        monkeypatch.setattr(history, "_has_parquet", lambda: False)
-    return str(request.param)
+@pytest.fixture
+def store_format() -> str:
+    return "parquet"  # the one format (pyarrow is a dependency)
 
 
 def test_history_file_suffix(config: RunConfig, store_format: str) -> None:
@@ -119,7 +115,7 @@ def test_numeric_run_id_is_replaced_too(config, store_format, tmp_path) -> None:
 
 
 def test_missing_history_is_empty(tmp_path: Path) -> None:
-    table = load_history(tmp_path / "none.csv")
+    table = load_history(tmp_path / "none.parquet")
     assert table.empty
     assert list(table.columns) == history.COLUMNS
 
@@ -194,12 +190,12 @@ def _damage(path: Path, kind: str) -> bytes:
         "empty": b"",
         "garbage": b"\x00\xffPAR1 not a table\n\x01" * 10,
         "wrong columns": b"when,what\n2024,x\n",
-        "text in numbers": data,  # replaced below, in the file's own format
+        "text in numbers": data,  # replaced below
     }[kind]
     if kind == "text in numbers":
         table = load_history(path).astype({"max_ulp": object})
         table["max_ulp"] = "lots"
-        damaged = history._serialized(table, path)
+        damaged = history._serialized(table)
     path.write_bytes(damaged)
     return damaged
 
@@ -274,18 +270,14 @@ def test_damaged_history_in_a_read_only_folder_is_ignored(
     assert "cannot be moved aside" in warning
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_history_command_after_a_damaged_history(make_project, tmp_path, fmt) -> None:
+def test_history_command_after_a_damaged_history(make_project, tmp_path) -> None:
     """The user's view: `reprocheck history` says one warning line, then works again."""
-    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
-        pytest.skip("pyarrow is not installed")
+    fmt = "parquet"
     source = make_project(CONFIG)
     path = source.parent / "reports" / f"history.{fmt}"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PAR1 truncated")
     code = "import sys; from reprocheck import cli, history\n"
-    if fmt == "csv":
-        code += "history._has_parquet = lambda: False\n"
     code += "sys.argv = ['reprocheck', 'history', '--config', sys.argv[1]]; cli.main()\n"
     done = subprocess.run([sys.executable, "-c", code, str(source)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -356,8 +348,6 @@ def test_append_waits_for_the_lock_then_says_so(
 
 def _append_in_rounds(source: str, worker: int, rounds: int, fmt: str, start: Barrier) -> None:
     """One of several concurrent `reprocheck run`s: each round appends one run's rows."""
-    if fmt == "csv":
-        history._has_parquet = lambda: False  # type: ignore[method-assign]
     config = load_config(Path(source))
     for round_ in range(rounds):
         start.wait()  # all workers read-modify-write at the same moment
