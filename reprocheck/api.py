@@ -260,10 +260,13 @@ class Report:
         environment -> value. Outputs of more than one element are left out."""
         found: dict[str, dict[str, float]] = {}
         for env, store in self._stores():
-            for name in fnmatch.filter(store.names, pattern):
-                layout = store.layout(name)
-                if layout is not None and math.prod(layout[1]) == 1:
-                    found.setdefault(name, {})[env] = _scalar(name, store.load(name))
+            ids, layouts = store.layout_ids()
+            single = np.array([math.prod(shape) == 1 for _dtype, shape in layouts] + [False])
+            rows = np.flatnonzero(single[ids])  # ids -1 (unreadable) pick the False
+            names = store.table["name"].take(pa.array(rows)).to_pylist()
+            for row, name in zip(rows.tolist(), names, strict=True):
+                if fnmatch.fnmatchcase(name, pattern):
+                    found.setdefault(name, {})[env] = _scalar(name, store.load_at(row))
         return dict(sorted(found.items()))
 
     def metric_tolerances(self) -> dict[str, tuple[float, float]]:
@@ -558,11 +561,12 @@ def assert_metric_within(
             if problem:
                 offenders.append(f"{name} {base} -> {cand}: {problem}")
     if offenders:
-        given = (
-            "the [metrics] tolerances"
-            if atol is None and rtol is None
-            else (f"atol={atol or 0:g} rtol={rtol or 0:g}")
-        )
+        if atol is not None or rtol is not None:
+            given = f"atol={atol or 0:g} rtol={rtol or 0:g}"
+        elif not declared:
+            given = "atol=0 rtol=0 (exact: no [metrics] tolerance)"
+        else:
+            given = "the [metrics] tolerances"
         raise AssertionError(f"reprocheck: {len(offenders)} metric value(s) of {pattern!r} "
                              f"outside {given} in run {report.run_id}\n"
                              f"{_listing(offenders)}{_report_line(report)}")  # fmt: skip

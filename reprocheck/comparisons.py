@@ -12,6 +12,7 @@ when the comparison has no metrics (verdicts "missing" and "error").
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,10 +189,15 @@ class Comparisons(Sequence[OutputComparison]):
     def worst(self, limit: int | None = None) -> list[OutputComparison]:
         """Comparisons worst first (as :func:`severity_order`); the
         first ``limit`` of them."""
-        order = self.table.take(severity_order(self.table))
+        order = self.order
         if limit is not None:
             order = order.slice(0, limit)
-        return [item_of(row) for row in order.to_pylist()]
+        return [item_of(row) for row in self.table.take(order).to_pylist()]
+
+    @functools.cached_property
+    def order(self) -> pa.Array:
+        """Row indices worst first (:func:`severity_order`), sorted once."""
+        return severity_order(self.table)
 
     def write_parquet(self, path: Path) -> None:
         sink = pa.BufferOutputStream()

@@ -75,13 +75,15 @@ def rows(run: RunResult, matrix: Matrix) -> pd.DataFrame:
     the identical ones."""
     table = matrix.comparisons.table
     identical = pc.equal(table["verdict"], "identical")
-    differing = table.filter(pc.invert(identical)).select(
+    # Columns are selected before rows are filtered: a filter copies every column it keeps.
+    differing = table.select(
         ["output", "baseline", "candidate", "verdict", "mismatched", "total", "max_abs",
          "max_ulp"]
-    ).to_pandas()  # fmt: skip
+    ).filter(pc.invert(identical)).to_pandas()  # fmt: skip
     differing["max_ulp"] = differing["max_ulp"].astype("float64")
     differing["count"] = 1
-    same = table.filter(identical).group_by(["baseline", "candidate"], use_threads=False)
+    same = table.select(["baseline", "candidate", "total", "verdict"]).filter(identical)
+    same = same.group_by(["baseline", "candidate"], use_threads=False)
     grouped = same.aggregate([("total", "sum"), ("verdict", "count")]).to_pandas()
     summary = pd.DataFrame({
         "output": ALL_OUTPUTS, "baseline": grouped["baseline"], "candidate": grouped["candidate"],

@@ -121,8 +121,11 @@ class _Side:
                 return f"{self.env.name}: fixture {fixture.fixture} failed: {fixture.reason}"
         return None
 
-    def load(self, output: str) -> np.ndarray | None:
-        return self.store.load(output) if output in self.store else None
+    def load(self, output: str, row: int | None = None) -> np.ndarray | None:
+        """The output's array, None when absent; ``row`` (-1: absent) spares the lookup."""
+        if row is None:
+            return self.store.load(output) if output in self.store else None
+        return None if row < 0 else self.store.load_at(row)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,32 +133,43 @@ class _Aligned:
     """One side's store rows lined up with the run's sorted output names."""
 
     row: npt.NDArray[np.int64]  # -1 where the side has no such output
-    digest: npt.NDArray[np.object_]  # None where absent or unreadable
+    digest: npt.NDArray[np.uint64]  # (n, 2) words; zeros where absent or unreadable
     known: npt.NDArray[np.bool_]  # a digest is there
 
     @property
     def present(self) -> npt.NDArray[np.bool_]:
         return self.row >= 0
 
+    def same_as(self, other: _Aligned) -> npt.NDArray[np.bool_]:
+        """Both have the output, digested, with equal digests."""
+        equal: npt.NDArray[np.bool_] = (self.digest == other.digest).all(axis=1)
+        return equal & self.known & other.known
 
-def _align(store: OutputStore, outputs: list[str]) -> _Aligned:
-    if store.names == outputs:
-        row = np.arange(len(outputs), dtype=np.int64)
-        digest = np.array([*store.digests, None], dtype=object)[:-1]
-    else:
-        found = [store.row.get(name, -1) for name in outputs]
-        row = np.array(found, dtype=np.int64)
-        digests = np.array([*store.digests, None], dtype=object)
-        digest = digests[row]  # -1 picks the None appended last
-    known = np.fromiter((d is not None for d in digest), dtype=bool, count=len(digest))
-    return _Aligned(row=row, digest=digest, known=known)
+    def key(self, i: int) -> tuple[int, int] | None:
+        """Output ``i``'s digest as a hashable value (None: absent or unreadable)."""
+        return (int(self.digest[i, 0]), int(self.digest[i, 1])) if self.known[i] else None
 
 
-def _union(names: Iterable[list[str]]) -> list[str]:
-    lists = list(names)
-    if lists and all(n == lists[0] for n in lists[1:]):
-        return lists[0]  # the common case: every environment made the same outputs
-    return sorted(set().union(*lists))
+def _align(store: OutputStore, outputs: list[str], same: bool) -> _Aligned:
+    """``same``: the store's rows are ``outputs`` in order (no lookup needed)."""
+    if same:
+        return _Aligned(row=np.arange(len(outputs), dtype=np.int64), digest=store.digest_words,
+                        known=store.known)  # fmt: skip
+    row = store.rows_of(outputs)
+    words = np.vstack([store.digest_words, np.zeros((1, 2), dtype=np.uint64)])
+    known = np.append(store.known, False)
+    return _Aligned(row=row, digest=words[row], known=known[row])  # -1 picks the last
+
+
+def _outputs(stores: Sequence[OutputStore]) -> tuple[list[str], list[bool]]:
+    """Every output name, sorted, and per store whether its rows are exactly those (the
+    common case: every environment made the same outputs; compared as Arrow columns)."""
+    first = stores[0].table["name"] if stores else None
+    same = [first is not None and s.table["name"].equals(first) for s in stores]
+    if all(same) and stores:
+        return stores[0].names, same
+    names = sorted(set().union(*(s.table["name"].to_pylist() for s in stores)))
+    return names, [s.table["name"].to_pylist() == names for s in stores]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +180,8 @@ class _Rules:
     tolerance: list[Tolerance]
     decision: list[DecisionRule | None]
     bulk: npt.NDArray[np.bool_]
+    rule_index: npt.NDArray[np.int32]  # each output's tolerance as an index into ``distinct``
+    distinct: list[Tolerance]
     new_passes: bool = True  # an output only the candidate made is "new", else "missing"
 
 
@@ -190,8 +206,26 @@ def _rules(config: RunConfig, outputs: list[str]) -> _Rules:
         decision = [decisions.for_output(o) for o in outputs]
     bulk = np.fromiter(((t.match == "elements" and d is None) for t, d in zip(tolerance, decision,
                        strict=True)), dtype=bool, count=len(outputs))  # fmt: skip
-    return _Rules(tolerance=tolerance, decision=decision, bulk=bulk,
-                  new_passes=config.compare.new_outputs == "pass")  # fmt: skip
+    index, distinct = _distinct(tolerance)
+    return _Rules(tolerance=tolerance, decision=decision, bulk=bulk, rule_index=index,
+                  distinct=distinct, new_passes=config.compare.new_outputs == "pass")  # fmt: skip
+
+
+def _distinct(tolerance: list[Tolerance]) -> tuple[npt.NDArray[np.int32], list[Tolerance]]:
+    """Each output's rule as an index into the distinct rules (by identity: the rules come
+    from one config, each object once)."""
+    if all(t is tolerance[0] for t in tolerance):  # one rule for all: the common case
+        return np.zeros(len(tolerance), dtype=np.int32), tolerance[:1]
+    by_id: dict[int, int] = {}
+    distinct: list[Tolerance] = []
+    found = []
+    for t in tolerance:
+        k = by_id.get(id(t))
+        if k is None:
+            k = by_id[id(t)] = len(distinct)
+            distinct.append(t)
+        found.append(k)
+    return np.array(found, dtype=np.int32), distinct
 
 
 def build_matrix(
@@ -206,8 +240,9 @@ def build_matrix(
     own = {env.name: _Side(env, config) for env in run.environments}
     sides = own | {env.name: _Side(env, config) for env in references}
     pairs = pairs if pairs is not None else environment_pairs(list(own), config.compare.mode)
-    outputs = _union(side.store.names for side in sides.values())
-    aligned = {name: _align(side.store, outputs) for name, side in sides.items()}
+    outputs, same = _outputs([side.store for side in sides.values()])
+    aligned = {name: _align(side.store, outputs, ordered)
+               for (name, side), ordered in zip(sides.items(), same, strict=True)}  # fmt: skip
     rules = _rules(config, outputs)
     noise = tuple(_noise(config, run, own))
     noisy = {(n.output, n.environment): n for n in noise}
@@ -239,76 +274,80 @@ def _compare_pair_outputs(
 ) -> Iterable[pa.Table]:
     """This pair's comparisons as tables with the output's position (``_at``) for sorting:
     bit-identical outputs in bulk, the others one by one."""
-    same = pair.a.present & pair.b.present & (pair.a.digest == pair.b.digest)
-    same &= pair.a.known & rules.bulk
-    same &= _comparable_dtypes(pair.base.store, pair.a.row, same)
+    base_ids, layouts = pair.base.store.layout_ids()
+    numeric = np.array([_numeric(dtype) for dtype, _shape in layouts] + [False], dtype=bool)
+    base_layout = np.append(base_ids, -1)[pair.a.row]  # row -1 (absent) picks the -1
+    same = pair.a.same_as(pair.b) & rules.bulk & numeric[base_layout]
     bulk = np.flatnonzero(same)
     if bulk.size:
         yield _identical_rows(pair, bulk, rules).append_column("_at", pa.array(bulk))
-    rest = np.flatnonzero((pair.a.present | pair.b.present) & ~same).tolist()
+    rest = np.flatnonzero((pair.a.present | pair.b.present) & ~same)
     found: dict[int, OutputComparison] = {}
-    batches: dict[tuple[str, tuple[int, ...], Tolerance], list[int]] = {}
-    for i in rest:
-        layout = _batchable(pair, outputs[i], rules, i)
-        if layout is None:
-            found[i] = _compare_one(outputs[i], pair.base, pair.cand, rules.tolerance[i],
-                                    rules.decision[i], new_passes=rules.new_passes)  # fmt: skip
-        else:
-            batches.setdefault((*layout, rules.tolerance[i]), []).append(i)
-    for (dtype, shape, tolerance), members in batches.items():
+    batched, batches = _batches(pair, rest, rules, layouts, base_layout)
+    for i in rest[~batched].tolist():
+        found[i] = _compare_one(outputs[i], pair, i, rules.tolerance[i], rules.decision[i],
+                                new_passes=rules.new_passes)  # fmt: skip
+    for (dtype, shape), tolerance, members in batches:
         step = max(1, BATCH_BYTES // max(1, math.prod(shape) * np.dtype(dtype).itemsize))
         for start in range(0, len(members), step):
             chunk = members[start : start + step]
-            found |= _compare_batch(pair, [outputs[i] for i in chunk], chunk, tolerance)
+            found |= _compare_batch(pair, outputs, chunk, tolerance)
     if found:
         at = sorted(found)
         items = [_mark_noise(found[i], noisy) for i in at]
         yield table_of(items).append_column("_at", pa.array(at, pa.int64()))
 
 
-def _batchable(
-    pair: _Pair, output: str, rules: _Rules, i: int
-) -> tuple[str, tuple[int, ...]] | None:
-    """(dtype, shape) when this output can be compared with others of its kind in one batch:
-    readable on both sides, one dtype and shape, elementwise tolerance, no decision."""
-    if not rules.bulk[i]:
-        return None
-    layout = pair.base.store.layout(output)
-    if layout is None or layout != pair.cand.store.layout(output) or not _numeric(layout[0]):
-        return None
-    if not layout[1] and not np.dtype(layout[0]).isnative:
-        return None  # compare_batch reports a 0-d row's dtype as numpy scalars have it: native
-    return layout if math.prod(layout[1]) <= BATCH_ELEMENTS else None
+def _batches(
+    pair: _Pair,
+    rest: npt.NDArray[np.intp],
+    rules: _Rules,
+    layouts: list[tuple[str, tuple[int, ...]]],
+    base_layout: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.bool_], list[tuple[tuple[str, tuple[int, ...]], Tolerance, list[int]]]]:
+    """Which of ``rest`` are compared in batches of one dtype, shape and tolerance (readable
+    on both sides with one numeric layout, at most :data:`BATCH_ELEMENTS` elements,
+    elementwise tolerance, no decision), and the batches."""
+    cand_ids, cand_layouts = pair.cand.store.layout_ids()
+    # The candidate's layouts as indices into the baseline's list (-1: none there).
+    index = {layout: k for k, layout in enumerate(layouts)}
+    mapped = np.array([index.get(layout, -1) for layout in cand_layouts] + [-1], dtype=np.int64)
+    a_layout = base_layout[rest]
+    b_layout = mapped[np.append(cand_ids, -1)[pair.b.row[rest]]]
+    fits = np.array([_fits_batch(dtype, shape) for dtype, shape in layouts] + [False], bool)
+    batched = (a_layout >= 0) & (a_layout == b_layout) & rules.bulk[rest] & fits[a_layout]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, layout in zip(rest[batched].tolist(), a_layout[batched].tolist(), strict=True):
+        groups.setdefault((layout, int(rules.rule_index[i])), []).append(i)
+    batches = [(layouts[layout], rules.distinct[rule], members)
+               for (layout, rule), members in groups.items()]  # fmt: skip
+    return batched, batches
+
+
+def _fits_batch(dtype: str, shape: tuple[int, ...]) -> bool:
+    if not _numeric(dtype):
+        return False
+    if not shape and not np.dtype(dtype).isnative:
+        return False  # compare_batch reports a 0-d row's dtype as numpy scalars have it: native
+    return math.prod(shape) <= BATCH_ELEMENTS
 
 
 def _compare_batch(
-    pair: _Pair, names: list[str], at: list[int], tolerance: Tolerance
+    pair: _Pair, outputs: list[str], at: list[int], tolerance: Tolerance
 ) -> dict[int, OutputComparison]:
     """Outputs of one dtype, shape and tolerance compared as the rows of two arrays; if
     they cannot be read together, one by one (each then says what is wrong)."""
     try:
-        a = pair.base.store.load_stacked(names)
-        b = pair.cand.store.load_stacked(names)
+        a = pair.base.store.load_rows(pair.a.row[at].tolist())
+        b = pair.cand.store.load_rows(pair.b.row[at].tolist())
         results = compare_batch(a, b, tolerance)
     except OutputError:
-        return {i: _compare_one(name, pair.base, pair.cand, tolerance, None)
-                for i, name in zip(at, names, strict=True)}  # fmt: skip
+        return {i: _compare_one(outputs[i], pair, i, tolerance, None) for i in at}
     return {
-        i: OutputComparison(output=name, baseline=pair.base.env.name,
+        i: OutputComparison(output=outputs[i], baseline=pair.base.env.name,
                             candidate=pair.cand.env.name, verdict=m.verdict, metrics=m)
-        for i, name, m in zip(at, names, results, strict=True)
+        for i, m in zip(at, results, strict=True)
     }  # fmt: skip
-
-
-def _comparable_dtypes(
-    store: OutputStore, rows: npt.NDArray[np.int64], where: npt.NDArray[np.bool_]
-) -> npt.NDArray[np.bool_]:
-    """Whether each output's dtype is one compare_arrays takes (others are errors there)."""
-    dtypes = np.array([*store.column("dtype"), None], dtype=object)[rows]
-    ok = np.zeros(len(rows), dtype=bool)
-    for dtype in set(dtypes[where].tolist()):
-        ok[dtypes == dtype] = _numeric(dtype)
-    return ok
 
 
 @functools.lru_cache(maxsize=256)
@@ -345,28 +384,31 @@ def _identical_rows(pair: _Pair, at: npt.NDArray[np.intp], rules: _Rules) -> pa.
     image = pc.and_(pc.is_in(source["dtype"], _IMAGE_DTYPES),
                     pc.or_(pc.equal(ndim, 2), pc.and_(pc.greater_equal(channels, 1),
                                                       pc.less_equal(channels, 4))))  # fmt: skip
-    rule = [rules.tolerance[i].pattern for i in at.tolist()]
+    patterns = pa.array([t.pattern for t in rules.distinct], pa.string())
+    zeros = np.zeros(n, dtype=np.int64)  # shared by the columns that are all 0
     columns = {
         "output": source["name"],
-        "baseline": pa.array([pair.base.env.name] * n, pa.string()),
-        "candidate": pa.array([pair.cand.env.name] * n, pa.string()),
-        "verdict": pa.array(["identical"] * n, pa.string()),
+        "baseline": pa.repeat(pa.scalar(pair.base.env.name, pa.string()), n),
+        "candidate": pa.repeat(pa.scalar(pair.cand.env.name, pa.string()), n),
+        "verdict": pa.repeat(pa.scalar("identical", pa.string()), n),
         "note": pa.nulls(n, pa.string()),
-        "rule": pa.array(rule, pa.string()),
+        "rule": pc.take(patterns, pa.array(rules.rule_index[at])),
         "dtype_baseline": _dtype_names(source["dtype"]),
         "dtype_candidate": _dtype_names(source["dtype"]),
         "shape_baseline": source["shape"],
         "shape_candidate": source["shape"],
         "total": source["size"],
-        "mismatched": pa.array(np.zeros(n, dtype=np.int64)),
+        "mismatched": pa.array(zeros),
         "bit_identical": pa.array(np.ones(n, dtype=bool)),
         "max_abs": zero,
         "mean_abs": zero,
         "max_rel": zero,
         "max_ulp": pc.if_else(comparable, pa.scalar(0, pa.uint64()), pa.scalar(None, pa.uint64())),
-        "worst_indices": pa.array([[]] * n, pa.list_(pa.list_(pa.int64()))),
-        "nan_mismatch": pa.array(np.zeros(n, dtype=np.int64)),
-        "inf_mismatch": pa.array(np.zeros(n, dtype=np.int64)),
+        "worst_indices": pa.ListArray.from_arrays(
+            pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.list_(pa.int64()))
+        ),
+        "nan_mismatch": pa.array(zeros),
+        "inf_mismatch": pa.array(zeros),
         "psnr": pc.if_else(image, float("inf"), pa.scalar(None, pa.float64())),
         "differing_pixels": pc.if_else(image, pa.scalar(0, pa.int64()), _NULL_INT),
         "rows": pa.nulls(n, SCHEMA.field("rows").type),
@@ -383,13 +425,23 @@ def _dtype_names(column: pa.ChunkedArray) -> pa.Array:
     return pc.take(names, pc.index_in(column, value_set=codes))
 
 
-def _in_output_order(tables: Sequence[pa.Table]) -> pa.Table:
-    """The pairs' tables as one, output by output (pairs in order within an output)."""
+def _in_output_order(tables: list[pa.Table]) -> pa.Table:
+    """The pairs' tables as one, output by output (pairs in order within an output). Takes
+    ``tables`` over (the list is emptied): each column's source is let go as soon as it is
+    reordered, so the peak is one copy plus a column, not two copies."""
     if not tables:
         return SCHEMA.empty_table()
     joined = pa.concat_tables(tables)
-    order = pc.sort_indices(joined, sort_keys=[("_at", "ascending")])  # stable: pair order kept
-    return joined.take(order).drop_columns(["_at"])
+    tables.clear()
+    order = pc.sort_indices(joined["_at"])  # stable: pair order kept within an output
+    names = [name for name in joined.column_names if name != "_at"]
+    sources: list[pa.ChunkedArray | None] = [joined[name] for name in names]
+    del joined
+    columns = []
+    for k in range(len(sources)):
+        columns.append(pc.take(sources[k], order))
+        sources[k] = None
+    return pa.table(columns, schema=SCHEMA)
 
 
 METRICS_LISTED = 1000  # scalar outputs whose values are reported per environment
@@ -428,20 +480,23 @@ def _metric_values(
             if name not in chosen and len(chosen) < METRICS_LISTED:
                 chosen.append(name)
     found = []
-    for output in sorted(chosen):
+    chosen.sort()
+    rows = {name: side.store.rows_of(chosen).tolist() for name, side in sides.items()}
+    for k, output in enumerate(chosen):
         rule = declared.for_output(output).pattern
         spec = config.metrics.get(rule) if rule else None
+        values = {n: _scalar(side, output, rows[n][k]) for n, side in sides.items()}
         found.append(MetricValues(
-            output=output, values={n: _scalar(side, output) for n, side in sides.items()},
+            output=output, values=values,
             unit=spec.unit if spec else "", scale=spec.scale if spec else 1.0,
             atol=spec.atol if spec else None, rtol=spec.rtol if spec else None,
         ))  # fmt: skip
     return tuple(found)
 
 
-def _scalar(side: _Side, output: str) -> float | None:
+def _scalar(side: _Side, output: str, row: int) -> float | None:
     try:
-        array = side.load(output)
+        array = side.load(output, row)
     except OutputError:
         return None
     if array is None or array.size != 1 or array.dtype.kind not in "biuf":
@@ -455,20 +510,20 @@ def _agreement(outputs: list[str], sides: Mapping[str, _Aligned]) -> dict[str, l
     names = list(sides)
     if not names:
         return {}
-    first = sides[names[0]].digest
-    agree = sides[names[0]].known.copy()
+    first = sides[names[0]]
+    agree = first.known.copy()
     for name in names[1:]:
-        agree &= sides[name].digest == first
+        agree &= first.same_as(sides[name])
     everyone = [names]
     found: dict[str, list[list[str]]] = {}
-    for i, output in enumerate(outputs):
-        if agree[i]:
+    for i, (output, agreed) in enumerate(zip(outputs, agree.tolist(), strict=True)):
+        if agreed:
             found[output] = everyone
             continue
         classes: dict[object, list[str]] = {}
         groups: list[list[str]] = []
         for name in names:
-            key = sides[name].digest[i]
+            key = sides[name].key(i)
             if key is None:
                 groups.append([name])
             elif key in classes:
@@ -493,17 +548,18 @@ def _mark_noise(item: OutputComparison, noisy: Mapping[tuple[str, str], Noise]) 
 
 
 def _compare_one(
-    output: str, base: _Side, cand: _Side, tolerance: Tolerance, decision: DecisionRule | None,
+    output: str, sides: _Pair, i: int, tolerance: Tolerance, decision: DecisionRule | None,
     *, new_passes: bool = False,
 ) -> OutputComparison:  # fmt: skip
+    base, cand = sides.base, sides.cand
     pair = functools.partial(
         OutputComparison, output=output, baseline=base.env.name, candidate=cand.env.name
     )
     arrays: list[np.ndarray | None] = []
     unreadable = []
-    for side in (base, cand):
+    for side, row in ((base, int(sides.a.row[i])), (cand, int(sides.b.row[i]))):
         try:
-            arrays.append(side.load(output))
+            arrays.append(side.load(output, row))
         except OutputError as exc:
             arrays.append(None)
             unreadable.append(f"{side.env.name}: {exc}")

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from reprocheck.compare.dtypes import flat
@@ -324,79 +325,184 @@ def _matches(table: pa.Table, folder: Path, spec: OutputsConfig) -> bool:
 
 class OutputStore:
     """One environment's outputs by name, selected by ``include``/``exclude``: refs to load
-    arrays from, and the digests, sizes and NaN counts recorded when the store was made."""
+    arrays from, and the digests, sizes and NaN counts recorded when the store was made.
+
+    Everything per output stays in the Arrow table or in numpy arrays made from it on first
+    use (a million outputs cost bytes each, not Python objects); ``names`` and the name ->
+    row dict ``row`` are built only when asked for. Callers that already know rows (the
+    matrix) use the ``*_at`` methods and :meth:`rows_of`."""
 
     def __init__(self, folder: Path, table: pa.Table, spec: OutputsConfig) -> None:
         self.folder = folder
         if spec.include != ("*",) or spec.exclude:
             keep = [matches(n, spec.include, spec.exclude) for n in table["name"].to_pylist()]
             table = table.filter(pa.array(keep, type=pa.bool_()))
-        self.table = table
-        self.names: list[str] = table["name"].to_pylist()
-        self.row: dict[str, int] = {name: i for i, name in enumerate(self.names)}
-        self.digests: list[bytes | None] = table["digest"].to_pylist()
+        self.table = table.combine_chunks()
         self._reader = OutputReader(spec.max_array_bytes)
-        self._columns: dict[str, list[Any]] = {}
+
+    # --- by name (built on first use) ---------------------------------------------------
+
+    @functools.cached_property
+    def names(self) -> list[str]:
+        return self.table["name"].to_pylist()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def row(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)}
+
+    @functools.cached_property
+    def digests(self) -> list[bytes | None]:
+        return self.table["digest"].to_pylist()  # type: ignore[no-any-return]
+
+    def find(self, name: str) -> int:
+        """The row of ``name``, -1 when absent: from the ``row`` dict when something built
+        it, else by binary search over the names in sorted order (8 bytes per output, not
+        a dict of a million entries for a report that looks up a few dozen)."""
+        if "row" in self.__dict__:
+            return self.row.get(name, -1)
+        order, column = self._sorted
+        lo, hi = 0, len(order)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if column[int(order[mid])].as_py() < name:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(order) and column[int(order[lo])].as_py() == name:
+            return int(order[lo])
+        return -1
+
+    @functools.cached_property
+    def _sorted(self) -> tuple[npt.NDArray[np.int64], pa.Array]:
+        column = self.table["name"].combine_chunks()
+        return np.asarray(pc.sort_indices(column).to_numpy(), np.int64), column
 
     def __contains__(self, name: object) -> bool:
-        return name in self.row
+        return isinstance(name, str) and self.find(name) >= 0
 
     def __len__(self) -> int:
-        return len(self.names)
+        return int(self.table.num_rows)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
 
-    def column(self, name: str) -> list[Any]:
-        """One column as Python values (converted once, on first use)."""
-        if name not in self._columns:
-            self._columns[name] = self.table[name].to_pylist()
-        return self._columns[name]
+    def rows_of(self, names: list[str]) -> npt.NDArray[np.int64]:
+        """The row of each name, -1 where this store has none (vectorized: no dict)."""
+        if not names:
+            return np.zeros(0, dtype=np.int64)
+        found = pc.index_in(pa.array(names, pa.string()), value_set=self.table["name"])
+        return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), np.int64)
+
+    def _row(self, name: str) -> int:
+        row = self.find(name)
+        if row < 0:
+            raise KeyError(name)
+        return row
 
     def error(self, name: str) -> str | None:
-        row = self.row.get(name)
-        return None if row is None else self.column("error")[row]
+        row = self.find(name)
+        return None if row < 0 else self.error_at(row)
 
     def ref(self, name: str) -> OutputRef:
-        i = self.row[name]
-        located = None
-        if self.column("offset")[i] is not None and self.column("error")[i] is None:
-            located = Located(offset=self.column("offset")[i],
-                              dtype=np.dtype(self.column("dtype")[i]),
-                              shape=tuple(self.column("shape")[i]),
-                              fortran=bool(self.column("fortran")[i]))  # fmt: skip
-        return OutputRef(name=name, file=self.folder / os.fsdecode(self.column("file")[i]),
-                         kind=self.column("kind")[i], key=self.column("key")[i],
-                         error=self.column("error")[i], located=located)  # fmt: skip
+        return self.ref_at(self._row(name))
 
     def load(self, name: str) -> np.ndarray:
         """The array ``name`` (OutputError when it cannot be read; KeyError when absent)."""
-        return self._reader.load(self.ref(name))
+        return self.load_at(self._row(name))
 
     def layout(self, name: str) -> tuple[str, tuple[int, ...]] | None:
         """(dtype code, shape) of a readable output, else None."""
-        i = self.row.get(name)
-        if i is None or self.column("error")[i] is not None:
-            return None
-        return self.column("dtype")[i], tuple(self.column("shape")[i])
+        row = self.find(name)
+        return None if row < 0 else self.layout_at(row)
 
     def load_stacked(self, names: list[str]) -> np.ndarray:
-        """Outputs of one dtype and shape as the rows of one array ``(len(names), *shape)``:
+        return self.load_rows([self._row(name) for name in names])
+
+    # --- by row ------------------------------------------------------------------------
+
+    @functools.cached_property
+    def digest_words(self) -> npt.NDArray[np.uint64]:
+        """Each row's digest as two 64-bit words (zeros where there is none: see
+        :attr:`known`), so digests compare as arrays."""
+        column = self.table["digest"]
+        n = self.table.num_rows
+        if not n:
+            return np.zeros((0, 2), dtype=np.uint64)
+        chunk = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        data = chunk.buffers()[1]
+        words = np.frombuffer(data, dtype=np.uint64, count=2 * (chunk.offset + n))
+        words = words[2 * chunk.offset :].reshape(n, 2)
+        return np.where(self.known[:, None], words, np.uint64(0))
+
+    @functools.cached_property
+    def known(self) -> npt.NDArray[np.bool_]:
+        """A digest is there (the output was read when the store was made)."""
+        return np.asarray(pc.is_valid(self.table["digest"]).to_numpy(zero_copy_only=False))
+
+    @functools.cached_property
+    def _layouts(self) -> tuple[npt.NDArray[np.int32], list[tuple[str, tuple[int, ...]]]]:
+        return _factorized_layouts(self.table)
+
+    def layout_ids(self) -> tuple[npt.NDArray[np.int32], list[tuple[str, tuple[int, ...]]]]:
+        """Each row's layout as an index into the list of distinct (dtype code, shape)
+        pairs; -1 for an output that cannot be read."""
+        return self._layouts
+
+    def layout_at(self, row: int) -> tuple[str, tuple[int, ...]] | None:
+        ids, layouts = self._layouts
+        return None if ids[row] < 0 else layouts[ids[row]]
+
+    def error_at(self, row: int) -> str | None:
+        return self.table["error"][row].as_py()  # type: ignore[no-any-return]
+
+    def ref_at(self, row: int) -> OutputRef:
+        entry = self.table.slice(row, 1).to_pylist()[0]
+        located = None
+        if entry["offset"] is not None and entry["error"] is None:
+            located = Located(offset=entry["offset"], dtype=np.dtype(entry["dtype"]),
+                              shape=tuple(entry["shape"]),
+                              fortran=bool(entry["fortran"]))  # fmt: skip
+        return OutputRef(name=entry["name"], file=self.folder / os.fsdecode(entry["file"]),
+                         kind=entry["kind"], key=entry["key"], error=entry["error"],
+                         located=located)  # fmt: skip
+
+    def load_at(self, row: int) -> np.ndarray:
+        return self._reader.load(self.ref_at(row))
+
+    @functools.cached_property
+    def _placement(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_],
+                                  npt.NDArray[np.int32], list[bytes]]:  # fmt: skip
+        """Per row: the offset of the array's data in its file (-1: not read in place),
+        Fortran order, and the file as an index into the distinct files."""
+        table = self.table
+        offsets = pc.fill_null(table["offset"], -1).to_numpy(zero_copy_only=False)
+        fortran = pc.fill_null(table["fortran"], False).to_numpy(zero_copy_only=False)
+        files = table["file"].combine_chunks().dictionary_encode()
+        ids = pc.fill_null(files.indices, -1).to_numpy(zero_copy_only=False)
+        return (np.asarray(offsets, np.int64), np.asarray(fortran, bool),
+                np.asarray(ids, np.int32), files.dictionary.to_pylist())  # fmt: skip
+
+    def load_rows(self, rows: list[int]) -> np.ndarray:
+        """Outputs of one dtype and shape as the rows of one array ``(len(rows), *shape)``:
         members read in place are read straight into it, the rest loaded one by one."""
-        layout = self.layout(names[0]) if names else None
+        layout = self.layout_at(rows[0]) if rows else None
         if layout is None:
             raise OutputError("no outputs to stack")
         dtype, shape = np.dtype(layout[0]), layout[1]
-        rows = [self.row[name] for name in names]
-        files, offsets = self.column("file"), self.column("offset")
-        fortran = self.column("fortran")
-        first = files[rows[0]]
-        if all(offsets[i] is not None and not fortran[i] and files[i] == first for i in rows):
-            path = self.folder / os.fsdecode(first)
+        offsets, fortran, file_ids, files = self._placement
+        at = np.asarray(rows, dtype=np.int64)
+        first = file_ids[at[0]]
+        if (
+            first >= 0
+            and (offsets[at] >= 0).all()
+            and not fortran[at].any()
+            and (file_ids[at] == first).all()
+        ):
+            path = self.folder / os.fsdecode(files[first])
             nbytes = math.prod(shape) * dtype.itemsize
-            data = self._reader.read_rows(path, [offsets[i] for i in rows], nbytes)
+            data = self._reader.read_rows(path, offsets[at].tolist(), nbytes)
             return data.view(dtype).reshape((len(rows), *shape))
-        return np.stack([self.load(name) for name in names])
+        return np.stack([self.load_at(row) for row in rows])
 
     def close(self) -> None:
         self._reader.close()
@@ -406,6 +512,38 @@ class OutputStore:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _factorized_layouts(
+    table: pa.Table,
+) -> tuple[npt.NDArray[np.int32], list[tuple[str, tuple[int, ...]]]]:
+    """Rows grouped by (dtype code, shape), with numpy: an index per row (-1 for an output
+    with an error) and the distinct layouts."""
+    n = table.num_rows
+    if not n:
+        return np.zeros(0, dtype=np.int32), []
+    readable = np.asarray(pc.is_null(table["error"]).to_numpy(zero_copy_only=False))
+    dtypes = table["dtype"].combine_chunks().dictionary_encode()
+    dtype_id = np.asarray(pc.fill_null(dtypes.indices, -1).to_numpy(zero_copy_only=False),
+                          np.int64)  # fmt: skip
+    shape = table["shape"].combine_chunks()
+    ndim = np.asarray(pc.fill_null(pc.list_value_length(shape), 0).to_numpy(
+        zero_copy_only=False), np.int64)  # fmt: skip
+    flat_dims = np.asarray(pc.list_flatten(shape).to_numpy(zero_copy_only=False), np.int64)
+    width = int(ndim.max()) if n else 0
+    key = np.full((n, 2 + width), -1, dtype=np.int64)
+    key[:, 0], key[:, 1] = dtype_id, ndim
+    if flat_dims.size:
+        starts = np.cumsum(ndim) - ndim
+        owner = np.repeat(np.arange(n), ndim)
+        key[owner, 2 + np.arange(flat_dims.size) - starts[owner]] = flat_dims
+    readable &= dtype_id >= 0
+    distinct, inverse = np.unique(key[readable], axis=0, return_inverse=True)
+    ids = np.full(n, -1, dtype=np.int32)
+    ids[readable] = inverse.reshape(-1)
+    codes = dtypes.dictionary.to_pylist()
+    layouts = [(str(codes[k[0]]), tuple(int(d) for d in k[2 : 2 + k[1]])) for k in distinct]
+    return ids, layouts
 
 
 def open_store(outputs_dir: Path, spec: OutputsConfig = _DEFAULTS) -> OutputStore:

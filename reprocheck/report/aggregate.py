@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from reprocheck.comparisons import FAILING, Comparisons, item_of, severity_order
+from reprocheck.comparisons import FAILING, Comparisons, item_of
 
 # Comparisons, groups and agreement entries listed in report.json; every comparison is in
 # comparisons.parquet. At this size report.json stays around a few MB.
@@ -35,19 +35,25 @@ def listed_comparisons(comparisons: Comparisons, limit: int | None = None) -> li
 
 def group_keys(outputs: pa.Array | pa.ChunkedArray, fixtures: Sequence[str]) -> pa.Array:
     """``*/linalg/svd`` for ``a.jpg/linalg/svd`` when ``a.jpg`` is a fixture (the longest
-    fixture that is a prefix wins); an output of no fixture is its own key."""
-    keys = outputs
+    fixture that is a prefix wins); an output of no fixture is its own key. Worked out once
+    per distinct output name (each appears once per pair), splitting only as deep as the
+    deepest fixture."""
     if not fixtures or len(outputs) == 0:
-        return pa.chunked_array([keys]) if isinstance(keys, pa.Array) else keys
-    parts = pc.split_pattern(outputs, "/")
-    count = pc.list_value_length(parts)
+        return pa.chunked_array([outputs]) if isinstance(outputs, pa.Array) else outputs
+    names = pc.unique(outputs)
+    keys = names
     known = pa.array(sorted(set(fixtures)), type=pa.string())
-    for depth in sorted({f.count("/") + 1 for f in fixtures}):
+    depths = sorted({f.count("/") + 1 for f in fixtures})
+    parts = pc.split_pattern(names, "/", max_splits=depths[-1])
+    count = pc.list_value_length(parts)
+    for depth in depths:
         prefix = pc.binary_join(pc.list_slice(parts, 0, depth), "/")
-        rest = pc.binary_join(pc.list_slice(parts, depth), "/")
         hit = pc.and_(pc.is_in(prefix, known), pc.greater(count, depth))
+        if not pc.any(hit).as_py():
+            continue
+        rest = pc.binary_join(pc.list_slice(parts, depth), "/")  # the last part is unsplit
         keys = pc.if_else(hit, pc.binary_join_element_wise("*", rest, "/"), keys)
-    return keys
+    return pc.take(keys, pc.index_in(outputs, value_set=names))
 
 
 def groups(
@@ -59,7 +65,7 @@ def groups(
     table = comparisons.table
     if not len(comparisons):
         return []
-    rank = pa.array(_ranks(table))
+    rank = pa.array(_ranks(comparisons.order))
     failing = pc.is_in(table["verdict"], pa.array(sorted(FAILING | {"error"})))
     keyed = pa.table({
         "key": group_keys(table["output"], fixtures), "baseline": table["baseline"],
@@ -79,7 +85,7 @@ def groups(
     for row in members.select(["key", "baseline", "candidate", "output", "verdict"]).to_pylist():
         group = (row["key"], row["baseline"], row["candidate"])
         by_group.setdefault(group, []).append((row["output"], row["verdict"]))
-    order = severity_order(table)
+    order = comparisons.order
     found = []
     for g in chosen:
         entries = by_group.get((g["key"], g["baseline"], g["candidate"]), [])
@@ -95,9 +101,9 @@ def groups(
     return found
 
 
-def _ranks(table: pa.Table) -> npt.NDArray[np.int64]:
+def _ranks(severity: pa.Array) -> npt.NDArray[np.int64]:
     """Each row's position in severity order (0 = the worst comparison of the run)."""
-    order = severity_order(table).to_numpy()
+    order = severity.to_numpy()
     ranks = np.empty(len(order), dtype=np.int64)
     ranks[order] = np.arange(len(order), dtype=np.int64)
     return ranks

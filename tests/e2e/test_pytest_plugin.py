@@ -141,7 +141,8 @@ def test_report_fixture_and_helpers_on_a_stored_run(
     result.assert_outcomes(passed=2, failed=3)
     result.stdout.fnmatch_lines([
         "*_ test_accuracy_exact _*",
-        "*reprocheck: 2 metric value(s) of '*/accuracy' outside atol=0 rtol=0 in run run-1",
+        "*reprocheck: 2 metric value(s) of '*/accuracy' outside atol=0 rtol=0 (exact: no "
+        "[[]metrics] tolerance) in run run-1",
         "*  a.png/accuracy bullseye -> trixie: 0.9 -> 0.9004 (|diff| 0.0004 > 0)",
         "*  b.png/accuracy bullseye -> trixie: 0.9 -> 0.9004 (|diff| 0.0004 > 0)",
         "*test_consistent*",

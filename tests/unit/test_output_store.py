@@ -248,3 +248,50 @@ def test_batched_comparisons_equal_compare_arrays(make_project, tmp_path_factory
             assert item.verdict == "error"
             continue
         assert item.metrics == expected, key
+
+
+_NAME = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+                min_size=1, max_size=6)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    st.dictionaries(
+        _NAME, st.sampled_from([(), (0,), (3,), (2, 3), (3, 2), (1, 1, 1)]), min_size=0, max_size=12
+    ),
+    st.sampled_from(["<f4", "<i8", ">f8", "|u1"]),
+    st.integers(0, 2**32),
+)
+def test_row_lookups_layouts_and_digest_words(tmp_path_factory, shapes, dtype, seed) -> None:
+    """The array-based answers (binary search over sorted names, factorized layouts, digest
+    words) agree with the plain per-name ones on hostile names, every shape and dtype."""
+    folder = tmp_path_factory.mktemp("lookups") / "outputs"
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    arrays = {name: rng.integers(0, 3, shape).astype(dtype) for name, shape in shapes.items()}
+    if arrays:
+        np.savez(folder / "o.npz", **arrays)
+    (folder / "bad.json").write_text("{not json")  # an output error among them
+    store = open_store(folder)
+    names = list(store.names)
+    for row, name in enumerate(names):
+        assert store.find(name) == row
+    assert store.find("o/" + "\uffff") == -1 and "nope" not in store
+    assert store.rows_of([*names, "missing"]).tolist() == [*range(len(names)), -1]
+    ids, layouts = store.layout_ids()
+    for row in range(len(names)):
+        error = store.error_at(row)
+        expected = None if error else (store.table["dtype"][row].as_py(),
+                                       tuple(store.table["shape"][row].as_py()))  # fmt: skip
+        assert store.layout_at(row) == expected
+        assert (ids[row] < 0) == (expected is None)
+        if expected is not None:
+            assert layouts[ids[row]] == expected
+            assert store.load_at(row).shape == expected[1]
+    words, digests = store.digest_words, store.digests
+    for i in range(len(names)):
+        for j in range(len(names)):
+            same = bool((words[i] == words[j]).all()) and store.known[i] and store.known[j]
+            assert same == (digests[i] is not None and digests[i] == digests[j])
+    store.close()
