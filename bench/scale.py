@@ -190,9 +190,14 @@ def main() -> None:
             pages[label] = f"{label}: {page.stat().st_size / 1e6:.1f} MB, opens in {shown}"
         for label, figures in results.items():
             show(label, figures, n, pairs)
+        empty = folder / "empty.html"
+        empty.write_text('<html><body data-ready="1"></body></html>')
+        floor = browser_seconds(empty)
+        start = "-" if floor is None else f"{floor:.2f} s"
         print(
             "  report.html in headless Chromium (browser start included): "
             + "; ".join(pages.values())
+            + f"; an empty page, the same way (the browser's own start): {start}"
         )
         if args.against:
             now, then = results["current (first)"], results[args.against + " (first)"]
