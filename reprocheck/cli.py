@@ -392,7 +392,8 @@ def explain(
 def _merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def key(item: dict[str, Any]) -> str:
         return json.dumps({k: v for k, v in item.items() if k not in ("causes", "ruled_out",
-                           "status", "cached", "seconds")}, sort_keys=True)  # fmt: skip
+                           "advice", "family", "status", "cached", "seconds")},
+                          sort_keys=True)  # fmt: skip
 
     merged = {key(item): item for item in old}
     merged.update((key(item), item) for item in new)

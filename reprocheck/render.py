@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from reprocheck.engine import ImageInfo
-from reprocheck.explain import Explanation
+from reprocheck.explain import Explanation, advice_by_family
 from reprocheck.progress import ProgressEvent
 from reprocheck.report.common import (
     VERSION_KEYS,
@@ -290,6 +290,12 @@ def print_explanation(console: Console, explanation: Explanation, seconds: float
             console.print(escape(line), soft_wrap=True)
         if item.ruled_out:
             console.print(escape(f"  ruled out: {', '.join(item.ruled_out)}"), soft_wrap=True)
+    families = advice_by_family(explanation.attributions)
+    if families:
+        console.print("[bold]what to do[/]")
+    for family in families:
+        where = f"{family.family} ({family.outputs}) {family.baseline} -> {family.candidate}"
+        console.print(escape(f"  {where}: {family.advice}"), soft_wrap=True)
     runs = len(explanation.experiments)
     cached = sum(e.cached for e in explanation.experiments)
     console.print(f"{len(explanation.attributions)} drifting outputs explained with {runs} "

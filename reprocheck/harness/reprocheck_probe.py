@@ -25,7 +25,7 @@ from collections import OrderedDict
 from typing import Any, Dict, Optional
 
 # The probes "fixture" of a command pipeline, which has no per-fixture calls
-# (reprocheck/explain.py reads <meta>/probes/all.npz for every output of a command).
+# (reprocheck/explain/stages.py reads <meta>/probes/all.npz for every output of a command).
 COMMAND_FIXTURE = "all"
 # The folder a command's records go to (set by the harness for the command's processes only).
 RECORDS_ENV = "REPROCHECK_PROBE_RECORDS"

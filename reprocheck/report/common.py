@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reprocheck.comparisons import FAILING
+from reprocheck.explain.advice import advice_by_family
 
 __all__ = ["FAILING"]  # and everything defined below
 
@@ -214,6 +215,17 @@ def fingerprint(environment: Mapping[str, Any]) -> Mapping[str, Any]:
 def version(environment: Mapping[str, Any], key: str) -> str:
     value = fingerprint(environment).get(key)
     return "-" if value in (None, "") else str(value)
+
+
+def advice_lines(report: Report) -> list[str]:
+    """explain's advice, one line per output family and pair: ``filter/sep_f32 (6 outputs,
+    bookworm -> trixie): set OPENCV_CPU_DISABLE=... on every image ...``."""
+    entries = [e for e in report.get("attributions") or [] if isinstance(e, Mapping)]
+    return [
+        f"{a.family} ({a.outputs} output{'s' if a.outputs != 1 else ''}, "
+        f"{a.baseline} -> {a.candidate}): {a.advice}"
+        for a in advice_by_family(entries)
+    ]
 
 
 def image_change_lines(report: Report, shown: int = 5) -> list[str]:

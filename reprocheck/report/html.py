@@ -28,6 +28,7 @@ from reprocheck.report.common import (
     VERSION_KEYS,
     Comparison,
     Report,
+    advice_lines,
     agreement_groups,
     decision_lines,
     decisions_text,
@@ -484,7 +485,10 @@ def _attributions(report: Report) -> str:
         )
         pair = pair_label(entry.get("baseline", "?"), entry.get("candidate", "?"))
         rows.append([f"<code>{_e(entry.get('output'))}</code>", _e(pair), causes or "-"])
-    return f'<h2 id="attributions">Attributions</h2>{_table(["output", "pair", "causes"], rows)}'
+    advice = "".join(f"<li>{_e(line)}</li>" for line in advice_lines(report))
+    todo = f'<p><b>What to do</b></p><ul class="advice">{advice}</ul>' if advice else ""
+    table = _table(["output", "pair", "causes"], rows)
+    return f'<h2 id="attributions">Attributions</h2>{todo}{table}'
 
 
 def _agreement(report: Report) -> str:

@@ -9,6 +9,7 @@ from reprocheck.report.common import (
     FAILING,
     VERSION_KEYS,
     Report,
+    advice_lines,
     agreement_groups,
     decision_lines,
     decisions_text,
@@ -148,6 +149,11 @@ def _image_changes(report: Report) -> list[str]:
     return ["### Refreshed images", "", *(f"- {_cell(line)}" for line in lines)] if lines else []
 
 
+def _advice(report: Report) -> list[str]:
+    lines = advice_lines(report)
+    return ["### What to do", "", *(f"- {_cell(line)}" for line in lines)] if lines else []
+
+
 def _metrics(report: Report) -> list[str]:
     rows = metric_rows(report)
     if not rows:
@@ -164,6 +170,7 @@ SECTIONS = (
     _environments,
     _pairs,
     _top,
+    _advice,
     _agreement,
     _noise,
     _problems,

@@ -1,5 +1,6 @@
-"""explain: SONAMEs, candidate packages, knobs, probe stages, causes, and the Explainer run
-against the fake engine (a transplant or knob that makes the candidate follow the baseline)."""
+"""explain: SONAMEs, suspects, knobs, probe stages, causes, and the Explainer run against the
+fake engine (a transplant or knob that makes the candidate follow the baseline, or a knob that
+makes the pair agree when it is set on both sides)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,26 @@ from typing import Any
 import numpy as np
 import pytest
 from fakes import FakeEngine, Mounted, outcome
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reprocheck.config import load_config
 from reprocheck.explain import (
-    Candidate,
+    Effect,
     Experiment,
+    ExperimentKind,
     Explainer,
-    _experiment_cause,
-    _untested,
-    candidates,
+    Status,
+    Suspect,
     elf_soname,
+    experiment_cause,
     first_divergent_stage,
     knobs,
     soname,
+    suspects,
+    version_causes,
 )
+from reprocheck.explain.effects import Measurement
 from reprocheck.plan import make_plan
 from reprocheck.run_model import RunResult
 from reprocheck.runner import Runner
@@ -79,7 +86,11 @@ CAND: dict[str, Any] = {
 }
 
 
-def _by_package(found: list[Candidate]) -> dict[str, Candidate]:
+def candidates(base: dict[str, Any], cand: dict[str, Any], words: list[str]) -> list[Suspect]:
+    return suspects(base, cand, words)
+
+
+def _by_package(found: list[Suspect]) -> dict[str, Suspect]:
     return {c.package: c for c in found}
 
 
@@ -203,7 +214,7 @@ def test_libc_is_never_transplantable() -> None:
     ],
 )
 def test_transplantable_by_package(package: str, transplantable: bool) -> None:
-    candidate = Candidate(
+    candidate = Suspect(
         package=package,
         baseline_version="1",
         candidate_version="2",
@@ -305,20 +316,33 @@ def test_no_divergent_stage_without_probes_on_both_sides(tmp_path: Path) -> None
 # --------------------------------------------------------------------------- causes
 
 
-def _jpeg() -> Candidate:
+def _jpeg() -> Suspect:
     return _by_package(candidates(BASE, CAND, []))["libjpeg62-turbo"]
 
 
 TRANSPLANT = Experiment(
-    kind="transplant", factor="libjpeg62-turbo", environment="new", candidate=_jpeg(), status="ok"
+    kind=ExperimentKind.TRANSPLANT,
+    factor="libjpeg62-turbo",
+    environment="new",
+    suspect=_jpeg(),
+    status=Status.OK,
 )
 KNOB = Experiment(
-    kind="knob",
+    kind=ExperimentKind.KNOB,
     factor="JSIMD_FORCENONE",
     environment="new",
+    baseline="old",
     env={"JSIMD_FORCENONE": "1"},
-    status="ok",
+    baseline_env={"JSIMD_FORCENONE": "1"},
+    status=Status.OK,
 )
+
+
+def _measured(effect: str, one_sided: str | None = None) -> Measurement:
+    agreement = "bit-identical" if effect in ("follows", "agrees") else ""
+    return Measurement(
+        effect=Effect(effect), one_sided=Effect(one_sided or effect), agreement=agreement
+    )
 
 
 @pytest.mark.parametrize(
@@ -331,7 +355,7 @@ KNOB = Experiment(
     ],
 )
 def test_experiment_cause(experiment: Experiment, effect: str, kind: str, confidence: float):
-    cause = _experiment_cause(experiment, effect, "old")
+    cause = experiment_cause(experiment, _measured(effect), "old")
     assert cause is not None
     assert (cause.factor, cause.kind, cause.confidence) == (experiment.factor, kind, confidence)
     assert cause.evidence.startswith(experiment.describe())
@@ -341,8 +365,8 @@ def test_experiment_cause(experiment: Experiment, effect: str, kind: str, confid
 
 @pytest.mark.parametrize("effect", ["unchanged", "failed"])
 def test_no_cause_from_an_experiment_without_effect(effect: str) -> None:
-    assert _experiment_cause(TRANSPLANT, effect, "old") is None
-    assert _experiment_cause(KNOB, effect, "old") is None
+    assert experiment_cause(TRANSPLANT, _measured(effect), "old") is None
+    assert experiment_cause(KNOB, _measured(effect), "old") is None
 
 
 def test_describe_names_the_transplanted_libraries() -> None:
@@ -354,34 +378,44 @@ def test_describe_names_the_transplanted_libraries() -> None:
     assert both.describe().count("libjpeg62-turbo 1:2.0.6-4 (libjpeg.so.62)") == 2
 
 
-def test_untested_lists_fitting_candidates_with_why() -> None:
+def test_version_causes_rank_fitting_suspects_first_with_why() -> None:
     ranked = candidates(BASE, CAND, ["x.jpg/decoded_exp"])
-    causes = {c.factor: c for c in _untested("x.jpg/decoded_exp", ranked, [])}
-    assert set(causes) == {"libjpeg62-turbo", "libpng16-16t64", "libc6"}  # not libavcodec59
+    found = version_causes("x.jpg/decoded_exp", ranked, [])
+    causes = {c.factor: c for c in found}
+    assert set(causes) == {"libjpeg62-turbo", "libpng16-16t64", "libc6", "libavcodec59"}
+    assert found[-1].factor == "libavcodec59"  # loaded, but fits neither decoding nor exp
     assert causes["libjpeg62-turbo"].evidence.endswith("not tried (budget)")
     assert causes["libc6"].evidence.endswith("cannot be transplanted")
     assert "libc6 differs (2.31-13 -> 2.36-9)" in causes["libc6"].evidence
-    assert {(c.kind, c.confidence) for c in causes.values()} == {("version", 0.3)}
+    fitting = {c.factor: (c.kind, c.confidence) for c in found[:3]}
+    assert set(fitting.values()) == {("version", 0.3)}
+    assert (causes["libavcodec59"].kind, causes["libavcodec59"].confidence) == ("version", 0.2)
 
 
-def test_untested_skips_what_was_tried_and_keeps_three() -> None:
+def test_version_causes_skip_what_moved_rank_ruled_out_last_and_keep_five() -> None:
     ranked = candidates(BASE, CAND, [])
-    tried = _untested("x.jpg/decoded_exp", ranked, [TRANSPLANT])
-    assert {c.factor for c in tried} == {"libpng16-16t64", "libc6"}
-    many = [dataclass_copy(ranked[0], package=f"libjpeg-{k}") for k in range(5)]
-    assert len(_untested("x.jpg/pixels", many, [])) == 3
+    moved = version_causes("x.jpg/decoded_exp", ranked, [(TRANSPLANT, _measured("changed"))])
+    assert "libjpeg62-turbo" not in {c.factor for c in moved}  # its own 0.5 cause names it
+    ruled = version_causes("x.jpg/decoded_exp", ranked, [(TRANSPLANT, _measured("unchanged"))])
+    assert ruled[-1].factor == "libjpeg62-turbo"
+    assert ruled[-1].confidence == 0.05
+    assert ruled[-1].evidence.endswith("its transplant changed nothing")
+    many = [dataclasses.replace(ranked[0], package=f"libjpeg-{k}") for k in range(8)]
+    assert len(version_causes("x.jpg/pixels", many, [])) == 5
 
 
-def dataclass_copy(candidate: Candidate, **changes: Any) -> Candidate:
-    import dataclasses
-
-    return dataclasses.replace(candidate, **changes)
+def test_version_causes_are_never_empty() -> None:
+    (cause,) = version_causes("x.jpg/pixels", [], [])
+    assert (cause.factor, cause.kind, cause.confidence) == ("image", "version", 0.05)
+    assert "no package, interpreter or pip distribution version differs" in cause.evidence
 
 
 # --------------------------------------------------------------------------- Explainer
 
 OLD_PIXELS = np.array([[10, 20], [30, 40]], dtype=np.uint8)
-NEW_PIXELS = np.array([[10, 21], [30, 40]], dtype=np.uint8)
+NEW_PIXELS = np.array([[10, 25], [30, 40]], dtype=np.uint8)
+KNOB_PIXELS = np.array([[12, 22], [32, 42]], dtype=np.uint8)  # both sides with a knob
+NEAR_PIXELS = KNOB_PIXELS + np.uint8(1)  # within an atol of 1 of KNOB_PIXELS
 
 
 class LibraryEngine(FakeEngine):
@@ -406,19 +440,26 @@ def _harness(box: Mounted, fingerprint: dict[str, Any], pixels: np.ndarray) -> N
 
 
 def _engine(follows: str | None) -> LibraryEngine:
-    """'new' follows 'old' in the hybrid image ('transplant'), with a knob set ('knob
-    VARIABLE'), or never (None)."""
+    """How 'new' comes to match 'old': in the hybrid image ('transplant'); with a knob set in
+    'new' ('knob VARIABLE'); with the knob set on both sides, which moves both to the same
+    pixels ('both VARIABLE'), to pixels within an atol of 1 ('near VARIABLE'), or moves only
+    'old' to 'new's pixels ('base VARIABLE'); or never (None)."""
     engine = LibraryEngine()
     engine.library = _host_library()[1].read_bytes()
+    mode, _, variable = (follows or "").partition(" ")
 
     def old(box: Mounted) -> Any:
-        _harness(box, BASE, OLD_PIXELS)
+        knob = bool(variable) and variable in box.spec.env
+        pixels = {"both": KNOB_PIXELS, "near": KNOB_PIXELS, "base": NEW_PIXELS}.get(mode)
+        _harness(box, BASE, pixels if knob and pixels is not None else OLD_PIXELS)
         return outcome(0)
 
     def new(box: Mounted) -> Any:
-        transplanted = follows == "transplant" and box.spec.image in engine.hybrids()
-        knob = follows is not None and follows.startswith("knob ") and follows[5:] in box.spec.env
-        _harness(box, CAND, OLD_PIXELS if transplanted or knob else NEW_PIXELS)
+        transplanted = mode == "transplant" and box.spec.image in engine.hybrids()
+        knob = bool(variable) and variable in box.spec.env
+        pixels = {"knob": OLD_PIXELS, "both": KNOB_PIXELS, "near": NEAR_PIXELS}.get(mode)
+        chosen = OLD_PIXELS if transplanted else pixels if knob and pixels is not None else None
+        _harness(box, CAND, NEW_PIXELS if chosen is None else chosen)
         return outcome(0)
 
     engine.behaviours = {"old": old, "new": new}
@@ -443,9 +484,11 @@ image = "img/new:1"
 def explained(make_project, no_host_ca):
     """Run the project on the fake engine, then return a function that explains the run."""
 
-    def explain(follows: str | None, **kwargs: Any) -> tuple[Any, LibraryEngine, RunResult]:
+    def explain(
+        follows: str | None, *, extra: str = "", **kwargs: Any
+    ) -> tuple[Any, LibraryEngine, RunResult]:
         files = {"inputs/x.jpg": "x", "pipelines/p.py": "def run(path):\n    return {}\n"}
-        config = load_config(make_project(CONFIG, files))
+        config = load_config(make_project(CONFIG + extra, files))
         engine = _engine(follows)
         for env in config.environments:
             engine.add(env.image)
@@ -487,26 +530,25 @@ def test_experiments_are_cached(explained) -> None:
 
 
 def test_knob_after_a_transplant_that_changed_nothing(explained) -> None:
-    explainer, _, _ = explained("knob JSIMD_FORCENONE")
+    explainer, engine, _ = explained("knob JSIMD_FORCENONE")
     explanation = explainer.explain()
     factors = [e.factor for e in explanation.experiments]
-    # likely transplants (png fits an image output too), then knobs until one follows;
-    # libc6 differs but is never transplanted
-    assert factors == [
-        "libjpeg62-turbo",
-        "libpng16-16t64",
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "cv2.setNumThreads",
-        "JSIMD_FORCENONE",
-    ]
+    # likely transplants (png fits an image output too), then knobs, the one fitting a
+    # decoded pixels output first; libc6 differs but is never transplanted
+    assert factors == ["libjpeg62-turbo", "libpng16-16t64", "JSIMD_FORCENONE"]
+    assert [e.sides for e in explanation.experiments] == ["candidate", "candidate", "both"]
     (attribution,) = explanation.attributions
     top = attribution.causes[0]
     assert (top.factor, top.kind, top.confidence) == ("JSIMD_FORCENONE", "knob", 0.95)
+    assert "becomes bit-identical to old's" in top.evidence
     assert attribution.ruled_out == (
         "libjpeg62-turbo (transplant changed nothing)",
         "libpng16-16t64 (transplant changed nothing)",
     )
+    assert attribution.advice == "set JSIMD_FORCENONE=1 in new to get old's outputs"
+    knob_runs = [r for r in engine.runs if "JSIMD_FORCENONE" in r.env]
+    sides = sorted(r.labels["io.reprocheck.environment"] for r in knob_runs)
+    assert sides == ["new", "old"]  # a knob runs on both sides
 
 
 def test_budget_bounds_the_experiments(explained) -> None:
@@ -515,11 +557,72 @@ def test_budget_bounds_the_experiments(explained) -> None:
     assert [e.factor for e in explanation.experiments] == [
         "libjpeg62-turbo",
         "libpng16-16t64",
-        "OMP_NUM_THREADS",
+        "JSIMD_FORCENONE",
     ]
     (attribution,) = explanation.attributions
-    assert [c.kind for c in attribution.causes] == ["stage"]  # every fitting package was tried
+    kinds = [c.kind for c in attribution.causes]
+    assert kinds[0] == "stage"
+    # every fitting package was tried and ruled out; what is left are version suspects
+    assert set(kinds[1:]) == {"version"}
+    assert {c.factor for c in attribution.causes[1:]} >= {"libc6", "libavcodec59"}
+    assert attribution.causes[-1].factor in {"libjpeg62-turbo", "libpng16-16t64"}  # ruled out
+    assert all(c.confidence <= 0.3 for c in attribution.causes[1:])
     assert len(attribution.ruled_out) == 2
+    assert attribution.advice == (
+        "untested: most likely libavcodec59 (not in old, 7:5.1.4-0 in new); pin it to test, "
+        "or accept new's as the new baseline"
+    )
+
+
+def test_knob_on_both_sides_that_makes_the_pair_agree_is_the_cause(explained) -> None:
+    explainer, _, _ = explained("both JSIMD_FORCENONE")
+    explanation = explainer.explain()
+    assert [e.factor for e in explanation.experiments][-1] == "JSIMD_FORCENONE"
+    (attribution,) = explanation.attributions
+    top = attribution.causes[0]
+    assert (top.factor, top.kind, top.confidence) == ("JSIMD_FORCENONE", "knob", 0.95)
+    assert top.evidence.startswith("new with JSIMD_FORCENONE=1, and old with JSIMD_FORCENONE=1")
+    assert "the two outputs are bit-identical" in top.evidence
+    # the one-sided result stays as evidence: on the candidate alone it only moved
+    assert top.evidence.endswith("on new alone the output changes but does not match old's")
+    assert attribution.advice == (
+        "set JSIMD_FORCENONE=1 on every image to make these outputs reproducible across old and new"
+    )
+
+
+def test_knob_that_moves_only_the_baseline_side_is_the_cause(explained) -> None:
+    explainer, _, _ = explained("base JSIMD_FORCENONE")
+    (attribution,) = explainer.explain().attributions
+    top = attribution.causes[0]
+    assert (top.factor, top.confidence) == ("JSIMD_FORCENONE", 0.95)
+    assert top.evidence.endswith("on new alone the output does not change (the knob moved "
+                                 "old's side)")  # fmt: skip
+
+
+def test_knob_agreement_follows_the_runs_tolerance(explained) -> None:
+    exact, _, _ = explained("near JSIMD_FORCENONE")
+    (attribution,) = exact.explain().attributions
+    knob = next(c for c in attribution.causes if c.factor == "JSIMD_FORCENONE")
+    assert knob.confidence == 0.5  # one apart: no agreement without a tolerance
+    loose, _, _ = explained("near JSIMD_FORCENONE", extra="[tolerance]\ndefault = { atol = 1 }\n")
+    (attribution,) = loose.explain().attributions
+    top = attribution.causes[0]
+    assert (top.factor, top.confidence) == ("JSIMD_FORCENONE", 0.95)
+    assert "the two outputs are within tolerance" in top.evidence
+
+
+def test_the_cache_key_names_the_side(explained) -> None:
+    """A knob's two sides are cached apart, and a second explain runs no container."""
+    explainer, engine, run = explained("both JSIMD_FORCENONE")
+    first = explainer.explain()
+    folders = list((run.run_dir.parent / ".cache" / "experiments").iterdir())
+    transplants = sum(e.kind == "transplant" for e in first.experiments)
+    assert len(folders) == transplants + 2 * sum(e.kind == "knob" for e in first.experiments)
+    runs = len(engine.runs)
+    again = explainer.explain()
+    assert all(e.cached for e in again.experiments)
+    assert len(engine.runs) == runs
+    assert again.attributions == first.attributions
 
 
 def test_glob_selects_the_outputs_to_explain(explained) -> None:
@@ -528,3 +631,239 @@ def test_glob_selects_the_outputs_to_explain(explained) -> None:
     assert explanation.attributions == ()
     assert explanation.experiments == ()
     assert len(engine.runs) == 2  # the run itself only
+
+
+# --------------------------------------------------------------------------- suspects v2
+
+PY_BASE: dict[str, Any] = {
+    **BASE,
+    "python": {"version": "3.11.2", "implementation": "CPython"},
+    "packages": {
+        "dpkg": {**BASE["packages"]["dpkg"], "python3.11": "3.11.2-6", "python3-numpy": "1:1.24"},
+        "pip": {"numpy": "1.24.2", "pip": "23.0", "scikit-learn": "1.3.2", "joblib": "1.2.0"},
+    },
+}
+SITE = "/opt/venv/lib/python3.13/site-packages"
+PY_CAND: dict[str, Any] = {
+    **CAND,
+    "python": {"version": "3.13.5", "implementation": "CPython"},
+    "loaded_libraries": [
+        *CAND["loaded_libraries"],
+        "/usr/lib/python3.13/lib-dynload/_json.cpython-313-x86_64-linux-gnu.so",
+        f"{SITE}/sklearn/utils/_openmp_helpers.cpython-313-x86_64-linux-gnu.so",
+        f"{SITE}/scikit_learn.libs/libgomp-a34b3233.so.1.0.0",
+    ],
+    "library_packages": {
+        **CAND["library_packages"],
+        "/usr/lib/python3.13/lib-dynload/_json.cpython-313-x86_64-linux-gnu.so": (
+            "libpython3.13-stdlib"
+        ),
+    },
+    "packages": {
+        "dpkg": {**CAND["packages"]["dpkg"], "python3.13": "3.13.5-2", "python3-numpy": "1:2.2"},
+        "pip": {"numpy": "2.2.4", "pip": "25.0", "scikit-learn": "1.6.1", "joblib": "1.4.2"},
+    },
+}
+
+
+def test_the_interpreter_is_one_suspect_not_its_packages() -> None:
+    found = _by_package(suspects(PY_BASE, PY_CAND, []))
+    python = found["python3.13"]
+    assert python.kind == "interpreter"
+    assert python.baseline_version == "3.11.2 (python3.11 3.11.2-6)"
+    assert python.candidate_version == "3.13.5 (python3.13 3.13.5-2)"
+    assert python.libraries == (
+        "/usr/lib/python3.13/lib-dynload/_json.cpython-313-x86_64-linux-gnu.so",
+    )
+    assert not python.transplantable
+    assert "libpython3.13-stdlib" not in found  # folded into the interpreter
+
+
+def test_no_interpreter_suspect_when_cpython_is_the_same() -> None:
+    assert "python3.11" not in _by_package(suspects(PY_BASE, PY_BASE, []))
+
+
+def test_pip_distributions_are_suspects_unless_debian_installed_them() -> None:
+    found = _by_package(suspects(PY_BASE, PY_CAND, []))
+    sklearn = found["scikit-learn"]
+    assert (sklearn.kind, sklearn.baseline_version, sklearn.candidate_version) == (
+        "distribution", "1.3.2", "1.6.1",
+    )  # fmt: skip
+    assert len(sklearn.libraries) == 2  # its package folder and its bundled .libs
+    assert not sklearn.transplantable
+    assert found["joblib"].libraries == ()  # pure Python: installed, nothing loaded
+    assert "numpy" not in found  # python3-numpy installed it: the library suspect covers it
+    assert "pip" not in found
+
+
+@pytest.mark.parametrize(
+    ("words", "first"),
+    [
+        ("stats/python_sum", "python3.13"),
+        ("x/statistics/stdev", "python3.13"),
+        ("x.jpg/decode/pixels", "libjpeg62-turbo"),
+        ("clusters/kmeans_labels", "scikit-learn"),
+    ],
+)
+def test_suspects_rank_by_what_the_output_computes(words: str, first: str) -> None:
+    assert suspects(PY_BASE, PY_CAND, [words])[0].package == first
+
+
+def test_a_pure_python_output_ranks_the_interpreter_first_in_its_causes() -> None:
+    ranked = suspects(PY_BASE, PY_CAND, [])
+    causes = version_causes("x/math_module", ranked, [])
+    assert causes[0].factor == "python3.13"
+    assert "computed by the interpreter itself" in causes[0].evidence
+    assert causes[0].evidence.endswith("the interpreter cannot be transplanted")
+    joblib = [s for s in ranked if s.package == "joblib"]
+    (unloaded,) = version_causes("x/other", joblib, [])
+    assert unloaded.confidence == 0.1  # nothing of it was loaded
+    assert "installed, but none of its libraries was loaded" in unloaded.evidence
+
+
+# --------------------------------------------------------------------------- attribution
+
+
+def _facts(output: str = "x.jpg/pixels", stage: Any = ("decoded", "first ...")) -> Any:
+    from reprocheck.explain.attribute import OutputFacts
+
+    return OutputFacts(output=output, baseline="old", candidate="new", fixture="x.jpg",
+                       family=output.partition("/")[2], stage=stage,
+                       words=output)  # fmt: skip
+
+
+def test_a_transplant_that_follows_advises_a_pin() -> None:
+    from reprocheck.explain import attribute
+
+    found = attribute(_facts(), [(TRANSPLANT, _measured("follows"))], [_jpeg()])
+    assert found.causes[0].factor == "libjpeg62-turbo"
+    assert found.family == "pixels"
+    assert found.advice == (
+        "pin libjpeg62-turbo at 1:2.0.6-4 (as in old) to get old's outputs in new, or accept "
+        "new's as the new baseline"
+    )
+
+
+def test_a_combination_counts_only_where_no_single_factor_settles() -> None:
+    from reprocheck.explain import attribute
+
+    both = dataclasses.replace(TRANSPLANT, factor="a + b", extra=(_jpeg(),))
+    single = attribute(_facts(), [(KNOB, _measured("agrees", "changed")),
+                                  (both, _measured("follows"))], [])  # fmt: skip
+    assert [c.factor for c in single.causes if c.kind != "stage"] == ["JSIMD_FORCENONE"]
+    combined = attribute(_facts(), [(TRANSPLANT, _measured("changed")),
+                                    (both, _measured("follows"))], [])  # fmt: skip
+    assert combined.causes[0].factor == "a + b"
+    assert combined.advice.startswith("pin libjpeg62-turbo at 1:2.0.6-4 (as in old) and ")
+
+
+EFFECTS = st.sampled_from([e.value for e in Effect])
+KINDS = st.sampled_from(["library", "interpreter", "distribution"])
+
+
+@st.composite
+def _suspect_lists(draw: Any) -> list[Suspect]:
+    names = draw(st.lists(st.sampled_from(["libc6", "libjpeg62-turbo", "python3.13", "numpy",
+                                           "libopenblas0", "scikit-learn"]),
+                          unique=True, max_size=6))  # fmt: skip
+    return [
+        Suspect(package=name, baseline_version=draw(st.one_of(st.none(), st.just("1"))),
+                candidate_version="2", kind=draw(KINDS),
+                libraries=tuple(draw(st.lists(st.just(f"/lib/{name}.so.1"), max_size=1))),
+                transplant=draw(st.sampled_from([{}, {f"{name}.so.1": f"/b/{name}.so.1"}])))
+        for name in names
+    ]  # fmt: skip
+
+
+@given(
+    suspect_list=_suspect_lists(),
+    effects=st.lists(st.tuples(st.booleans(), EFFECTS, EFFECTS), max_size=5),
+    output=st.sampled_from(["x/libm/exp", "x/pixels", "x/python_sum", "x/other", "x"]),
+    with_stage=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_drifting_output_ends_without_a_cause(
+    suspect_list: list[Suspect], effects: list[Any], output: str, with_stage: bool
+) -> None:
+    """Whatever the suspects and the experiments' effects, every output gets a cause beyond
+    its stage and one sentence of advice; untested suspects never claim more than 0.3."""
+    from reprocheck.explain import attribute
+
+    measured = []
+    for is_knob, effect, one_sided in effects:
+        ran = KNOB if is_knob else dataclasses.replace(
+            TRANSPLANT, suspect=suspect_list[0] if suspect_list else _jpeg())  # fmt: skip
+        measured.append((ran, _measured(effect, one_sided)))
+    stage = ("decoded", "first ...") if with_stage else None
+    found = attribute(_facts(output, stage), measured, suspect_list)
+    beyond = [c for c in found.causes if c.kind != "stage"]
+    assert beyond
+    assert all(c.confidence <= 0.3 for c in beyond if c.kind == "version")
+    assert found.advice
+    assert [c.confidence for c in found.causes] == sorted(
+        (c.confidence for c in found.causes), reverse=True
+    )
+
+
+def test_every_output_of_an_explained_run_gets_suspects_without_experiments(explained) -> None:
+    explainer, _, _ = explained(None, max_experiments=0)
+    explanation = explainer.explain()
+    assert explanation.experiments == ()
+    for attribution in explanation.attributions:
+        assert any(c.kind == "version" for c in attribution.causes)
+        assert attribution.advice
+
+
+# --------------------------------------------------------------------------- advice
+
+
+def test_advice_by_family_groups_fixtures_of_one_pair() -> None:
+    from reprocheck.explain import advice_by_family
+
+    pair = {"baseline": "a", "candidate": "b"}
+    items = [
+        {
+            **pair,
+            "output": f"{f}/filter/sep",
+            "family": "filter/sep",
+            "advice": "set X=1",
+        }
+        for f in ("p.jpg", "q.png")
+    ]
+    items += [{**pair, "output": "p.jpg/libm", "family": "libm", "advice": "pin libc6"}]
+    items += [{**pair, "output": "old/one"}]  # an attribution of an older explain: no advice
+    found = advice_by_family(items)
+    assert [(a.family, a.outputs, a.advice) for a in found] == [
+        ("filter/sep", 2, "set X=1"),
+        ("libm", 1, "pin libc6"),
+    ]
+
+
+def test_the_reports_show_the_advice() -> None:
+    from reprocheck.report.html import _attributions
+    from reprocheck.report.markdown import render_markdown
+
+    report: dict[str, Any] = {
+        "attributions": [
+            {"output": "p.jpg/filter/sep", "family": "filter/sep", "baseline": "a",
+             "candidate": "b", "causes": [], "advice": "set X=1 on every image"}
+        ]
+    }  # fmt: skip
+    line = "filter/sep (1 output, a -> b): set X=1 on every image"
+    assert f"- {line}" in render_markdown(report)
+    assert f"<li>{line}</li>" in _attributions(report).replace("&gt;", ">")
+
+
+def test_the_terminal_prints_one_advice_per_family(explained) -> None:
+    import io
+
+    from rich.console import Console
+
+    from reprocheck.render import print_explanation
+
+    explainer, _, _ = explained("both JSIMD_FORCENONE")
+    buffer = io.StringIO()
+    print_explanation(Console(file=buffer, width=200), explainer.explain(), 1.0)
+    text = buffer.getvalue()
+    assert "what to do" in text
+    assert "pixels (1) old -> new: set JSIMD_FORCENONE=1 on every image" in text

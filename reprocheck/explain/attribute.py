@@ -1,0 +1,256 @@
+"""The pure attribution step: one drifting output's facts, the experiments' measured effects
+and the pair's suspects in; its ranked causes and one sentence of advice out.
+
+Nothing here runs a container or reads a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reprocheck.explain.effects import Measurement
+from reprocheck.explain.model import (
+    Attribution,
+    Cause,
+    CauseKind,
+    Effect,
+    Experiment,
+    ExperimentKind,
+    Status,
+    Suspect,
+    SuspectKind,
+)
+from reprocheck.explain.stages import Stage
+from reprocheck.explain.suspects import PURE_PYTHON, fit
+
+# Confidence of each kind of evidence, strongest first.
+SETTLED = 0.95  # an experiment made the pair agree: it follows, or agrees with a knob on both
+STAGE = 0.9  # the first recorded stage whose values differ
+MOVED = 0.5  # an experiment changed the output without making the pair agree
+SUSPECT_FITS = 0.3  # an untested version change that fits the output's name or stage
+SUSPECT_LOADED = 0.2  # an untested version change the pipeline loaded, fitting nothing
+SUSPECT_UNLOADED = 0.1  # an installed distribution none of whose libraries was loaded
+SUSPECT_RULED_OUT = 0.05  # a suspect whose transplant changed nothing, or no suspect at all
+# At most this many version suspects per output.
+MAX_SUSPECTS = 5
+
+Measured = tuple[Experiment, Measurement]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputFacts:
+    """What explain knows of one drifting output before any experiment."""
+
+    output: str
+    baseline: str
+    candidate: str
+    fixture: str | None
+    family: str  # the output without its fixture
+    stage: Stage | None
+    words: str  # what hints match against: the family and the stage
+
+
+def attribute(
+    facts: OutputFacts, measured: Sequence[Measured], suspects: Sequence[Suspect]
+) -> Attribution:
+    """Ranked causes (never none beyond the stage), what was ruled out, and the advice."""
+    causes: list[Cause] = []
+    if facts.stage:
+        stage, evidence = facts.stage
+        causes.append(Cause(factor=stage, kind=CauseKind.STAGE, evidence=evidence,
+                            confidence=STAGE))  # fmt: skip
+    found = experiment_causes(measured, facts.baseline)
+    causes.extend(cause for cause, _ in found)
+    ruled_out = [
+        f"{ran.factor} (transplant changed nothing)"
+        for ran, m in measured
+        if ran.kind is ExperimentKind.TRANSPLANT and m.effect is Effect.UNCHANGED
+    ]
+    if not settled(causes):
+        causes.extend(version_causes(facts.words, suspects, measured))
+    causes.sort(key=lambda c: -c.confidence)
+    winner = max(found, key=lambda f: f[0].confidence, default=None)
+    return Attribution(
+        output=facts.output,
+        baseline=facts.baseline,
+        candidate=facts.candidate,
+        fixture=facts.fixture,
+        causes=tuple(causes),
+        ruled_out=tuple(ruled_out),
+        family=facts.family,
+        advice=advise(facts, winner, causes, suspects),
+    )
+
+
+def settled(causes: Sequence[Cause]) -> bool:
+    return any(
+        c.kind in (CauseKind.PACKAGE, CauseKind.KNOB) and c.confidence >= SETTLED for c in causes
+    )
+
+
+def experiment_causes(
+    measured: Sequence[Measured], base: str
+) -> list[tuple[Cause, tuple[Experiment, Measurement]]]:
+    """Causes from experiments: single factors first; a combination only where no single
+    factor settles the output."""
+    singles = [m for m in measured if not m[0].extra]
+    found = [(c, m) for m in singles if (c := experiment_cause(m[0], m[1], base)) is not None]
+    if settled([c for c, _ in found]):
+        return found
+    combined = [m for m in measured if m[0].extra]
+    return found + [
+        (c, m) for m in combined if (c := experiment_cause(m[0], m[1], base)) is not None
+    ]
+
+
+def experiment_cause(ran: Experiment, measured: Measurement, base: str) -> Cause | None:
+    what = ran.describe()
+    kind = CauseKind.PACKAGE if ran.kind is ExperimentKind.TRANSPLANT else CauseKind.KNOB
+    match measured.effect:
+        case Effect.FOLLOWS:
+            evidence = f"{what}: the output becomes {measured.agreement} to {base}'s"
+            if measured.agreement != "bit-identical":
+                evidence = f"{what}: the output becomes {measured.agreement} of {base}'s"
+            return Cause(factor=ran.factor, kind=kind, evidence=evidence, confidence=SETTLED)
+        case Effect.AGREES:
+            alone = _one_sided(measured.one_sided, base)
+            evidence = (
+                f"{what}, and {ran.describe_baseline()}: the two outputs are "
+                f"{measured.agreement}, so the code {ran.factor} switches is the cause; "
+                f"on {ran.environment} alone {alone}"
+            )
+            return Cause(factor=ran.factor, kind=kind, evidence=evidence, confidence=SETTLED)
+        case Effect.CHANGED:
+            evidence = f"{what}: the output changes but does not match {base}'s"
+            return Cause(factor=ran.factor, kind=kind, evidence=evidence, confidence=MOVED)
+        case Effect.UNCHANGED | Effect.FAILED:
+            return None
+
+
+def _one_sided(effect: Effect, base: str) -> str:
+    if effect is Effect.UNCHANGED:
+        return f"the output does not change (the knob moved {base}'s side)"
+    return f"the output changes but does not match {base}'s"
+
+
+# --------------------------------------------------------------------------- suspects
+
+
+def _tested(suspect: Suspect, measured: Sequence[Measured]) -> Measured | None:
+    return next(((r, m) for r, m in measured if r.suspect == suspect and not r.extra), None)
+
+
+def _why_untested(suspect: Suspect, tried: Measured | None) -> str:
+    if tried is not None and tried[0].status is Status.NOT_TRANSPLANTABLE:
+        return "cannot be transplanted (no library of the same SONAME in the baseline)"
+    if tried is not None:
+        return f"its transplant does not run in the candidate ({tried[0].status})"
+    match suspect.kind:
+        case SuspectKind.INTERPRETER:
+            return "the interpreter cannot be transplanted"
+        case SuspectKind.DISTRIBUTION:
+            return "pip distributions are not transplanted"
+        case SuspectKind.LIBRARY:
+            return "not tried (budget)" if suspect.transplantable else "cannot be transplanted"
+
+
+def _how_loaded(suspect: Suspect, words: str) -> str:
+    match suspect.kind:
+        case SuspectKind.INTERPRETER:
+            pure = PURE_PYTHON.search(words)
+            return "the interpreter runs the pipeline" + (
+                "; the output's stage is computed by the interpreter itself (by its name: "
+                "per-stage loaded libraries are not recorded)" if pure else ""
+            )  # fmt: skip
+        case SuspectKind.LIBRARY | SuspectKind.DISTRIBUTION:
+            if suspect.libraries:
+                return "its libraries are loaded by the pipeline"
+            return "installed, but none of its libraries was loaded"
+
+
+def version_causes(
+    words: str, suspects: Sequence[Suspect], measured: Sequence[Measured]
+) -> list[Cause]:
+    """The untested (or untestable) version changes, best fitting the output first, those
+    whose transplant changed nothing last; at least one cause, even with no suspect."""
+    ranked: list[tuple[tuple[int, int, int, int, str], Cause]] = []
+    for suspect in suspects:
+        tried = _tested(suspect, measured)
+        effect = tried[1].effect if tried is not None else None
+        if effect in (Effect.FOLLOWS, Effect.CHANGED):
+            continue  # the experiment's own cause names it
+        ruled_out = effect is Effect.UNCHANGED
+        score = fit(suspect, [words])
+        why = "its transplant changed nothing" if ruled_out else _why_untested(suspect, tried)
+        evidence = (
+            f"{suspect.package} differs ({suspect.baseline_version} -> "
+            f"{suspect.candidate_version}), {_how_loaded(suspect, words)}; {why}"
+        )
+        confidence = (SUSPECT_RULED_OUT if ruled_out else SUSPECT_FITS if score > 0
+                      else SUSPECT_LOADED if suspect.loaded else SUSPECT_UNLOADED)  # fmt: skip
+        cause = Cause(factor=suspect.package, kind=CauseKind.VERSION, evidence=evidence,
+                      confidence=confidence)  # fmt: skip
+        key = (ruled_out, -score, -suspect.loaded, -len(suspect.libraries), suspect.package)
+        ranked.append((key, cause))
+    causes = [cause for _, cause in sorted(ranked, key=lambda r: r[0])][:MAX_SUSPECTS]
+    if not causes:
+        evidence = (
+            "no package, interpreter or pip distribution version differs between the two "
+            "fingerprints: the images differ in something they do not record"
+        )
+        causes.append(Cause(factor="image", kind=CauseKind.VERSION, evidence=evidence,
+                            confidence=SUSPECT_RULED_OUT))  # fmt: skip
+    return causes
+
+
+# --------------------------------------------------------------------------- advice
+
+
+def advise(
+    facts: OutputFacts,
+    winner: tuple[Cause, Measured] | None,
+    causes: Sequence[Cause],
+    suspects: Sequence[Suspect],
+) -> str:
+    """One sentence of what to do about this output, from the winning experiment, else
+    from the most likely suspect."""
+    base, cand = facts.baseline, facts.candidate
+    if winner is not None:
+        _, (ran, measured) = winner
+        if ran.kind is ExperimentKind.KNOB:
+            return _knob_advice(ran, measured, base, cand)
+        if measured.effect is Effect.FOLLOWS:
+            return (f"pin {_pins(ran.suspects, base)} to get {base}'s outputs in {cand}, "
+                    f"or accept {cand}'s as the new baseline")  # fmt: skip
+        return (f"{ran.factor} moves these outputs without settling them: pin it together with "
+                f"the other suspects listed, or accept {cand}'s as the new baseline")  # fmt: skip
+    top = next((c.factor for c in causes if c.kind is CauseKind.VERSION), None)
+    suspect = next((s for s in suspects if s.package == top), None)
+    if suspect is None:
+        return f"no version change explains it: compare the images of {base} and {cand}"
+    versions = f"{_in(suspect.baseline_version, base)}, {_in(suspect.candidate_version, cand)}"
+    if suspect.kind is SuspectKind.INTERPRETER:
+        return (f"untested: most likely the interpreter ({versions}); run the same Python "
+                f"version in every image, or accept {cand}'s as the new baseline")  # fmt: skip
+    return (f"untested: most likely {suspect.package} ({versions}); pin it to test, or accept "
+            f"{cand}'s as the new baseline")  # fmt: skip
+
+
+def _in(version: str | None, environment: str) -> str:
+    return f"not in {environment}" if version is None else f"{version} in {environment}"
+
+
+def _pins(suspects: Sequence[Suspect], base: str) -> str:
+    return " and ".join(f"{s.package} at {s.baseline_version} (as in {base})" for s in suspects)
+
+
+def _knob_advice(ran: Experiment, measured: Measurement, base: str, cand: str) -> str:
+    variables = ", ".join(f"{k}={v}" for k, v in ran.env.items())
+    if measured.effect is Effect.AGREES:
+        return (f"set {variables} on every image to make these outputs reproducible across "
+                f"{base} and {cand}")  # fmt: skip
+    if measured.effect is Effect.FOLLOWS:
+        return f"set {variables} in {cand} to get {base}'s outputs"
+    return (f"{ran.factor} moves these outputs without settling them: set it on every image "
+            "and compare again, or accept the new outputs")  # fmt: skip

@@ -1,0 +1,228 @@
+"""The Explainer: for each drifting pair, facts, suspects, experiments in phases, attribution.
+
+The phases run in this order, each planned from the experiments done before it, until every
+output is settled or the budget is spent:
+
+1. likely transplants: packages whose name fits the drifting outputs or stages;
+2. knobs, best fitting first, each run on both sides of the pair;
+3. a combination of the likely transplants that each moved an output without settling it
+   (two libraries can share one drift);
+4. the remaining transplants.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from reprocheck.config import RunConfig
+from reprocheck.engine import ContainerEngine
+from reprocheck.explain.attribute import Measured, OutputFacts, attribute
+from reprocheck.explain.effects import EffectMeter
+from reprocheck.explain.knobs import pair_knobs
+from reprocheck.explain.model import (
+    Attribution,
+    Effect,
+    Experiment,
+    ExperimentKind,
+    Explanation,
+    Status,
+    Suspect,
+)
+from reprocheck.explain.runner import ExperimentRunner
+from reprocheck.explain.stages import (
+    COMMAND_PROBES,
+    Stage,
+    family_of,
+    first_divergent_stage,
+    fixture_of,
+    stage_words,
+)
+from reprocheck.explain.suspects import suspects as find_suspects
+from reprocheck.matrix import OutputComparison, build_matrix, tolerance_rules
+from reprocheck.progress import ProgressCallback, silent
+from reprocheck.run_model import EnvironmentResult, RunResult
+
+# Effects that settle an output: no further experiment is needed for it.
+SETTLING = (Effect.FOLLOWS, Effect.AGREES)
+# At most this many transplants that each moved an output are combined.
+COMBINED_AT_MOST = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pair:
+    """One drifting pair and what is known of its outputs before any experiment."""
+
+    base: EnvironmentResult
+    cand: EnvironmentResult
+    facts: tuple[OutputFacts, ...]
+    fixtures: tuple[str, ...]  # the fixtures the drifting outputs come from
+    suspects: tuple[Suspect, ...]
+
+
+Phase = Callable[[Pair, Sequence[Experiment]], list[Experiment]]
+
+
+class Explainer:
+    """Plans and runs experiments for the drifting pairs of one stored run."""
+
+    def __init__(
+        self,
+        engine: ContainerEngine,
+        config: RunConfig,
+        run: RunResult,
+        *,
+        max_experiments: int = 16,
+        progress: ProgressCallback = silent,
+    ) -> None:
+        self._config = config
+        self._run = run
+        self._budget = max_experiments
+        self._runner = ExperimentRunner(engine, config, run, progress)
+        self._envs = {env.name: env for env in run.environments}
+        self._command = config.pipeline.command is not None
+        self._phases: tuple[Phase, ...] = (
+            _likely_transplants,
+            _knobs,
+            self._combination,
+            _other_transplants,
+        )
+        self._meter = EffectMeter(tolerance_rules(config))
+        # transplants that found no library of the same SONAME: not run, not counted
+        self._untestable: list[Experiment] = []
+
+    def explain(self, glob: str = "*") -> Explanation:
+        matrix = build_matrix(self._config, self._run)
+        by_pair: dict[tuple[str, str], list[OutputComparison]] = {}
+        for c in matrix.comparisons:
+            if c.verdict == "drift" and fnmatch.fnmatchcase(c.output, glob):
+                by_pair.setdefault((c.baseline, c.candidate), []).append(c)
+        attributions: list[Attribution] = []
+        experiments: list[Experiment] = []
+        try:
+            for (a, b), items in by_pair.items():
+                pair = self._pair(self._envs[a], self._envs[b], items)
+                self._untestable = []
+                done = self._experiments(pair)
+                attributions.extend(self._attribute(pair, done))
+                experiments.extend(done)
+        finally:
+            self._meter.close()
+        return Explanation(attributions=tuple(attributions), experiments=tuple(experiments))
+
+    # ----------------------------------------------------------------------- facts
+
+    def _pair(
+        self, base: EnvironmentResult, cand: EnvironmentResult, items: list[OutputComparison]
+    ) -> Pair:
+        names = [f.fixture for f in cand.fixtures]
+        fixture = {i.output: fixture_of(i.output, names) for i in items}
+        fixtures = sorted({f for f in fixture.values() if f is not None})
+        stages = self._stages(base, cand, fixtures)
+        facts = []
+        for item in items:
+            where = COMMAND_PROBES if self._command else fixture[item.output]
+            stage = stages.get(where or "")
+            facts.append(OutputFacts(
+                output=item.output, baseline=base.name, candidate=cand.name,
+                fixture=fixture[item.output], family=family_of(item.output, fixture[item.output]),
+                stage=stage, words=stage_words(item.output, fixture[item.output], stage),
+            ))  # fmt: skip
+        ranked = find_suspects(base.fingerprint, cand.fingerprint, [f.words for f in facts])
+        return Pair(base=base, cand=cand, facts=tuple(facts), fixtures=tuple(fixtures),
+                    suspects=tuple(ranked))  # fmt: skip
+
+    def _stages(
+        self, base: EnvironmentResult, cand: EnvironmentResult, fixtures: list[str]
+    ) -> dict[str, Stage | None]:
+        """The first divergent stage by probes name: per fixture, or a command's one set."""
+        if self._command:
+            where = "the command"
+            return {COMMAND_PROBES: first_divergent_stage(base.meta_dir, cand.meta_dir,
+                                                          COMMAND_PROBES, where)}  # fmt: skip
+        return {f: first_divergent_stage(base.meta_dir, cand.meta_dir, f) for f in fixtures}
+
+    # ----------------------------------------------------------------------- experiments
+
+    def _experiments(self, pair: Pair) -> list[Experiment]:
+        """Run the phases in order until every output is settled or the budget is spent;
+        a transplant that finds no library of the same SONAME costs nothing."""
+        done: list[Experiment] = []
+        open_outputs = {f.output for f in pair.facts}
+        for phase in self._phases:
+            for experiment in phase(pair, tuple(done)):
+                if not open_outputs or len(done) >= self._budget:
+                    return done
+                ran = self._runner.execute(experiment, pair.base, pair.cand, list(pair.fixtures))
+                if ran.status is Status.NOT_TRANSPLANTABLE:
+                    self._untestable.append(ran)
+                    continue
+                done.append(ran)
+                open_outputs -= {o for o in open_outputs if self._effect(pair, ran, o) in SETTLING}
+        return done
+
+    def _effect(self, pair: Pair, ran: Experiment, output: str) -> Effect:
+        return self._meter.measure(ran, pair.base, pair.cand, output).effect
+
+    def _combination(self, pair: Pair, done: Sequence[Experiment]) -> list[Experiment]:
+        """The transplants that each moved a still unsettled output, together."""
+        open_outputs = [
+            f.output for f in pair.facts
+            if not any(self._effect(pair, e, f.output) in SETTLING for e in done)
+        ]  # fmt: skip
+        movers = [
+            e for e in done
+            if e.kind is ExperimentKind.TRANSPLANT and e.suspect is not None
+            and any(self._effect(pair, e, o) is Effect.CHANGED for o in open_outputs)
+        ][:COMBINED_AT_MOST]  # fmt: skip
+        if len(movers) < 2:
+            return []
+        chosen = [s for e in movers for s in e.suspects]
+        return [Experiment(kind=ExperimentKind.TRANSPLANT,
+                           factor=" + ".join(sorted(s.package for s in chosen)),
+                           environment=pair.cand.name, baseline=pair.base.name,
+                           suspect=chosen[0], extra=tuple(chosen[1:]))]  # fmt: skip
+
+    # ----------------------------------------------------------------------- attribution
+
+    def _attribute(self, pair: Pair, done: list[Experiment]) -> list[Attribution]:
+        found = []
+        for facts in pair.facts:
+            measured: list[Measured] = [
+                (ran, self._meter.measure(ran, pair.base, pair.cand, facts.output))
+                for ran in [*done, *self._untestable]
+            ]
+            found.append(attribute(facts, measured, pair.suspects))
+        return found
+
+
+def _transplants(pair: Pair) -> list[Experiment]:
+    cand, base = pair.cand.name, pair.base.name
+    kind = ExperimentKind.TRANSPLANT
+    return [
+        Experiment(kind=kind, factor=s.package, environment=cand, baseline=base, suspect=s)
+        for s in pair.suspects
+        if s.transplantable
+    ]
+
+
+def _likely_transplants(pair: Pair, done: Sequence[Experiment]) -> list[Experiment]:
+    return [t for t in _transplants(pair) if t.suspect is not None and t.suspect.score > 0]
+
+
+def _other_transplants(pair: Pair, done: Sequence[Experiment]) -> list[Experiment]:
+    return [t for t in _transplants(pair) if t.suspect is not None and t.suspect.score <= 0]
+
+
+def _knobs(pair: Pair, done: Sequence[Experiment]) -> list[Experiment]:
+    words = [f.words for f in pair.facts]
+    found = pair_knobs(pair.base.fingerprint, pair.cand.fingerprint, words)
+    cand, base = pair.cand.name, pair.base.name
+    kind = ExperimentKind.KNOB
+    return [
+        Experiment(
+            kind=kind, factor=name, environment=cand, baseline=base, env=mine, baseline_env=theirs
+        )
+        for name, theirs, mine in found
+    ]

@@ -1,0 +1,168 @@
+"""The data model of explain: suspects, experiments, their effects, causes and attributions.
+
+Closed sets are ``StrEnum`` members, so JSON written from them holds the same strings as
+before (``"knob"``, ``"package"``, ``"ok"``...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+# Packages whose libraries cannot be mixed into another release by LD_LIBRARY_PATH: the C
+# library and loader, the C++ runtime every library links, and the Python interpreter itself.
+NOT_TRANSPLANTABLE = re.compile(r"^(libc6|libc-bin|libgcc-s1|libstdc\+\+6|libpython3.*|python3.*)$")
+
+
+class CauseKind(StrEnum):
+    STAGE = "stage"  # where in the pipeline the values first part
+    KNOB = "knob"  # an environment variable that steers numerics
+    PACKAGE = "package"  # a library, proven (or partly proven) by a transplant
+    VERSION = "version"  # a version change no experiment settled: a ranked suspect
+
+
+class SuspectKind(StrEnum):
+    LIBRARY = "library"  # a Debian package owning shared libraries the pipeline loaded
+    INTERPRETER = "interpreter"  # CPython: python3.X and libpython3.X, or the pip image's
+    DISTRIBUTION = "distribution"  # a pip-installed distribution (and its bundled .libs)
+
+
+class ExperimentKind(StrEnum):
+    KNOB = "knob"
+    TRANSPLANT = "transplant"
+
+
+class Sides(StrEnum):
+    """Which environments of the pair an experiment ran in."""
+
+    CANDIDATE = "candidate"  # a transplant: the candidate with the baseline's libraries
+    BOTH = "both"  # a knob: the baseline and the candidate, each with the knob set
+
+
+class Status(StrEnum):
+    """An experiment's outcome: the runner's environment statuses plus explain's own."""
+
+    PLANNED = "planned"
+    OK = "ok"
+    PARTIAL = "partial"
+    ERROR = "error"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    OOM = "oom"
+    INTERRUPTED = "interrupted"
+    NOT_TRANSPLANTABLE = "not_transplantable"  # no library with the same SONAME: not run
+
+    @property
+    def ran(self) -> bool:
+        """The pipeline ran and wrote outputs that can be measured."""
+        return self in (Status.OK, Status.PARTIAL)
+
+
+class Effect(StrEnum):
+    """What one experiment did to one drifting output, strongest first."""
+
+    FOLLOWS = "follows"  # the candidate now equals the baseline (as the run's rules compare)
+    AGREES = "agrees"  # with the knob on both sides, baseline and candidate agree
+    CHANGED = "changed"  # the output moved, but the pair still differs
+    UNCHANGED = "unchanged"  # the output is bit-identical to the candidate's own
+    FAILED = "failed"  # the experiment did not run, or the output is missing
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cause:
+    factor: str
+    kind: CauseKind
+    evidence: str
+    confidence: float  # 0..1; the values are named in attribute.py
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attribution:
+    output: str
+    baseline: str
+    candidate: str
+    fixture: str | None
+    causes: tuple[Cause, ...]
+    ruled_out: tuple[str, ...] = ()
+    family: str = ""  # the output without its fixture: one advice per family and pair
+    advice: str = ""  # one sentence: what to do, from the winning experiment
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suspect:
+    """A version change between the pair that may explain drift."""
+
+    package: str
+    baseline_version: str | None
+    candidate_version: str | None
+    libraries: tuple[str, ...]  # loaded in the candidate environment
+    transplant: dict[str, str] = field(default_factory=dict)  # soname -> path in baseline image
+    score: int = 0  # how well the package fits the drifting outputs and stages
+    kind: SuspectKind = SuspectKind.LIBRARY
+
+    @property
+    def transplantable(self) -> bool:
+        return (
+            self.kind is SuspectKind.LIBRARY
+            and bool(self.transplant)
+            and not NOT_TRANSPLANTABLE.match(self.package)
+        )
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.libraries) or self.kind is SuspectKind.INTERPRETER
+
+    def change(self) -> str:
+        return f"{self.package} {self.baseline_version} -> {self.candidate_version}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Experiment:
+    """One single-factor change of a pair, and where its outputs went once it ran."""
+
+    kind: ExperimentKind
+    factor: str
+    environment: str  # the candidate
+    baseline: str = ""  # the baseline, which a knob runs in too
+    env: Mapping[str, str] = field(default_factory=dict)  # the candidate side's variables
+    baseline_env: Mapping[str, str] = field(default_factory=dict)  # the baseline side's
+    suspect: Suspect | None = None
+    extra: tuple[Suspect, ...] = ()  # more packages transplanted together with suspect
+    outputs_dir: Path | None = None  # the candidate side's outputs
+    baseline_outputs_dir: Path | None = None  # the baseline side's (a knob)
+    status: Status = Status.PLANNED
+    cached: bool = False
+    seconds: float = 0.0
+
+    @property
+    def sides(self) -> Sides:
+        return Sides.BOTH if self.kind is ExperimentKind.KNOB else Sides.CANDIDATE
+
+    @property
+    def suspects(self) -> tuple[Suspect, ...]:
+        return () if self.suspect is None else (self.suspect, *self.extra)
+
+    def describe(self) -> str:
+        if self.kind is ExperimentKind.TRANSPLANT and self.suspect is not None:
+            parts = [
+                f"{s.package} {s.baseline_version} ({', '.join(sorted(s.transplant))})"
+                for s in self.suspects
+            ]
+            return f"{self.environment} with the baseline's libraries of {' and '.join(parts)}"
+        return f"{self.environment} with {_assignments(self.env)}"
+
+    def describe_baseline(self) -> str:
+        return f"{self.baseline} with {_assignments(self.baseline_env)}"
+
+
+def _assignments(env: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in env.items())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Explanation:
+    attributions: tuple[Attribution, ...]
+    experiments: tuple[Experiment, ...]

@@ -1,0 +1,231 @@
+"""Suspects: the version changes between a pair's fingerprints that may explain its drift.
+
+Three sources, one :class:`Suspect` each:
+
+* Debian packages owning shared libraries the candidate's pipeline loaded, whose version
+  differs from the baseline's (a package renamed between releases takes the version of the
+  baseline package owning the library of the same SONAME);
+* the interpreter: CPython's version (and the ``python3.X`` package's), which owns the
+  builtins, ``math``, ``statistics`` and the ``lib-dynload`` modules;
+* pip distributions of the fingerprint whose version differs (not those a Debian package
+  installed), with the libraries loaded from their folders or bundled ``.libs``.
+
+Each is scored against words (output names and first divergent stages) by :data:`HINTS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from reprocheck.explain.model import Suspect, SuspectKind
+
+# Which packages plausibly explain which stages (matched against output and stage names).
+HINTS: tuple[tuple[str, str], ...] = (
+    (r"decod|jpe?g|imread|pixel|webp|png|tiff", r"jpeg|turbo|png|libtiff|webp|imgcodecs"),
+    (
+        r"linalg|svd|eig|solve|gemm|lstsq|blas|lapack|dot|matmul|kmeans|cluster",
+        r"blas|lapack|gfortran|numpy|scikit|sklearn|scipy",
+    ),
+    (r"libm|exp|log|sin|cos|tanh|pow|math|transcend|gamma|erf", r"^libc6$|numpy"),
+    (r"libm|glibc|ctypes", r"^libc6$"),  # the C library's own libm, however it is called
+    (r"dnn|cnn|prob|label|infer", r"opencv-dnn|protobuf|opencv-core|opencv-python|blas"),
+    (
+        r"resiz|color|hsv|lab|filter|blur|gauss|sobel|edge|canny|keypoint|orb|corner|bilateral"
+        r"|sift|brisk|homograph|affine|flow|warp|pyr|remap|morph",
+        r"opencv-imgproc|opencv-core|opencv-features2d|opencv-calib3d|opencv-video|opencv-python"
+        r"|tbb|ipp",
+    ),
+    (r"label|cluster|kmeans|predict|fit|score", r"scikit|sklearn|scipy"),
+)
+# Outputs and stages computed by the interpreter itself (builtins, math, statistics): the
+# interpreter ranks first for them. Without per-stage loaded libraries this is read from
+# the output's and stage's names.
+PURE_PYTHON = re.compile(
+    r"pure|python|builtin|statistic|stdev|hypot|\bdist|fsum|\bsum\b|math_module|fractions|decimal",
+    re.I,
+)
+PURE_PYTHON_BONUS = 2
+# Debian packages of the interpreter: folded into one interpreter suspect.
+INTERPRETER_PACKAGE = re.compile(r"^(lib)?python3\.\d+(-[a-z]+)?$")
+# pip's own tooling never computes a pipeline's numbers.
+TOOLING = frozenset({"pip", "setuptools", "wheel"})
+# Distributions whose import name is not their project name.
+IMPORT_NAMES: dict[str, tuple[str, ...]] = {
+    "opencv": ("cv2",),
+    "scikit-learn": ("sklearn", "scikit_learn"),
+    "scikit-image": ("skimage", "scikit_image"),
+    "pillow": ("PIL", "pillow"),
+}
+
+
+def soname(path: str) -> str | None:
+    match = re.match(r"^(.+?\.so(?:\.\d+)?)", Path(path).name)
+    return match.group(1) if match else None
+
+
+def hint_score(package: str, words: Iterable[str]) -> int:
+    score = 0
+    for word in words:
+        for stage_re, package_re in HINTS:
+            if re.search(stage_re, word, re.I) and re.search(package_re, package):
+                score += 1
+    return score
+
+
+def fit(suspect: Suspect, words: Iterable[str]) -> int:
+    """How well ``suspect`` fits the outputs and stages ``words`` name; the interpreter
+    fits what only the interpreter computes."""
+    words = list(words)
+    score = hint_score(suspect.package, words)
+    if suspect.kind is SuspectKind.INTERPRETER:
+        score += PURE_PYTHON_BONUS * sum(1 for w in words if PURE_PYTHON.search(w))
+    return score
+
+
+def _owner(fingerprint: Mapping[str, Any], library: str) -> str | None:
+    owners = fingerprint.get("library_packages") or {}
+    owner = owners.get(library)
+    return owner if isinstance(owner, str) else None
+
+
+def _packages(fingerprint: Mapping[str, Any], manager: str) -> dict[str, str]:
+    packages = fingerprint.get("packages") or {}
+    found = packages.get(manager) if isinstance(packages, dict) else None
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _loaded(fingerprint: Mapping[str, Any]) -> list[str]:
+    libraries = fingerprint.get("loaded_libraries")
+    return [str(p) for p in libraries] if isinstance(libraries, list) else []
+
+
+def suspects(
+    base: Mapping[str, Any], cand: Mapping[str, Any], words: Iterable[str]
+) -> list[Suspect]:
+    """Every suspect of the pair, best fitting ``words`` first."""
+    words = list(words)
+    found = [
+        *library_suspects(base, cand),
+        *interpreter_suspects(base, cand),
+        *distribution_suspects(base, cand),
+    ]
+    scored = [dataclasses.replace(s, score=fit(s, words)) for s in found]
+    return sorted(scored, key=lambda s: (-s.score, -len(s.libraries), s.package))
+
+
+def library_suspects(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[Suspect]:
+    """Packages owning libraries loaded in ``cand`` whose version differs in ``base``."""
+    base_by_soname = {soname(p) or p: p for p in _loaded(base)}
+    base_versions, cand_versions = _packages(base, "dpkg"), _packages(cand, "dpkg")
+    libs: dict[str, list[str]] = {}
+    for library in _loaded(cand):
+        package = _owner(cand, library)
+        if package and not INTERPRETER_PACKAGE.match(package):
+            libs.setdefault(package, []).append(library)
+    found = []
+    for package, libraries in libs.items():
+        names = [s for s in map(soname, libraries) if s is not None]
+        transplant = {s: base_by_soname[s] for s in names if s in base_by_soname}
+        base_owner = {_owner(base, p) for p in transplant.values()} - {None}
+        base_version = base_versions.get(package) or next(
+            (base_versions.get(o or "") for o in sorted(o or "" for o in base_owner)), None
+        )
+        if base_version == cand_versions.get(package):
+            continue
+        found.append(
+            Suspect(
+                package=package,
+                baseline_version=base_version,
+                candidate_version=cand_versions.get(package),
+                libraries=tuple(libraries),
+                transplant=transplant,
+            )
+        )
+    return found
+
+
+def _python_version(fingerprint: Mapping[str, Any]) -> str | None:
+    python = fingerprint.get("python")
+    version = python.get("version") if isinstance(python, dict) else None
+    return str(version) if version else None
+
+
+def _interpreter_package(fingerprint: Mapping[str, Any]) -> str | None:
+    """``python3.X`` of the fingerprint's CPython version."""
+    match = re.match(r"(\d+)\.(\d+)", _python_version(fingerprint) or "")
+    return f"python{match[1]}.{match[2]}" if match else None
+
+
+def _interpreter_version(fingerprint: Mapping[str, Any]) -> str | None:
+    """CPython's version, with the Debian package's when the interpreter is Debian's."""
+    version = _python_version(fingerprint)
+    package = _interpreter_package(fingerprint)
+    packaged = _packages(fingerprint, "dpkg").get(package or "")
+    return f"{version} ({package} {packaged})" if version and packaged else version
+
+
+def interpreter_suspects(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[Suspect]:
+    """CPython, when its version (or its Debian package's) differs."""
+    old, new = _interpreter_version(base), _interpreter_version(cand)
+    package = _interpreter_package(cand)
+    if package is None or old == new:
+        return []
+    libraries = tuple(p for p in _loaded(cand) if INTERPRETER_PACKAGE.match(_owner(cand, p) or "-"))
+    return [
+        Suspect(
+            package=package,
+            baseline_version=old,
+            candidate_version=new,
+            libraries=libraries,
+            kind=SuspectKind.INTERPRETER,
+        )
+    ]
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _import_names(distribution: str) -> tuple[str, ...]:
+    for prefix, names in IMPORT_NAMES.items():
+        if distribution == prefix or distribution.startswith(prefix + "-"):
+            return names
+    return (distribution.replace("-", "_"),)
+
+
+def _from_debian(distribution: str, *fingerprints: Mapping[str, Any]) -> bool:
+    """A distribution a Debian package installed (python3-numpy's numpy): that package is
+    the library suspect already."""
+    names = {f"python3-{distribution}", f"python3-{distribution.removeprefix('python-')}"}
+    return any(names & set(_packages(f, "dpkg")) for f in fingerprints)
+
+
+def _distribution_libraries(distribution: str, loaded: Iterable[str]) -> tuple[str, ...]:
+    folders = [
+        f"/{name}{suffix}" for name in _import_names(distribution) for suffix in ("/", ".libs/")
+    ]
+    return tuple(p for p in loaded if "-packages/" in p and any(f in p for f in folders))
+
+
+def distribution_suspects(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[Suspect]:
+    """pip distributions of ``cand`` whose version differs from ``base``'s."""
+    old = {_normalise(k): v for k, v in _packages(base, "pip").items()}
+    new = {_normalise(k): v for k, v in _packages(cand, "pip").items()}
+    found = []
+    for name, version in sorted(new.items()):
+        if name in TOOLING or old.get(name) == version or _from_debian(name, base, cand):
+            continue
+        found.append(
+            Suspect(
+                package=name,
+                baseline_version=old.get(name),
+                candidate_version=version,
+                libraries=_distribution_libraries(name, _loaded(cand)),
+                kind=SuspectKind.DISTRIBUTION,
+            )
+        )
+    return found

@@ -1,0 +1,148 @@
+"""explain v2 on the real engine: a knob proven symmetric on the example's Debian images.
+
+OpenCV's ``sepFilter2D`` on float32 drifts from bookworm (OpenCV 4.6) to trixie (4.10) on an
+AVX-512 machine; with ``OPENCV_CPU_DISABLE`` set on the candidate alone it changes without
+matching bookworm's, and with it set on both sides the two are bit-identical (measured with
+``docker run`` on the images before this test was written). explain must name that knob first
+with confidence >= 0.9. The same run has a glibc libm output no knob settles and a pure Python
+``sum()`` (CPython 3.12 changed it): both still get ranked version suspects, the interpreter
+first for the latter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import REPO_ROOT, toml_environments, write_project
+
+pytestmark = pytest.mark.docker
+
+PIPELINE = """
+import math
+
+import cv2
+import numpy as np
+
+try:
+    import reprocheck_probe as probe
+except ImportError:
+    probe = None
+
+
+def _record(name, value):
+    if probe is not None:
+        probe.record(name, value)
+
+
+def run(path):
+    gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    _record("gray", gray)
+    g = gray.astype(np.float32) / np.float32(255)
+    kx, ky = np.float32([0.2, 0.5, 0.3]), np.float32([0.1, 0.7, 0.2])
+    sep = cv2.sepFilter2D(g, -1, kx, ky)
+    _record("sep_filter", sep)
+    v = (g.ravel()[::97][:256] * np.float32(4)).astype(np.float32)
+    values = [float(x) for x in g.ravel()[::31][:512]] + [1e16, 1.0, -1e16]
+    return {
+        "filter/sep_f32": sep,
+        "libm/numpy_float32": np.stack([np.arcsinh(v), np.expm1(v), np.log1p(v)]),
+        "python/sum": np.float64(sum(values)),
+    }
+"""
+
+
+def reprocheck(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, "-m", "reprocheck.cli", *args], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": path}, capture_output=True,
+                          text=True, timeout=1800, check=False)  # fmt: skip
+
+
+def ok(proc: subprocess.CompletedProcess[str], code: int) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == code, (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def explained(docker_engine, debian_bases, tmp_path_factory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("explain_v2") / "project"
+    config = (
+        '[pipeline]\ncallable = "pipelines/p.py:run"\n[fixtures]\npath = "inputs"\n'
+        + toml_environments("bookworm", "trixie")
+    )
+    write_project(root, config, {"pipelines/p.py": PIPELINE})
+    (root / "inputs").mkdir()
+    shutil.copy2(REPO_ROOT / "fixtures" / "photo_baseline.jpg", root / "inputs")
+    ok(reprocheck(root, "run", "--json", "run.json", "-q"), 1)
+    started = time.monotonic()
+    cold = ok(reprocheck(root, "explain", "--max-experiments", "3", "--json", "e1.json"), 0)
+    cold_seconds = time.monotonic() - started
+    started = time.monotonic()
+    ok(reprocheck(root, "explain", "--max-experiments", "3", "--json", "e2.json"), 0)
+    return {
+        "first": json.loads((root / "e1.json").read_text()),
+        "again": json.loads((root / "e2.json").read_text()),
+        "stdout": cold.stdout,
+        "cold_seconds": cold_seconds,
+        "cached_seconds": time.monotonic() - started,
+        "run": json.loads((root / "run.json").read_text()),
+    }
+
+
+def _attribution(explained: dict[str, Any], family: str) -> dict[str, Any]:
+    (item,) = [a for a in explained["first"]["attributions"] if a["family"] == family]
+    return item
+
+
+def test_the_knob_on_both_sides_is_the_top_cause(explained) -> None:
+    item = _attribution(explained, "filter/sep_f32")
+    assert (item["baseline"], item["candidate"]) == ("bookworm", "trixie")
+    top = item["causes"][0]
+    assert (top["factor"], top["kind"]) == ("OPENCV_CPU_DISABLE", "knob"), item
+    assert top["confidence"] >= 0.9
+    assert "the two outputs are bit-identical" in top["evidence"]
+    assert "on trixie alone the output changes but does not match bookworm's" in top["evidence"]
+    assert item["advice"].startswith("set OPENCV_CPU_DISABLE=")
+    assert "on every image" in item["advice"]
+    knob = next(e for e in explained["first"]["experiments"]
+                if e["factor"] == "OPENCV_CPU_DISABLE")  # fmt: skip
+    assert (knob["sides"], knob["status"]) == ("both", "ok")
+    assert "what to do" in explained["stdout"]
+    assert "filter/sep_f32 (1) bookworm -> trixie: set OPENCV_CPU_DISABLE=" in explained["stdout"]
+
+
+def test_every_drifting_output_gets_ranked_suspects(explained) -> None:
+    drifting = {c["output"] for c in explained["run"]["comparisons"] if c["verdict"] == "drift"}
+    attributions = explained["first"]["attributions"]
+    assert {a["output"] for a in attributions} == drifting
+    for item in attributions:
+        assert any(c["kind"] != "stage" for c in item["causes"]), item
+        assert item["advice"], item
+    libm = _attribution(explained, "libm/numpy_float32")
+    assert any(c["factor"] == "libc6" and c["kind"] == "version" for c in libm["causes"]), libm
+
+
+def test_the_interpreter_ranks_first_for_a_pure_python_output(explained) -> None:
+    item = _attribution(explained, "python/sum")
+    top = next(c for c in item["causes"] if c["kind"] != "stage")
+    assert (top["factor"], top["kind"]) == ("python3.13", "version"), item
+    assert "3.11.2" in top["evidence"] and "3.13.5" in top["evidence"]
+    assert item["advice"].startswith("untested: most likely the interpreter")
+
+
+def test_a_second_explain_reuses_every_experiment(explained) -> None:
+    first, again = explained["first"], explained["again"]
+    assert again["experiments"] and all(e["cached"] for e in again["experiments"])
+    assert again["attributions"] == first["attributions"]
+    print(f"explain cold {explained['cold_seconds']:.1f} s, cached "
+          f"{explained['cached_seconds']:.1f} s, experiments "
+          f"{[(e['factor'], e['seconds']) for e in first['experiments']]}")  # fmt: skip
