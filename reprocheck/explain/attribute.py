@@ -17,12 +17,14 @@ from reprocheck.explain.model import (
     Effect,
     Experiment,
     ExperimentKind,
+    Sides,
     Status,
     Suspect,
     SuspectKind,
+    Transplant,
 )
 from reprocheck.explain.stages import Stage
-from reprocheck.explain.suspects import PURE_PYTHON, fit
+from reprocheck.explain.suspects import PURE_PYTHON, StageLoads, fit, loaded_by, native_loaded
 
 # Confidence of each kind of evidence, strongest first.
 SETTLED = 0.95  # an experiment made the pair agree: it follows, or agrees with a knob on both
@@ -49,6 +51,7 @@ class OutputFacts:
     family: str  # the output without its fixture
     stage: Stage | None
     words: str  # what hints match against: the family and the stage
+    loads: StageLoads = None  # what the first divergent stage loaded; None: not recorded
 
 
 def attribute(
@@ -68,7 +71,7 @@ def attribute(
         if ran.kind is ExperimentKind.TRANSPLANT and m.effect is Effect.UNCHANGED
     ]
     if not settled(causes):
-        causes.extend(version_causes(facts.words, suspects, measured))
+        causes.extend(version_causes(facts.words, suspects, measured, facts.loads))
     causes.sort(key=lambda c: -c.confidence)
     winner = max(found, key=lambda f: f[0].confidence, default=None)
     return Attribution(
@@ -105,7 +108,11 @@ def experiment_causes(
 
 
 def experiment_cause(ran: Experiment, measured: Measurement, base: str) -> Cause | None:
+    """The cause ``ran`` proves for one output; ``base`` is the pair's baseline (the side a
+    forward glibc transplant moves is the baseline, which should then follow the candidate)."""
     what = ran.describe()
+    if ran.target is Sides.BASELINE:
+        base = ran.reference
     kind = CauseKind.PACKAGE if ran.kind is ExperimentKind.TRANSPLANT else CauseKind.KNOB
     match measured.effect:
         case Effect.FOLLOWS:
@@ -143,19 +150,28 @@ def _tested(suspect: Suspect, measured: Sequence[Measured]) -> Measured | None:
 
 def _why_untested(suspect: Suspect, tried: Measured | None) -> str:
     if tried is not None and tried[0].status is Status.NOT_TRANSPLANTABLE:
+        if suspect.how is not Transplant.LIBRARIES:
+            return "its transplant found nothing to move, or its hybrid image did not build"
         return "cannot be transplanted (no library of the same SONAME in the baseline)"
     if tried is not None:
         return f"its transplant does not run in the candidate ({tried[0].status})"
+    if suspect.transplantable:
+        return "not tried (budget)"
     match suspect.kind:
         case SuspectKind.INTERPRETER:
             return "the interpreter cannot be transplanted"
         case SuspectKind.DISTRIBUTION:
-            return "pip distributions are not transplanted"
+            return ("not transplanted: it needs the same CPython version on both sides and "
+                    "the distribution installed in both")  # fmt: skip
         case SuspectKind.LIBRARY:
-            return "not tried (budget)" if suspect.transplantable else "cannot be transplanted"
+            return "cannot be transplanted"
 
 
-def _how_loaded(suspect: Suspect, words: str) -> str:
+def _how_loaded(
+    suspect: Suspect, words: str, loads: StageLoads, suspects: Sequence[Suspect]
+) -> str:
+    if loads is not None:
+        return _stage_loaded(suspect, loads, suspects)
     match suspect.kind:
         case SuspectKind.INTERPRETER:
             pure = PURE_PYTHON.search(words)
@@ -169,8 +185,27 @@ def _how_loaded(suspect: Suspect, words: str) -> str:
             return "installed, but none of its libraries was loaded"
 
 
+def _stage_loaded(suspect: Suspect, loads: tuple[str, ...], suspects: Sequence[Suspect]) -> str:
+    """What the first divergent stage loaded, as it bears on ``suspect``."""
+    mine = loaded_by(suspect, loads)
+    if mine:
+        names = ", ".join(sorted({p.rpartition("/")[2] for p in mine})[:3])
+        return f"the first divergent stage loaded its libraries ({names})"
+    if suspect.kind is SuspectKind.INTERPRETER and not native_loaded(suspects, loads):
+        return ("the interpreter runs the pipeline, and the first divergent stage loaded no "
+                "native library of any differing package")  # fmt: skip
+    if suspect.kind is SuspectKind.INTERPRETER:
+        return "the interpreter runs the pipeline"
+    if suspect.libraries:
+        return "its libraries are loaded by the pipeline, before the first divergent stage"
+    return "installed, but none of its libraries was loaded"
+
+
 def version_causes(
-    words: str, suspects: Sequence[Suspect], measured: Sequence[Measured]
+    words: str,
+    suspects: Sequence[Suspect],
+    measured: Sequence[Measured],
+    loads: StageLoads = None,
 ) -> list[Cause]:
     """The untested (or untestable) version changes, best fitting the output first, those
     whose transplant changed nothing last; at least one cause, even with no suspect."""
@@ -181,11 +216,11 @@ def version_causes(
         if effect in (Effect.FOLLOWS, Effect.CHANGED):
             continue  # the experiment's own cause names it
         ruled_out = effect is Effect.UNCHANGED
-        score = fit(suspect, [words])
+        score = fit(suspect, [words], [loads], suspects)
         why = "its transplant changed nothing" if ruled_out else _why_untested(suspect, tried)
         evidence = (
             f"{suspect.package} differs ({suspect.baseline_version} -> "
-            f"{suspect.candidate_version}), {_how_loaded(suspect, words)}; {why}"
+            f"{suspect.candidate_version}), {_how_loaded(suspect, words, loads, suspects)}; {why}"
         )
         confidence = (SUSPECT_RULED_OUT if ruled_out else SUSPECT_FITS if score > 0
                       else SUSPECT_LOADED if suspect.loaded else SUSPECT_UNLOADED)  # fmt: skip
@@ -221,8 +256,7 @@ def advise(
         if ran.kind is ExperimentKind.KNOB:
             return _knob_advice(ran, measured, base, cand)
         if measured.effect is Effect.FOLLOWS:
-            return (f"pin {_pins(ran.suspects, base)} to get {base}'s outputs in {cand}, "
-                    f"or accept {cand}'s as the new baseline")  # fmt: skip
+            return _transplant_advice(ran, base, cand)
         return (f"{ran.factor} moves these outputs without settling them: pin it together with "
                 f"the other suspects listed, or accept {cand}'s as the new baseline")  # fmt: skip
     top = next((c.factor for c in causes if c.kind is CauseKind.VERSION), None)
@@ -235,6 +269,20 @@ def advise(
                 f"version in every image, or accept {cand}'s as the new baseline")  # fmt: skip
     return (f"untested: most likely {suspect.package} ({versions}); pin it to test, or accept "
             f"{cand}'s as the new baseline")  # fmt: skip
+
+
+def _transplant_advice(ran: Experiment, base: str, cand: str) -> str:
+    suspect = ran.suspect
+    if suspect is not None and suspect.how is Transplant.GLIBC:
+        return (f"glibc's libm computes these differently ({_in(suspect.baseline_version, base)}"
+                f", {_in(suspect.candidate_version, cand)}): build every image on one glibc "
+                f"(one Debian release), or accept {cand}'s as the new baseline")  # fmt: skip
+    if suspect is not None and suspect.how is Transplant.DISTRIBUTION:
+        return (f"pin {suspect.package}=={suspect.baseline_version} (as in {base}) in {cand}'s "
+                f"requirements to get {base}'s outputs, or accept {cand}'s as the new "
+                "baseline")  # fmt: skip
+    return (f"pin {_pins(ran.suspects, base)} to get {base}'s outputs in {cand}, "
+            f"or accept {cand}'s as the new baseline")  # fmt: skip
 
 
 def _in(version: str | None, environment: str) -> str:

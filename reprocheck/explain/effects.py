@@ -2,7 +2,8 @@
 
 Agreement follows the run's rules: two outputs agree when they are bit-identical, or within
 the output's tolerance (``[tolerance]``); a transplant's or knob's output "follows" the
-baseline's when they agree, and is "unchanged" only when bit-identical to the candidate's.
+baseline's when they agree, and is "unchanged" only when bit-identical to the candidate's. A
+forward glibc transplant changes the baseline instead: its output "follows" the candidate's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from reprocheck.compare import Tolerance, ToleranceRules, compare_arrays
 from reprocheck.errors import ReprocheckError
-from reprocheck.explain.model import Effect, Experiment, ExperimentKind
+from reprocheck.explain.model import Effect, Experiment, ExperimentKind, Sides
 from reprocheck.output_store import OutputFolders
 from reprocheck.run_model import EnvironmentResult
 
@@ -61,8 +62,11 @@ class EffectMeter:
         if new is None:
             return FAILED
         tolerance = self._rules.for_output(output)
-        a = self._outputs.load(base.outputs_dir, output)
-        b = self._outputs.load(cand.outputs_dir, output)
+        # the side the experiment changed (b) and the side it should come to equal (a): the
+        # baseline's libraries in the candidate, or the candidate's glibc under the baseline
+        reference, changed = (cand, base) if ran.target is Sides.BASELINE else (base, cand)
+        a = self._outputs.load(reference.outputs_dir, output)
+        b = self._outputs.load(changed.outputs_dir, output)
         follows = self._agreement(a, new, tolerance)
         if follows:
             return Measurement(effect=Effect.FOLLOWS, one_sided=Effect.FOLLOWS, agreement=follows)

@@ -3,7 +3,10 @@
 The phases run in this order, each planned from the experiments done before it, until every
 output is settled or the budget is spent:
 
-1. likely transplants: packages whose name fits the drifting outputs or stages;
+1. likely transplants: packages whose name fits the drifting outputs or stages, or whose
+   libraries the first divergent stage loaded (glibc moved forward: the older side under the
+   newer side's glibc; a pip distribution: its files from the baseline's image), and pip
+   distributions whose native code the pipeline ran;
 2. knobs, best fitting first, each run on both sides of the pair;
 3. a combination of the likely transplants that each moved an output without settling it
    (two libraries can share one drift);
@@ -12,6 +15,7 @@ output is settled or the budget is spent:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,8 +31,11 @@ from reprocheck.explain.model import (
     Experiment,
     ExperimentKind,
     Explanation,
+    Sides,
     Status,
     Suspect,
+    SuspectKind,
+    Transplant,
 )
 from reprocheck.explain.runner import ExperimentRunner
 from reprocheck.explain.stages import (
@@ -37,8 +44,10 @@ from reprocheck.explain.stages import (
     family_of,
     first_divergent_stage,
     fixture_of,
+    loaded_at,
     stage_words,
 )
+from reprocheck.explain.suspects import glibc_version
 from reprocheck.explain.suspects import suspects as find_suspects
 from reprocheck.matrix import OutputComparison, build_matrix, tolerance_rules
 from reprocheck.progress import ProgressCallback, silent
@@ -121,6 +130,8 @@ class Explainer:
         fixtures = sorted({f for f in fixture.values() if f is not None})
         stages = self._stages(base, cand, fixtures)
         facts = []
+        loads = {where: loaded_at(base.meta_dir, cand.meta_dir, where, stage)
+                 for where, stage in stages.items()}  # fmt: skip
         for item in items:
             where = COMMAND_PROBES if self._command else fixture[item.output]
             stage = stages.get(where or "")
@@ -128,8 +139,12 @@ class Explainer:
                 output=item.output, baseline=base.name, candidate=cand.name,
                 fixture=fixture[item.output], family=family_of(item.output, fixture[item.output]),
                 stage=stage, words=stage_words(item.output, fixture[item.output], stage),
+                loads=loads.get(where or ""),
             ))  # fmt: skip
-        ranked = find_suspects(base.fingerprint, cand.fingerprint, [f.words for f in facts])
+        ranked = find_suspects(base.fingerprint, cand.fingerprint, [f.words for f in facts],
+                               [f.loads for f in facts])  # fmt: skip
+        if self._command:  # a command's own programs would start under the image's glibc
+            ranked = [_unmoved(s) if s.how is Transplant.GLIBC else s for s in ranked]
         return Pair(base=base, cand=cand, facts=tuple(facts), fixtures=tuple(fixtures),
                     suspects=tuple(ranked))  # fmt: skip
 
@@ -174,6 +189,7 @@ class Explainer:
         movers = [
             e for e in done
             if e.kind is ExperimentKind.TRANSPLANT and e.suspect is not None
+            and e.suspect.how is Transplant.LIBRARIES
             and any(self._effect(pair, e, o) is Effect.CHANGED for o in open_outputs)
         ][:COMBINED_AT_MOST]  # fmt: skip
         if len(movers) < 2:
@@ -198,21 +214,44 @@ class Explainer:
 
 
 def _transplants(pair: Pair) -> list[Experiment]:
-    cand, base = pair.cand.name, pair.base.name
-    kind = ExperimentKind.TRANSPLANT
-    return [
-        Experiment(kind=kind, factor=s.package, environment=cand, baseline=base, suspect=s)
-        for s in pair.suspects
-        if s.transplantable
-    ]
+    return [_transplant(pair, s) for s in pair.suspects if s.transplantable]
+
+
+def _transplant(pair: Pair, suspect: Suspect) -> Experiment:
+    """The candidate with the baseline's ``suspect``; for glibc, the older side under the
+    newer side's glibc (the baseline, when the candidate's glibc is the newer)."""
+    target, moved = Sides.CANDIDATE, ""
+    if suspect.how is Transplant.GLIBC:
+        old, new = glibc_version(pair.base.fingerprint), glibc_version(pair.cand.fingerprint)
+        forward = old is not None and new is not None and new > old
+        target = Sides.BASELINE if forward else Sides.CANDIDATE
+        newer = pair.cand if forward else pair.base
+        moved = f"{newer.fingerprint.get('glibc')} (its loader, libc and libm)"
+    return Experiment(kind=ExperimentKind.TRANSPLANT, factor=suspect.package,
+                      environment=pair.cand.name, baseline=pair.base.name, suspect=suspect,
+                      target=target, moved=moved)  # fmt: skip
+
+
+def _unmoved(suspect: Suspect) -> Suspect:
+    return dataclasses.replace(suspect, movable=None)
+
+
+def _likely(suspect: Suspect | None) -> bool:
+    """A suspect worth trying before the knobs: it fits the outputs' names or stages, or it
+    is a pip distribution whose native code the pipeline ran (on a pip image those are the
+    numeric libraries, and a whole distribution moves in one experiment)."""
+    if suspect is None:
+        return False
+    loaded_distribution = suspect.kind is SuspectKind.DISTRIBUTION and bool(suspect.libraries)
+    return suspect.score > 0 or loaded_distribution
 
 
 def _likely_transplants(pair: Pair, done: Sequence[Experiment]) -> list[Experiment]:
-    return [t for t in _transplants(pair) if t.suspect is not None and t.suspect.score > 0]
+    return [t for t in _transplants(pair) if _likely(t.suspect)]
 
 
 def _other_transplants(pair: Pair, done: Sequence[Experiment]) -> list[Experiment]:
-    return [t for t in _transplants(pair) if t.suspect is not None and t.suspect.score <= 0]
+    return [t for t in _transplants(pair) if t.suspect is not None and not _likely(t.suspect)]
 
 
 def _knobs(pair: Pair, done: Sequence[Experiment]) -> list[Experiment]:

@@ -39,7 +39,16 @@ class Sides(StrEnum):
     """Which environments of the pair an experiment ran in."""
 
     CANDIDATE = "candidate"  # a transplant: the candidate with the baseline's libraries
+    BASELINE = "baseline"  # a forward glibc transplant: the baseline with the candidate's glibc
     BOTH = "both"  # a knob: the baseline and the candidate, each with the knob set
+
+
+class Transplant(StrEnum):
+    """How a transplant moves a suspect from one image into the other's hybrid."""
+
+    LIBRARIES = "libraries"  # same-SONAME libraries, loaded first through LD_LIBRARY_PATH
+    GLIBC = "glibc"  # the older side's userland under the newer side's loader and libc/libm
+    DISTRIBUTION = "distribution"  # a pip distribution's files, in place of the other's
 
 
 class Status(StrEnum):
@@ -102,14 +111,22 @@ class Suspect:
     transplant: dict[str, str] = field(default_factory=dict)  # soname -> path in baseline image
     score: int = 0  # how well the package fits the drifting outputs and stages
     kind: SuspectKind = SuspectKind.LIBRARY
+    # a transplant other than by SONAME applies: glibc forward (both glibc versions known and
+    # different), or a pip distribution on the same CPython ABI, installed on both sides
+    movable: Transplant | None = None
 
     @property
     def transplantable(self) -> bool:
-        return (
+        return self.movable is not None or (
             self.kind is SuspectKind.LIBRARY
             and bool(self.transplant)
             and not NOT_TRANSPLANTABLE.match(self.package)
         )
+
+    @property
+    def how(self) -> Transplant:
+        """How this suspect is transplanted (by SONAME unless it moves another way)."""
+        return self.movable or Transplant.LIBRARIES
 
     @property
     def loaded(self) -> bool:
@@ -136,10 +153,24 @@ class Experiment:
     status: Status = Status.PLANNED
     cached: bool = False
     seconds: float = 0.0
+    # a transplant's modified side: the candidate, or the baseline for glibc moved forward
+    target: Sides = Sides.CANDIDATE
+    # what a transplant moved, in words: the glibc version and libraries moved forward
+    moved: str = ""
 
     @property
     def sides(self) -> Sides:
-        return Sides.BOTH if self.kind is ExperimentKind.KNOB else Sides.CANDIDATE
+        return Sides.BOTH if self.kind is ExperimentKind.KNOB else self.target
+
+    @property
+    def modified(self) -> str:
+        """The environment a transplant changed."""
+        return self.baseline if self.target is Sides.BASELINE else self.environment
+
+    @property
+    def reference(self) -> str:
+        """The environment whose outputs the changed side should come to equal."""
+        return self.environment if self.target is Sides.BASELINE else self.baseline
 
     @property
     def suspects(self) -> tuple[Suspect, ...]:
@@ -147,6 +178,15 @@ class Experiment:
 
     def describe(self) -> str:
         if self.kind is ExperimentKind.TRANSPLANT and self.suspect is not None:
+            match self.suspect.how:
+                case Transplant.GLIBC:
+                    return f"{self.modified} under {self.reference}'s glibc {self.moved}"
+                case Transplant.DISTRIBUTION:
+                    return (f"{self.environment} with the baseline's pip distribution "
+                            f"{self.suspect.package} {self.suspect.baseline_version} (its "
+                            "package folders, dist-info and bundled libraries)")  # fmt: skip
+                case Transplant.LIBRARIES:
+                    pass
             parts = [
                 f"{s.package} {s.baseline_version} ({', '.join(sorted(s.transplant))})"
                 for s in self.suspects

@@ -16,13 +16,32 @@ from pathlib import Path
 from reprocheck.cache import files_digest, json_digest
 from reprocheck.config import RunConfig
 from reprocheck.engine import ContainerEngine
-from reprocheck.explain.model import Experiment, ExperimentKind, Sides, Status
-from reprocheck.explain.transplants import hybrid_image, transplant_files
+from reprocheck.errors import ReprocheckError
+from reprocheck.explain.model import Experiment, ExperimentKind, Sides, Status, Transplant
+from reprocheck.explain.transplants import (
+    LoaderEngine,
+    distribution_hybrid,
+    glibc_files,
+    glibc_hybrid,
+    hybrid_image,
+    loader_command,
+    python_executable,
+    transplant_files,
+)
 from reprocheck.images import EnvironmentImage
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent
 from reprocheck.run_model import EnvironmentResult, RunResult
 from reprocheck.runner import HARNESS_DIR, Runner
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """What one side runs in: its image (a hybrid for a transplant) and the engine to run
+    it with (one that starts the harness under another glibc's loader, for glibc)."""
+
+    image: EnvironmentImage
+    engine: ContainerEngine
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +106,9 @@ class ExperimentRunner:
         fixtures: list[str],
     ) -> Experiment:
         """Run ``experiment``'s sides (or reuse their cached results)."""
-        if experiment.sides is Sides.CANDIDATE:
-            ran = self._side("candidate", experiment, cand, base, fixtures)
+        if experiment.sides is not Sides.BOTH:  # a transplant: one side, from the other
+            changed, other = (base, cand) if experiment.sides is Sides.BASELINE else (cand, base)
+            ran = self._side(experiment.sides, experiment, changed, other, fixtures)
             return dataclasses.replace(experiment, outputs_dir=ran.outputs_dir, status=ran.status,
                                        cached=ran.cached, seconds=ran.seconds)  # fmt: skip
         theirs = self._side("baseline", experiment, base, None, fixtures)
@@ -112,37 +132,67 @@ class ExperimentRunner:
         side's variables."""
         variables = experiment.baseline_env if side == "baseline" else experiment.env
         env_config = self._config.environment(env.name)
+        how = experiment.suspect.how if experiment.suspect else None
         key = json_digest(side, env.name, experiment.kind, experiment.factor, env.image_id,
                           source.image_id if source else None, fixtures, dict(variables),
                           self._code, self._config.pipeline.model_dump(),
-                          env_config.env)  # fmt: skip
+                          env_config.env, how)  # fmt: skip
         folder = self._cache / key[:24]
         message = f"{experiment.kind} {experiment.factor} ({side})"
         self._progress(ProgressEvent(stage="explain", subject=env.name, message=message))
         if (folder / "done").is_file():
             status = _status((folder / "done").read_text().strip() or "ok")
             return SideRun(outputs_dir=folder / "outputs", status=status, cached=True, seconds=0)
-        image = self._image(experiment, env, source)
-        if image is None:
+        try:
+            prepared = self._prepare(experiment, env, source)
+        except ReprocheckError as exc:  # a hybrid that does not build cannot be tried
+            why = f"{message}: not transplantable: {exc}"
+            self._progress(ProgressEvent(stage="explain", subject=env.name, message=why))
+            prepared = None
+        if prepared is None:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "done").write_text(Status.NOT_TRANSPLANTABLE)
             return SideRun(outputs_dir=None, status=Status.NOT_TRANSPLANTABLE, cached=False,
                            seconds=0)  # fmt: skip
         plan = Plan(config=self._config, environments=(env_config,), fixtures=tuple(fixtures))
         merged = env_config.model_copy(update={"env": {**env_config.env, **variables}})
-        runner = Runner(self._engine, plan, run_id=self._run.run_id)
-        result = runner.run_in(merged, image, folder, 1)
+        runner = Runner(prepared.engine, plan, run_id=self._run.run_id)
+        result = runner.run_in(merged, prepared.image, folder, 1)
         if _settled(result):
             (folder / "done").write_text(result.status)
         return SideRun(outputs_dir=result.outputs_dir, status=Status(result.status),
                        cached=False, seconds=result.seconds)  # fmt: skip
 
-    def _image(
+    def _prepare(
         self, experiment: Experiment, env: EnvironmentResult, source: EnvironmentResult | None
-    ) -> EnvironmentImage | None:
+    ) -> Prepared | None:
+        """The image (and engine) ``env``'s side of ``experiment`` runs in; None when the
+        transplant finds nothing to move."""
         original = _original(env)
-        if experiment.kind is ExperimentKind.KNOB or source is None:
-            return original
+        suspect = experiment.suspect
+        if experiment.kind is ExperimentKind.KNOB or source is None or suspect is None:
+            return Prepared(image=original, engine=self._engine)
+        origin = _origin(experiment, source)
+        match suspect.how:
+            case Transplant.GLIBC:
+                files = glibc_files(self._engine, source.image_id or "", source.fingerprint)
+                if not files:
+                    return None
+                prefix = loader_command(files, python_executable(env.fingerprint))
+                image = glibc_hybrid(self._engine, original, files, origin)
+                return Prepared(image=image, engine=LoaderEngine(self._engine, prefix))
+            case Transplant.DISTRIBUTION:
+                pythons = (python_executable(source.fingerprint),
+                           python_executable(env.fingerprint))  # fmt: skip
+                image = distribution_hybrid(self._engine, original, source.image_id or "",
+                                            suspect.package, pythons, origin)  # fmt: skip
+                return Prepared(image=image, engine=self._engine)
+            case Transplant.LIBRARIES:
+                return self._libraries(experiment, original, source)
+
+    def _libraries(
+        self, experiment: Experiment, original: EnvironmentImage, source: EnvironmentResult
+    ) -> Prepared | None:
         files: dict[str, bytes] = {}
         for suspect in experiment.suspects:
             found = transplant_files(self._engine, original.image_id, source.image_id or "",
@@ -150,7 +200,8 @@ class ExperimentRunner:
             if not found:
                 return None
             files |= found
-        return hybrid_image(self._engine, original, files, _origin(experiment, source))
+        image = hybrid_image(self._engine, original, files, _origin(experiment, source))
+        return Prepared(image=image, engine=self._engine)
 
 
 def _status(text: str) -> Status:

@@ -10,7 +10,15 @@ Three sources, one :class:`Suspect` each:
 * pip distributions of the fingerprint whose version differs (not those a Debian package
   installed), with the libraries loaded from their folders or bundled ``.libs``.
 
-Each is scored against words (output names and first divergent stages) by :data:`HINTS`.
+Each is scored against words (output names and first divergent stages) by :data:`HINTS`, and
+against what the first divergent stage loaded where the probes recorded it: a suspect whose
+libraries that stage loaded fits it best; a stage that loaded no native library of any
+differing package computed with what was loaded before it, so the interpreter fits it (where
+that is not recorded, the interpreter fits outputs and stages named like pure Python).
+
+glibc (``libc6``) moves forward (the older side under the newer glibc) when both versions are
+known and differ on one architecture; a pip distribution moves when both sides have it and the
+same CPython ABI.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reprocheck.explain.model import Suspect, SuspectKind
+from reprocheck.explain.model import Suspect, SuspectKind, Transplant
 
 # Which packages plausibly explain which stages (matched against output and stage names).
 HINTS: tuple[tuple[str, str], ...] = (
@@ -49,6 +57,10 @@ PURE_PYTHON = re.compile(
     re.I,
 )
 PURE_PYTHON_BONUS = 2
+# A suspect whose libraries the first divergent stage loaded.
+STAGE_LOADED_BONUS = 3
+# The C library: moved forward as a whole (loader, libc, libm), never by SONAME.
+GLIBC_PACKAGE = "libc6"
 # Debian packages of the interpreter: folded into one interpreter suspect.
 INTERPRETER_PACKAGE = re.compile(r"^(lib)?python3\.\d+(-[a-z]+)?$")
 # pip's own tooling never computes a pipeline's numbers.
@@ -76,13 +88,52 @@ def hint_score(package: str, words: Iterable[str]) -> int:
     return score
 
 
-def fit(suspect: Suspect, words: Iterable[str]) -> int:
-    """How well ``suspect`` fits the outputs and stages ``words`` name; the interpreter
-    fits what only the interpreter computes."""
-    words = list(words)
+StageLoads = tuple[str, ...] | None  # what a first divergent stage loaded; None: unknown
+
+
+def loaded_by(suspect: Suspect, libraries: Iterable[str]) -> tuple[str, ...]:
+    """The libraries of ``suspect`` among ``libraries`` (either side's paths: by path or
+    by SONAME)."""
+    mine = {soname(p) or p for p in suspect.libraries} | set(suspect.libraries)
+    return tuple(sorted({p for p in libraries if p in mine or (soname(p) or p) in mine}))
+
+
+def native_loaded(suspects: Iterable[Suspect], libraries: Iterable[str]) -> bool:
+    """Whether ``libraries`` hold a native library of a differing package or distribution
+    (the interpreter's own modules do not count)."""
+    libraries = tuple(libraries)
+    return any(loaded_by(s, libraries) for s in suspects if s.kind is not SuspectKind.INTERPRETER)
+
+
+def stage_fit(suspect: Suspect, loads: StageLoads, suspects: Iterable[Suspect]) -> int:
+    """How well ``suspect`` fits what a first divergent stage loaded (0 when unknown)."""
+    if loads is None:
+        return 0
+    if loaded_by(suspect, loads):
+        return STAGE_LOADED_BONUS
+    if suspect.kind is SuspectKind.INTERPRETER and not native_loaded(suspects, loads):
+        return PURE_PYTHON_BONUS
+    return 0
+
+
+def fit(
+    suspect: Suspect,
+    words: Iterable[str],
+    loads: Iterable[StageLoads] = (),
+    suspects: Iterable[Suspect] = (),
+) -> int:
+    """How well ``suspect`` fits the outputs and stages ``words`` name and what their first
+    divergent stages loaded (``loads``, one per word where known); the interpreter fits
+    stages that loaded no native library of a differing package, or where that is not
+    recorded, outputs and stages named like what only the interpreter computes."""
+    words, loads, suspects = list(words), list(loads), list(suspects)
+    loads += [None] * (len(words) - len(loads))
     score = hint_score(suspect.package, words)
-    if suspect.kind is SuspectKind.INTERPRETER:
-        score += PURE_PYTHON_BONUS * sum(1 for w in words if PURE_PYTHON.search(w))
+    for word, load in zip(words, loads, strict=False):
+        if load is not None:
+            score += stage_fit(suspect, load, suspects)
+        elif suspect.kind is SuspectKind.INTERPRETER and PURE_PYTHON.search(word):
+            score += PURE_PYTHON_BONUS
     return score
 
 
@@ -104,17 +155,56 @@ def _loaded(fingerprint: Mapping[str, Any]) -> list[str]:
 
 
 def suspects(
-    base: Mapping[str, Any], cand: Mapping[str, Any], words: Iterable[str]
+    base: Mapping[str, Any],
+    cand: Mapping[str, Any],
+    words: Iterable[str],
+    loads: Iterable[StageLoads] = (),
 ) -> list[Suspect]:
-    """Every suspect of the pair, best fitting ``words`` first."""
-    words = list(words)
+    """Every suspect of the pair, best fitting ``words`` (and what their first divergent
+    stages loaded, ``loads``, one per word) first."""
+    words, loads = list(words), list(loads)
     found = [
         *library_suspects(base, cand),
         *interpreter_suspects(base, cand),
         *distribution_suspects(base, cand),
     ]
-    scored = [dataclasses.replace(s, score=fit(s, words)) for s in found]
+    scored = [dataclasses.replace(s, score=fit(s, words, loads, found)) for s in found]
     return sorted(scored, key=lambda s: (-s.score, -len(s.libraries), s.package))
+
+
+def glibc_version(fingerprint: Mapping[str, Any]) -> tuple[int, int] | None:
+    """glibc's (major, minor), or None for another C library or a failed probe."""
+    match = re.match(r"(\d+)\.(\d+)", str(fingerprint.get("glibc") or ""))
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _same_machine(base: Mapping[str, Any], cand: Mapping[str, Any]) -> bool:
+    return str(base.get("machine") or "") == str(cand.get("machine") or "")
+
+
+def glibc_moves(base: Mapping[str, Any], cand: Mapping[str, Any]) -> bool:
+    """glibc can be moved forward: both versions known, different, one architecture."""
+    old, new = glibc_version(base), glibc_version(cand)
+    return old is not None and new is not None and old != new and _same_machine(base, cand)
+
+
+def _python_xy(fingerprint: Mapping[str, Any]) -> str | None:
+    match = re.match(r"\d+\.\d+", _python_version(fingerprint) or "")
+    return match[0] if match else None
+
+
+def same_abi(base: Mapping[str, Any], cand: Mapping[str, Any]) -> bool:
+    """Both run the same CPython X.Y on one architecture: a pip distribution built for one
+    loads in the other."""
+    xy = {_python_xy(f) for f in (base, cand)}
+    implementations = {str((f.get("python") or {}).get("implementation") or "CPython")
+                       for f in (base, cand)}  # fmt: skip
+    return (
+        len(xy) == 1
+        and None not in xy
+        and implementations == {"CPython"}
+        and (_same_machine(base, cand))
+    )
 
 
 def library_suspects(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[Suspect]:
@@ -136,6 +226,7 @@ def library_suspects(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[S
         )
         if base_version == cand_versions.get(package):
             continue
+        glibc = package == GLIBC_PACKAGE and glibc_moves(base, cand)
         found.append(
             Suspect(
                 package=package,
@@ -143,6 +234,7 @@ def library_suspects(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[S
                 candidate_version=cand_versions.get(package),
                 libraries=tuple(libraries),
                 transplant=transplant,
+                movable=Transplant.GLIBC if glibc else None,
             )
         )
     return found
@@ -215,10 +307,12 @@ def distribution_suspects(base: Mapping[str, Any], cand: Mapping[str, Any]) -> l
     """pip distributions of ``cand`` whose version differs from ``base``'s."""
     old = {_normalise(k): v for k, v in _packages(base, "pip").items()}
     new = {_normalise(k): v for k, v in _packages(cand, "pip").items()}
+    abi = same_abi(base, cand)
     found = []
     for name, version in sorted(new.items()):
         if name in TOOLING or old.get(name) == version or _from_debian(name, base, cand):
             continue
+        movable = abi and old.get(name) is not None
         found.append(
             Suspect(
                 package=name,
@@ -226,6 +320,7 @@ def distribution_suspects(base: Mapping[str, Any], cand: Mapping[str, Any]) -> l
                 candidate_version=version,
                 libraries=_distribution_libraries(name, _loaded(cand)),
                 kind=SuspectKind.DISTRIBUTION,
+                movable=Transplant.DISTRIBUTION if movable else None,
             )
         )
     return found

@@ -8,6 +8,8 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reprocheck.config import load_config
+from reprocheck.engine import BuildRequest, ImageInfo
 from reprocheck.explain import (
     Effect,
     Experiment,
@@ -195,9 +198,24 @@ def test_transplantable_needs_a_soname_counterpart() -> None:
     assert not avcodec.transplantable
 
 
-def test_libc_is_never_transplantable() -> None:
+def test_libc_moves_forward_not_by_soname() -> None:
     libc = _by_package(candidates(BASE, CAND, []))["libc6"]
     assert libc.transplant == {"libc.so.6": LIBC}
+    assert (libc.transplantable, libc.how) == (True, "glibc")
+
+
+@pytest.mark.parametrize(
+    ("base", "cand"),
+    [
+        ({"glibc": "2.36"}, {"glibc": "2.36"}),  # the same glibc, another Debian revision
+        ({"glibc": "error: no libc"}, {"glibc": "2.36"}),  # not a glibc
+        ({"glibc": "2.31", "machine": "aarch64"}, {"glibc": "2.36", "machine": "x86_64"}),
+    ],
+)
+def test_libc_does_not_move_without_two_glibcs_of_one_architecture(
+    base: dict[str, Any], cand: dict[str, Any]
+) -> None:
+    libc = _by_package(candidates({**BASE, **base}, {**CAND, **cand}, []))["libc6"]
     assert not libc.transplantable
 
 
@@ -385,7 +403,7 @@ def test_version_causes_rank_fitting_suspects_first_with_why() -> None:
     assert set(causes) == {"libjpeg62-turbo", "libpng16-16t64", "libc6", "libavcodec59"}
     assert found[-1].factor == "libavcodec59"  # loaded, but fits neither decoding nor exp
     assert causes["libjpeg62-turbo"].evidence.endswith("not tried (budget)")
-    assert causes["libc6"].evidence.endswith("cannot be transplanted")
+    assert causes["libc6"].evidence.endswith("not tried (budget)")  # glibc moves forward
     assert "libc6 differs (2.31-13 -> 2.36-9)" in causes["libc6"].evidence
     fitting = {c.factor: (c.kind, c.confidence) for c in found[:3]}
     assert set(fitting.values()) == {("version", 0.3)}
@@ -425,6 +443,18 @@ class LibraryEngine(FakeEngine):
 
     def export_files(self, image: str, paths: tuple[str, ...]) -> dict[str, bytes]:
         return dict.fromkeys(paths, self.library)
+
+    def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> ImageInfo:
+        with tarfile.open(request.context_tar) as tar:
+            member = tar.extractfile("Dockerfile")
+            self.dockerfiles.append(member.read().decode() if member else "")
+        return super().build(request, on_line)
+
+    @property
+    def dockerfiles(self) -> list[str]:
+        if not hasattr(self, "_dockerfiles"):
+            self._dockerfiles: list[str] = []
+        return self._dockerfiles
 
     def hybrids(self) -> set[str]:
         return {i.id for i in self.present.values() if "io.reprocheck.hybrid" in i.labels}
@@ -867,3 +897,294 @@ def test_the_terminal_prints_one_advice_per_family(explained) -> None:
     text = buffer.getvalue()
     assert "what to do" in text
     assert "pixels (1) old -> new: set JSIMD_FORCENONE=1 on every image" in text
+
+
+# --------------------------------------------------------------------------- stage libraries
+
+
+def _maps(monkeypatch: pytest.MonkeyPatch, *sets: set[str]) -> None:
+    """``mapped_libraries`` answers each of ``sets`` in turn (then the last one again)."""
+    from reprocheck.harness import reprocheck_probe
+
+    answers = list(sets)
+
+    def mapped() -> set[str]:
+        return set(answers.pop(0) if len(answers) > 1 else answers[0])
+
+    monkeypatch.setattr(reprocheck_probe, "mapped_libraries", mapped)
+
+
+def test_a_callable_records_what_each_stage_loaded(tmp_path, monkeypatch) -> None:
+    from reprocheck.explain.stages import stage_libraries
+    from reprocheck.harness import reprocheck_probe
+
+    imported = {LIBC, BLAS}  # mapped before the fixture began: no stage's
+    _maps(monkeypatch, imported, imported | {JPEG_NEW}, imported | {JPEG_NEW},
+          imported | {JPEG_NEW, PNG})  # fmt: skip
+    reprocheck_probe.begin("x.jpg")
+    reprocheck_probe.record("decoded", np.zeros(2))
+    reprocheck_probe.record("gray", np.zeros(2))
+    reprocheck_probe.record("decoded", np.ones(2))
+    reprocheck_probe.end(str(tmp_path / "probes"))
+    assert stage_libraries(tmp_path, "x.jpg") == {
+        "decoded": (JPEG_NEW,), "gray": (), "decoded#2": (PNG,),
+    }  # fmt: skip
+    assert set(np.load(tmp_path / "probes" / "x.jpg.npz")) == {
+        "000:decoded", "001:gray", "002:decoded#2",
+    }  # fmt: skip
+
+
+def test_a_commands_processes_record_what_each_stage_loaded(tmp_path, monkeypatch) -> None:
+    from reprocheck.explain.stages import stage_libraries
+    from reprocheck.harness import reprocheck_probe
+
+    monkeypatch.setattr(reprocheck_probe, "_current", None)
+    monkeypatch.setattr(reprocheck_probe, "_mapped", set())
+    monkeypatch.setenv(reprocheck_probe.RECORDS_ENV, str(tmp_path / ".probe-records"))
+    _maps(monkeypatch, {LIBC}, {LIBC, BLAS})
+    reprocheck_probe.record("load", np.zeros(2))
+    reprocheck_probe.record("load", np.zeros(2))
+    # a process's first record counts everything it mapped; the stage names follow the
+    # joined probes' (a stage recorded again is name#2)
+    assert stage_libraries(tmp_path, "all") == {"load": (LIBC,), "load#2": (BLAS,)}
+
+
+@pytest.mark.parametrize("text", [None, "{not json", '{"stages": [1]}', '"text"'])
+def test_stage_libraries_of_runs_without_them_are_unknown(tmp_path, text) -> None:
+    from reprocheck.explain.stages import loaded_at, stage_libraries
+
+    if text is not None:
+        (tmp_path / "probes").mkdir()
+        (tmp_path / "probes" / "x.jpg.libraries.json").write_text(text)
+    assert stage_libraries(tmp_path, "x.jpg") is None
+    assert loaded_at(tmp_path, tmp_path, "x.jpg", ("decoded", "...")) is None
+
+
+def test_a_linked_libraries_file_is_not_followed(tmp_path) -> None:
+    from reprocheck.explain.stages import stage_libraries
+
+    (tmp_path / "elsewhere.json").write_text('{"stages": {"decoded": ["/x.so.1"]}}')
+    (tmp_path / "probes").mkdir()
+    (tmp_path / "probes" / "x.jpg.libraries.json").symlink_to(tmp_path / "elsewhere.json")
+    assert stage_libraries(tmp_path, "x.jpg") is None
+
+
+def test_loaded_at_joins_both_sides_of_the_first_divergent_stage(tmp_path) -> None:
+    from reprocheck.explain.stages import loaded_at
+
+    for side, library in (("a", JPEG_OLD), ("b", JPEG_NEW)):
+        (tmp_path / side / "probes").mkdir(parents=True)
+        stages = {"decoded": [library], "gray": []}
+        (tmp_path / side / "probes" / "x.jpg.libraries.json").write_text(
+            json.dumps({"stages": stages})
+        )
+    assert loaded_at(tmp_path / "a", tmp_path / "b", "x.jpg", ("decoded", "")) == (
+        JPEG_OLD, JPEG_NEW,
+    )  # fmt: skip
+    assert loaded_at(tmp_path / "a", tmp_path / "b", "x.jpg", ("gray", "")) == ()
+    assert loaded_at(tmp_path / "a", tmp_path / "b", "x.jpg", None) is None
+
+
+@pytest.mark.parametrize(
+    ("words", "loads", "first"),
+    [
+        # the stage loaded libjpeg: it ranks first whatever the names say
+        ("x/python_sum other", (JPEG_OLD,), "libjpeg62-turbo"),
+        # the stage loaded nothing of a differing package: the interpreter, whatever the names
+        ("x.jpg/decode/pixels decoded", (), "python3.13"),
+        ("x.jpg/decode/pixels decoded", (f"{LIB}/libunchanged.so.1",), "python3.13"),
+        # not recorded: the names decide, as before
+        ("x.jpg/decode/pixels decoded", None, "libjpeg62-turbo"),
+        ("stats/python_sum", None, "python3.13"),
+    ],
+)
+def test_suspects_rank_by_what_the_first_divergent_stage_loaded(
+    words: str, loads: tuple[str, ...] | None, first: str
+) -> None:
+    ranked = suspects(PY_BASE, PY_CAND, [words], [loads])
+    assert ranked[0].package == first
+    cause = version_causes(words, ranked, [], loads)[0]
+    assert cause.factor == first
+    if loads == ():
+        assert "the first divergent stage loaded no native library of any differing" in (
+            cause.evidence
+        )
+    if loads == (JPEG_OLD,):
+        assert "the first divergent stage loaded its libraries (libjpeg.so.62.3.0)" in (
+            cause.evidence
+        )
+
+
+# --------------------------------------------------------------------------- glibc forward
+
+GLIBC_BASE: dict[str, Any] = {**BASE, "machine": "x86_64",
+                              "python": {"executable": "/usr/bin/python3"}}  # fmt: skip
+LIBM = f"{LIB}/libm.so.6"
+GLIBC_BASE["loaded_libraries"] = [*BASE["loaded_libraries"], LIBM]
+GLIBC_BASE["library_packages"] = {**BASE["library_packages"], LIBM: "libc6"}
+GLIBC_CAND: dict[str, Any] = {
+    **CAND,
+    "machine": "x86_64",
+    "loaded_libraries": [*CAND["loaded_libraries"], LIBM, f"{LIB}/ld-linux-x86-64.so.2"],
+    "library_packages": {**CAND["library_packages"], LIBM: "libc6"},
+}
+
+
+def _glibc_engine(*, stage_loads_libm: bool) -> LibraryEngine:
+    """'old' (glibc 2.31) gives 'new's pixels when its harness starts under the glibc hybrid's
+    loader; the decoded stage loaded libm on both sides (or nothing)."""
+    engine = LibraryEngine()
+    libm = LIBM
+
+    def run(fingerprint: dict[str, Any], pixels: np.ndarray) -> Any:
+        def behaviour(box: Mounted) -> Any:
+            _harness(box, fingerprint, pixels)
+            loads = [libm] if stage_loads_libm else []
+            (box.meta / "probes" / "x.jpg.libraries.json").write_text(
+                json.dumps({"stages": {"decoded": loads}})
+            )
+            return outcome(0)
+
+        return behaviour
+
+    def old(box: Mounted) -> Any:
+        moved = box.spec.command[0].startswith("/opt/reprocheck-glibc/")
+        return run(GLIBC_BASE, NEW_PIXELS if moved else OLD_PIXELS)(box)
+
+    engine.behaviours = {"old": old, "new": run(GLIBC_CAND, NEW_PIXELS)}
+    return engine
+
+
+def _explain_with(engine: LibraryEngine, make_project: Any, **kwargs: Any) -> Any:
+    files = {"inputs/x.jpg": "x", "pipelines/p.py": "def run(path):\n    return {}\n"}
+    config = load_config(make_project(CONFIG, files))
+    for env in config.environments:
+        engine.add(env.image)
+    run = Runner(engine, make_plan(config), run_id="run-1").run(config.reports_dir / "run-1")
+    return Explainer(engine, config, run, **kwargs).explain()
+
+
+def test_glibc_moved_forward_under_the_older_side_is_the_cause(make_project, no_host_ca):
+    engine = _glibc_engine(stage_loads_libm=True)
+    explanation = _explain_with(engine, make_project)
+    first = explanation.experiments[0]  # the stage loaded libm: glibc is tried first
+    assert (first.factor, first.sides, first.status) == ("libc6", "baseline", "ok")
+    (attribution,) = explanation.attributions
+    top = attribution.causes[0]
+    assert (top.factor, top.kind, top.confidence) == ("libc6", "package", 0.95)
+    assert top.evidence == (
+        "old under new's glibc 2.36 (its loader, libc and libm): the output becomes "
+        "bit-identical to new's"
+    )
+    assert attribution.advice.startswith("glibc's libm computes these differently (2.31-13 in "
+                                         "old, 2.36-9 in new)")  # fmt: skip
+    moved = [r for r in engine.runs if r.command[0].startswith("/opt/reprocheck-glibc/")]
+    (spec,) = moved
+    assert spec.command[:4] == ("/opt/reprocheck-glibc/ld-linux-x86-64.so.2", "--library-path",
+                                "/opt/reprocheck-glibc", "/usr/bin/python3")  # fmt: skip
+    assert spec.command[4:] == ("/opt/reprocheck/run.py", "/meta")
+    assert spec.labels["io.reprocheck.environment"] == "old"
+    (build,) = [b for b in engine.builds if "io.reprocheck.hybrid" in b.labels]
+    assert build.labels["io.reprocheck.hybrid"] == "libc6 from new"
+
+
+# --------------------------------------------------------------------------- pip distributions
+
+PIP_BASE: dict[str, Any] = {
+    "machine": "x86_64",
+    "python": {"version": "3.11.2", "implementation": "CPython",
+               "executable": "/opt/venv/bin/python3"},
+    "loaded_libraries": [f"{SITE}/sklearn/_loss.cpython-311-x86_64-linux-gnu.so"],
+    "packages": {"dpkg": {}, "pip": {"scikit-learn": "1.3.2", "numpy": "1.26.4"}},
+}  # fmt: skip
+PIP_CAND: dict[str, Any] = {
+    **PIP_BASE,
+    "packages": {"dpkg": {}, "pip": {"scikit-learn": "1.6.1", "numpy": "1.26.4"}},
+}
+
+
+def test_a_pip_distribution_moves_only_on_the_same_cpython() -> None:
+    (sklearn,) = suspects(PIP_BASE, PIP_CAND, [])
+    assert (sklearn.package, sklearn.how, sklearn.transplantable) == (
+        "scikit-learn", "distribution", True,
+    )  # fmt: skip
+    other = {**PIP_CAND, "python": {**PIP_CAND["python"], "version": "3.12.1"}}
+    (sklearn,) = [s for s in suspects(PIP_BASE, other, []) if s.package == "scikit-learn"]
+    assert not sklearn.transplantable
+    assert version_causes("x/labels", [sklearn], [])[0].evidence.endswith(
+        "it needs the same CPython version on both sides and the distribution installed in both"
+    )
+
+
+def test_a_pip_distribution_transplant_that_follows_is_the_cause(make_project, no_host_ca):
+    engine = LibraryEngine()
+
+    def old(box: Mounted) -> Any:
+        _harness(box, PIP_BASE, OLD_PIXELS)
+        return outcome(0)
+
+    def new(box: Mounted) -> Any:
+        moved = box.spec.image in engine.hybrids()
+        _harness(box, PIP_CAND, OLD_PIXELS if moved else NEW_PIXELS)
+        return outcome(0)
+
+    engine.behaviours = {"old": old, "new": new}
+    explanation = _explain_with(engine, make_project)
+    first = explanation.experiments[0]  # a loaded pip distribution is tried before the knobs
+    assert (first.factor, first.sides, first.status) == ("scikit-learn", "candidate", "ok")
+    (attribution,) = explanation.attributions
+    top = attribution.causes[0]
+    assert (top.factor, top.kind, top.confidence) == ("scikit-learn", "package", 0.95)
+    assert top.evidence.startswith("new with the baseline's pip distribution scikit-learn 1.3.2")
+    assert attribution.advice.startswith("pin scikit-learn==1.3.2 (as in old) in new's")
+    (dockerfile,) = engine.dockerfiles
+    assert dockerfile.startswith(f"FROM {engine.present['img/old:1'].id} AS source\n")
+    assert '["/opt/venv/bin/python3", "/tmp/reprocheck-dist.py", "export", "scikit-learn"' in (
+        dockerfile
+    )
+    assert f"FROM {engine.present['img/new:1'].id}\n" in dockerfile
+
+
+def _site(root: Path, version: str, files: dict[str, str]) -> Path:
+    """A site-packages folder holding distribution demo-pkg ``version`` with ``files``."""
+    info = f"demo_pkg-{version}.dist-info"
+    files = {**files, f"{info}/METADATA": f"Name: demo-pkg\nVersion: {version}\n"}
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    record = [*files, f"{info}/RECORD", "../../bin/demo", "demo_pkg/__pycache__/x.pyc"]
+    (root / info / "RECORD").write_text("".join(f"{r},,\n" for r in record))
+    return root
+
+
+def test_dist_transplant_moves_one_distributions_files(tmp_path) -> None:
+    """The in-image script: export the baseline's files, then place them instead of the
+    candidate's own (files of the candidate's version alone are gone)."""
+    from reprocheck.explain.transplants import DIST_SCRIPT
+
+    old = _site(tmp_path / "old", "1.0", {"demo_pkg/__init__.py": "V = 1",
+                                          "demo_pkg.libs/libx-1a.so.1": "elf"})  # fmt: skip
+    new = _site(tmp_path / "new", "2.0", {"demo_pkg/__init__.py": "V = 2",
+                                          "demo_pkg/extra.py": ""})  # fmt: skip
+    (new / "neighbour.py").write_text("another distribution's")
+    script = tmp_path / "dist.py"
+
+    def call(site: Path, *args: str) -> None:
+        script.write_bytes(DIST_SCRIPT.read_bytes())
+        env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+        subprocess.run([sys.executable, "-S", str(script), *args], env=env, check=True)
+
+    call(old, "export", "Demo_Pkg", str(tmp_path / "staged"))
+    staged = {p.relative_to(tmp_path / "staged").as_posix()
+              for p in (tmp_path / "staged").rglob("*") if p.is_file()}  # fmt: skip
+    info = "demo_pkg-1.0.dist-info"
+    assert staged == {"demo_pkg/__init__.py", "demo_pkg.libs/libx-1a.so.1",
+                      f"{info}/METADATA", f"{info}/RECORD"}  # fmt: skip
+    call(new, "place", "demo-pkg", str(tmp_path / "staged"))
+    assert (new / "demo_pkg" / "__init__.py").read_text() == "V = 1"
+    assert not (new / "demo_pkg" / "extra.py").exists()
+    assert not (new / "demo_pkg-2.0.dist-info").exists()
+    assert (new / "demo_pkg.libs" / "libx-1a.so.1").is_file()
+    assert (new / "neighbour.py").is_file()
+    assert not (tmp_path / "staged").exists()
+    assert not script.exists()
