@@ -200,6 +200,9 @@ def report_paths(kwargs: dict[str, Path | None]) -> ReportPaths:
 @click.option("--refresh", is_flag=True,
               help="--rebuild, then record per environment which package versions changed "
                    "against its last stored run (in run.json and every report).")  # fmt: skip
+@click.option("--cpus", default=None, metavar="MODEL,...",
+              help="Also run each environment as these CPU models under qemu-user, e.g. "
+                   "native,x86-64-v3,x86-64-v2 (default: [compare] cpus).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Show build and bootstrap output.")
 @report_options
@@ -214,6 +217,7 @@ def run(
     no_cache: bool,
     rebuild: bool,
     refresh: bool,
+    cpus: str | None,
     quiet: bool,
     verbose: bool,
     **reports: Path | None,
@@ -221,7 +225,8 @@ def run(
     """Build what is missing, run every environment (or reuse its cached result), compare,
     report."""
     config = load_config(config_path)
-    plan = make_plan(config, envs)
+    models = None if cpus is None else tuple(c.strip() for c in cpus.split(",") if c.strip())
+    plan = make_plan(config, envs, models)
     golden = load_baseline(config, baseline) if baseline else None
     engine = get_engine(config.run.engine)
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()

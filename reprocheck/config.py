@@ -368,6 +368,17 @@ class EnvironmentConfig(_Model):
             "change (FMA contraction, NEON code paths)."
         ),
     )
+    cpu: str = Field(
+        default="native",
+        description=(
+            'The CPU model the pipeline computes as: `"native"` (this host\'s), a psABI level '
+            '(`"x86-64-v2"`, `"x86-64-v3"`: qemu\'s Nehalem and Haswell models) or any model '
+            "`qemu-x86_64-static -cpu help` (`qemu-aarch64-static` for arm64) lists "
+            '(`"Skylake-Client"`, `"cortex-a53"`). Not native: the pipeline runs under '
+            "qemu-user in the same container (install `qemu-user-static`), bit-exact as on that "
+            "CPU and about 13x slower. `x86-64-v4` (AVX-512) cannot be emulated."
+        ),
+    )
     python: str = Field(
         default="python3",
         description=(
@@ -390,6 +401,15 @@ class CompareConfig(_Model):
     """``[compare]``: which environments are compared with which, and what fails a run."""
 
     mode: CompareMode = Field(default="baseline", description="Which pairs are compared.")
+    cpus: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            'CPU models to run every native environment as, besides itself: `["x86-64-v3", '
+            '"x86-64-v2"]` adds `bookworm@x86-64-v3` and `bookworm@x86-64-v2` next to '
+            '`bookworm` (see `cpu` of an environment; `"native"` in the list is the '
+            "environment itself). `reprocheck run --cpus native,x86-64-v3` sets it for one run."
+        ),
+    )
     new_outputs: NewOutputs = Field(
         default="pass",
         description=(

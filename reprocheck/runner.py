@@ -27,6 +27,7 @@ from typing import Any, cast, get_args
 
 from reprocheck.cache import NO_CACHE, RunCache
 from reprocheck.config import EnvironmentConfig, RunConfig
+from reprocheck.cpus import CPU_ENV, QEMU_ENV, QEMU_IN_CONTAINER, REQUESTED_ENV
 from reprocheck.engine import (
     RUN_LABEL,
     ContainerEngine,
@@ -282,6 +283,11 @@ class Runner:
         if ca is not None:
             mounts.append(Mount(source=ca, target=CONTAINER_CA))
             env_vars |= {"PIP_CERT": CONTAINER_CA, "REQUESTS_CA_BUNDLE": CONTAINER_CA}
+        emulated = self._plan.emulations.get(env.name)
+        if emulated is not None:  # the harness runs itself (and the command) under qemu-user
+            mounts.append(Mount(source=emulated.binary, target=QEMU_IN_CONTAINER))
+            env_vars |= {QEMU_ENV: QEMU_IN_CONTAINER, CPU_ENV: emulated.model,
+                         REQUESTED_ENV: emulated.requested}  # fmt: skip
         return ContainerSpec(
             image=image.image_id,
             command=(env.python, "/opt/reprocheck/run.py", "/meta"),

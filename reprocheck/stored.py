@@ -18,6 +18,7 @@ from pathlib import Path
 
 from reprocheck.config import RunConfig
 from reprocheck.errors import ConfigError, ReprocheckError, RunNotFoundError
+from reprocheck.plan import with_cpus
 from reprocheck.run_model import EnvironmentResult, RunResult, new_run_id
 from reprocheck.store import MANIFEST, load_run, save_run
 
@@ -134,7 +135,8 @@ def merge_runs(config: RunConfig, run_dirs: list[Path], out_dir: Path | None) ->
             by_name[env.name] = (run, env)
     run_id = new_run_id()  # unique, so each merge is its own row in the history
     target = (out_dir or config.reports_dir / run_id).resolve()
-    ordered = [n for n in (e.name for e in config.environments) if n in by_name]
+    planned = with_cpus(tuple(config.environments), tuple(config.compare.cpus))
+    ordered = [n for n in (e.name for e in planned) if n in by_name]
     ordered += sorted(set(by_name) - set(ordered))
     merged = tuple(_copy_env(by_name[name][1], target) for name in ordered)
     repeats = tuple(

@@ -286,6 +286,15 @@ def probe_cpu() -> Dict[str, Any]:
     flags = info.get("flags") or info.get("Features") or ""
     result["model"] = model
     result["flags"] = sorted(set(flags.split()))
+    emulated = os.environ.get("REPROCHECK_CPU")
+    if emulated and os.environ.get("REPROCHECK_EMULATED"):
+        # /proc/cpuinfo is the host's: qemu-user emulates the instructions (and CPUID, which
+        # numpy's and OpenCV's feature lists read), not that file.
+        result["host_model"], result["host_flags"] = model, result["flags"]
+        requested = os.environ.get("REPROCHECK_CPU_REQUESTED") or emulated
+        result["model"] = f"{requested} (qemu-user -cpu {emulated})"
+        result["flags"] = []
+        result["emulated"] = {"qemu_model": emulated, "requested": requested}
     return result
 
 

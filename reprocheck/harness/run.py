@@ -51,6 +51,9 @@ PLACEHOLDER_RE = re.compile(r"\{(inputs|outputs)\}")
 # Sampling /proc while a command runs: often at first (short processes), then less often.
 SAMPLE_FIRST, SAMPLE_GROWTH, SAMPLE_LONGEST = 0.005, 1.5, 0.25
 ARGS_KEPT, ARG_CHARS = 16, 200
+# Another CPU model (``cpu`` of an environment): the host mounts a static qemu-user binary and
+# names the model; the harness runs itself, and a command's ELF programs, under it.
+QEMU_ENV, CPU_ENV, EMULATED_ENV = "REPROCHECK_QEMU", "REPROCHECK_CPU", "REPROCHECK_EMULATED"
 
 
 def _tail(text: str) -> str:
@@ -356,6 +359,7 @@ def _drain(stream: Any, chunks: List[str]) -> threading.Thread:
 def run_command(spec: Dict[str, Any], status: Status) -> List[Any]:
     """Run the command once; its processes (for the fingerprint)."""
     argv = command_argv(spec["command"], spec["fixtures_dir"], spec["outputs"])
+    argv = emulated_argv(argv, os.environ)
     probe_records = os.path.join(spec["meta"], PROBE_RECORDS_DIR)
     process_records = os.path.join(spec["meta"], PROCESS_RECORDS_DIR)
     for folder in (probe_records, process_records):
@@ -461,10 +465,37 @@ def _write_watchdog(meta: str, data: Dict[str, Any]) -> None:
         json.dump(data, handle)
 
 
+def emulated_argv(argv: List[str], environ: Mapping[str, str]) -> List[str]:
+    """``argv`` under the CPU model's emulator when one is set and ``argv[0]`` is an ELF
+    program (a script's interpreter cannot be followed: it runs on the host CPU, which the
+    fingerprint's processes then show)."""
+    qemu, model = environ.get(QEMU_ENV), environ.get(CPU_ENV)
+    if not qemu or not model or not argv:
+        return list(argv)
+    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=environ.get("PATH"))
+    try:
+        with open(program or argv[0], "rb") as handle:
+            elf = handle.read(4) == b"\x7fELF"
+    except OSError:
+        return list(argv)
+    if not elf:
+        return list(argv)
+    return [qemu, "-cpu", model, os.path.abspath(program or argv[0]), *argv[1:]]
+
+
+def _exec_emulated(meta: str) -> None:
+    """Replace this process by the harness itself under the CPU model's emulator."""
+    os.environ[EMULATED_ENV] = "1"
+    argv = emulated_argv([sys.executable, os.path.abspath(__file__), meta], os.environ)
+    os.execv(argv[0], argv)
+
+
 def _child(meta: str, spec: Dict[str, Any]) -> None:
     os.setpgid(0, 0)
     code = EXIT_HARNESS_ERROR
     try:
+        if os.environ.get(QEMU_ENV) and not os.environ.get(EMULATED_ENV):
+            _exec_emulated(meta)  # the watchdog (this process's parent) stays native
         code = work(meta, spec)
     finally:
         sys.stdout.flush()
@@ -513,8 +544,12 @@ def main(meta: str) -> int:
     with open(os.path.join(meta, "spec.json")) as handle:
         spec = json.load(handle)
     deadline = spec.get("deadline")
+    if os.environ.get(EMULATED_ENV):  # the watchdog's child, exec'd under the emulator
+        return work(meta, spec)
     if deadline:
         return watch(meta, spec, float(deadline))
+    if os.environ.get(QEMU_ENV):
+        _exec_emulated(meta)
     return work(meta, spec)
 
 

@@ -419,7 +419,7 @@ def test_a_long_wrong_value_is_cut_short(make_project) -> None:
     ("snippet", "dotted", "says"),
     [
         ('[tolerance]\n"*/x" = "rows"', 'tolerance."*/x"', "keys atol, rtol, ulp,"),
-        ('compare = "all-pairs"\n', "compare", "use a table with the keys mode, new_outputs"),
+        ('compare = "all-pairs"\n', "compare", "use a table with the keys mode, cpus, new_outputs"),
         ("tolerance = 3\n", "tolerance", "3 is not a table"),
     ],
 )
@@ -440,7 +440,7 @@ def test_unknown_key_suggests_the_close_one(make_project) -> None:
 
 def test_unknown_key_lists_the_keys_of_its_table(make_project) -> None:
     error = _error(make_project(HEAD + "[compare]\nzzz = 1\n"))
-    assert error.fix == "valid keys here: mode, new_outputs; docs/config.md describes them"
+    assert error.fix == "valid keys here: mode, cpus, new_outputs; docs/config.md describes them"
 
 
 @pytest.mark.parametrize("key", ["root", "source"])
