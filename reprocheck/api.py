@@ -46,7 +46,7 @@ from reprocheck.matrix import Matrix
 from reprocheck.output_store import OutputStore, open_store
 from reprocheck.plan import make_plan
 from reprocheck.progress import ProgressCallback, silent
-from reprocheck.refresh import previous_environments, with_image_changes
+from reprocheck.refresh import recorder
 from reprocheck.report.json_report import COMPARISONS_FILE, SCHEMA_VERSION, report_dict
 from reprocheck.run_model import RunResult, new_run_id
 from reprocheck.runner import Runner
@@ -395,13 +395,10 @@ def run(
     golden = load_baseline(config, baseline) if baseline else None
     engine = engine or get_engine(config.run.engine)
     run_dir = (Path(out) if out is not None else config.reports_dir / new_run_id()).resolve()
-    names = [e.name for e in plan.environments]
-    previous = previous_environments(config.reports_dir, names) if refresh else {}
+    refreshed = recorder(plan, refresh)
     runner = Runner(engine, plan, progress, run_id=run_dir.name, rebuild=rebuild or refresh,
                     cache=RunCache.open(config, read=cache))  # fmt: skip
-    result = runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1)
-    if refresh:
-        result = with_image_changes(result, previous)
+    result = refreshed(runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1))
     save_run(result, latest=run_dir.parent == config.reports_dir.resolve())
     if result.interrupted:
         raise KeyboardInterrupt(f"interrupted; the finished environments are in {run_dir}")

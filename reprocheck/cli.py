@@ -40,7 +40,7 @@ from reprocheck.images import (
 )
 from reprocheck.matrix import Matrix, build_matrix
 from reprocheck.plan import make_plan
-from reprocheck.refresh import previous_environments, with_image_changes
+from reprocheck.refresh import recorder
 from reprocheck.render import (
     ProgressPrinter,
     escape,
@@ -232,14 +232,11 @@ def run(
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
     run_id = run_dir.name  # a merge of --out folders gets an id of its own
     cache = RunCache.open(config, read=not no_cache, reports=[json_path, *reports.values()])
-    names = [e.name for e in plan.environments]
-    previous = previous_environments(config.reports_dir, names) if refresh else {}
+    refreshed = recorder(plan, refresh)
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
         runner = Runner(engine, plan, progress, run_id=run_id, cache=cache,
                         rebuild=rebuild or refresh)  # fmt: skip
-        result = runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1)
-    if refresh:
-        result = with_image_changes(result, previous)
+        result = refreshed(runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1))
     save_run(result, latest=run_dir.parent == config.reports_dir.resolve())
     if result.interrupted:
         _exit_interrupted(result)

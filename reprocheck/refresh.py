@@ -10,10 +10,11 @@ reports.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from reprocheck.errors import ReprocheckError
+from reprocheck.plan import Plan
 from reprocheck.report.json_report import flat_packages
 from reprocheck.run_model import EnvironmentResult, ImageChange, PackageChange, RunResult
 from reprocheck.store import MANIFEST, load_run
@@ -76,3 +77,14 @@ def with_image_changes(result: RunResult, previous: dict[str, Previous]) -> RunR
             env = dataclasses.replace(env, image_change=change)
         envs.append(env)
     return dataclasses.replace(result, environments=tuple(envs))
+
+
+def recorder(plan: Plan, refresh: bool) -> Callable[[RunResult], RunResult]:
+    """What ``run --refresh`` adds to a run's result: the environments' last stored results
+    are looked up now (before this run is stored), the image changes after it ran. Without
+    ``refresh``, the result as it is."""
+    if not refresh:
+        return lambda result: result
+    names = [env.name for env in plan.environments]
+    previous = previous_environments(plan.config.reports_dir, names)
+    return lambda result: with_image_changes(result, previous)

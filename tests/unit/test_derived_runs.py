@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
 from runs import stored_env, stored_run
 
 from reprocheck import cli
-from reprocheck.config import load_config
+from reprocheck.config import RunConfig, load_config
 from reprocheck.history import history_file, load_history
 from reprocheck.store import save_run
 
@@ -21,15 +22,21 @@ CONFIG = (
 )
 
 
-def test_compare_with_another_config_never_rewrites_the_run(make_project) -> None:
+def _drifting_run(make_project) -> tuple[Path, Path, RunConfig, Path]:
+    """A stored run "run-1" of config ``source`` whose two environments differ by 0.25, and
+    a second config ``loose`` that tolerates that."""
     source = make_project(CONFIG)
     loose = make_project(CONFIG + "[tolerance.default]\natol = 0.5\n", name="loose.toml")
     config = load_config(source)
     run_dir = config.reports_dir / "run-1"
     a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3)}})
     b = stored_env(run_dir, "b", {"x": {"v": np.full(3, 0.25)}})
-    run = dataclasses.replace(stored_run(run_dir, (a, b)), config_source=source)
-    save_run(run)
+    save_run(dataclasses.replace(stored_run(run_dir, (a, b)), config_source=source))
+    return source, loose, config, run_dir
+
+
+def test_compare_with_another_config_never_rewrites_the_run(make_project) -> None:
+    source, loose, config, run_dir = _drifting_run(make_project)
     runner = CliRunner()
     first = runner.invoke(cli.main, ["compare", "--run", "run-1", "--config", str(source)])
     assert first.exit_code == 1, first.output  # drift under the exact default
@@ -48,13 +55,7 @@ def test_compare_with_another_config_never_rewrites_the_run(make_project) -> Non
 def test_explain_with_another_config_writes_to_the_derived_run(make_project, monkeypatch) -> None:
     from fakes import FakeEngine
 
-    source = make_project(CONFIG)
-    loose = make_project(CONFIG + "[tolerance.default]\natol = 0.5\n", name="loose.toml")
-    config = load_config(source)
-    run_dir = config.reports_dir / "run-1"
-    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3)}})
-    b = stored_env(run_dir, "b", {"x": {"v": np.full(3, 0.25)}})
-    save_run(dataclasses.replace(stored_run(run_dir, (a, b)), config_source=source))
+    source, loose, _config, run_dir = _drifting_run(make_project)
     runner = CliRunner()
     assert (
         runner.invoke(cli.main, ["compare", "--run", "run-1", "--config", str(source)]).exit_code
