@@ -38,6 +38,7 @@ _SHOWN_CHARS = 40  # a value longer than this is cut short in an error
 # pydantic error types of a value that should have been a table
 _NOT_A_TABLE = frozenset({"model_type", "model_attributes_type", "dict_type"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HOST_SCHEMES = ("ssh://", "tcp://", "unix://")
 _BYTES_RE = re.compile(r"([0-9]+)(b|[kmg]b?)?", re.IGNORECASE)  # what Docker accepts
 _UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _MIN_BYTES = {"memory": 6 * 1024**2, "shm_size": 1}  # 6m: Docker refuses a smaller memory limit
@@ -84,8 +85,13 @@ class Choices:
 
 
 def choices_of(field: FieldInfo) -> Choices | None:
-    """The :class:`Choices` a field's annotation carries, or None."""
-    return next((item for item in field.metadata if isinstance(item, Choices)), None)
+    """The :class:`Choices` a field's annotation carries (also inside ``X | None``), or None."""
+    found = next((item for item in field.metadata if isinstance(item, Choices)), None)
+    if found is not None:
+        return found
+    inner = without_none(field.annotation)
+    extra = getattr(inner, "__metadata__", ())  # Annotated[Literal[...], Choices] | None
+    return next((item for item in extra if isinstance(item, Choices)), None)
 
 
 def shown_value(value: object) -> str:
@@ -188,6 +194,25 @@ Bootstrap = Annotated[
                 "be installed on the host).",
             ),
             ("never", "such an image is an error: pull, build or `docker load` it yourself."),
+        ),
+    ),
+]
+EngineKind = Annotated[
+    Literal["docker", "podman"],
+    Choices(
+        "an engine",
+        (
+            (
+                "docker",
+                "a Docker Engine: `host` or `context` when set, else `DOCKER_HOST`, else the "
+                "local socket.",
+            ),
+            (
+                "podman",
+                "Podman through its Docker-compatible API (`podman system service`): `host` "
+                "when set, else `/run/podman/podman.sock` as root or "
+                "`$XDG_RUNTIME_DIR/podman/podman.sock` rootless.",
+            ),
         ),
     ),
 ]
@@ -379,6 +404,44 @@ class EnvironmentConfig(_Model):
             "CPU and about 13x slower. `x86-64-v4` (AVX-512) cannot be emulated."
         ),
     )
+    host: str | None = Field(
+        default=None,
+        description=(
+            "Where this environment's containers run: `\"ssh://user@box\"` (the host's "
+            'Docker over ssh; `~/.ssh/config` applies), `"tcp://box:2376"` (TLS with the '
+            'certificates in `$DOCKER_CERT_PATH`), `"unix:///path/docker.sock"`. Not set: '
+            "`context`, else the local engine. Any host but a local socket gets the pipeline "
+            "and fixtures copied in through the engine API (into volumes named by their "
+            "content, reused while nothing changed) and its image through `[images] "
+            "registry`, pulled by digest."
+        ),
+    )
+    context: str | None = Field(
+        default=None,
+        description=(
+            "A Docker context (`docker context ls`) to run this environment's containers "
+            "on, instead of `host`."
+        ),
+    )
+    engine: EngineKind | None = Field(
+        default=None, description="This environment's container engine; not set: `[run] engine`."
+    )
+    shards: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description=(
+            "Split this environment's fixtures across this many containers (a callable "
+            "pipeline only); not set: `[run] shards`."
+        ),
+    )
+    hosts: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Hosts (as `host`) the shards are spread over, shard k on host k mod len(hosts); "
+            "empty: all on `host`."
+        ),
+    )
     python: str = Field(
         default="python3",
         description=(
@@ -395,6 +458,22 @@ class EnvironmentConfig(_Model):
         if not _NAME_RE.fullmatch(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
         return value
+
+    @field_validator("host")
+    @classmethod
+    def _valid_host(cls, value: str | None) -> str | None:
+        return None if value is None else _engine_host(value)
+
+    @field_validator("hosts")
+    @classmethod
+    def _valid_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_engine_host(host) for host in value)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> EnvironmentConfig:
+        if self.host is not None and self.context is not None:
+            raise ValueError("set either host or context, not both")
+        return self
 
 
 class CompareConfig(_Model):
@@ -423,11 +502,18 @@ class CompareConfig(_Model):
 class RunSettings(_Model):
     """Container limits and behaviour; defaults sized for real pipelines, not the demo."""
 
-    engine: str = Field(
+    engine: EngineKind = Field(
         default="docker",
+        description="The container engine of environments that name none.",
+    )
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=256,
         description=(
-            'The container engine. `"docker"`, a Docker Engine at `DOCKER_HOST` or else the '
-            "local socket, is the only one so far."
+            "Split each environment's fixtures across this many containers, run in parallel "
+            "(a callable pipeline only); the merged result is what one container gives. A "
+            "failed shard is retried once, then its fixtures are reported failed."
         ),
     )
     memory: str = Field(
@@ -549,6 +635,21 @@ class ImagesConfig(_Model):
     bootstrap: Bootstrap = Field(
         default="auto",
         description="What happens when a Debian base image is neither present nor pullable.",
+    )
+    registry: str | None = Field(
+        default=None,
+        description=(
+            '`HOST[:PORT]/PREFIX` (`"127.0.0.1:5000/reprocheck"`): where `reprocheck images '
+            "push` (and a run with a remote environment) pushes the environments' images; "
+            "their digests go to `lock`, and remote engines pull them by digest."
+        ),
+    )
+    lock: str = Field(
+        default="reprocheck.lock.json",
+        description=(
+            "The lock file, relative to the config file, that records each pushed image's "
+            "digest by environment and build-context digest; commit it with the project."
+        ),
     )
     mirror: str = Field(
         default="http://deb.debian.org/debian",
@@ -804,6 +905,29 @@ class RunConfig(_Model):
                 raise _FieldError(("environments", index, "image"), *problem)
         return self
 
+    @model_validator(mode="after")
+    def _shards_need_fixtures(self) -> RunConfig:
+        """A command sees the whole fixtures folder at once: it cannot be split."""
+        if self.pipeline.callable:
+            return self
+        if self.run.shards > 1:
+            raise _FieldError(("run", "shards"), "shards need a callable pipeline",
+                              "remove [run] shards or use pipeline.callable")  # fmt: skip
+        for index, env in enumerate(self.environments):
+            if (env.shards or 1) > 1:
+                raise _FieldError(("environments", index, "shards"),
+                                  "shards need a callable pipeline",
+                                  "remove shards or use pipeline.callable")  # fmt: skip
+        return self
+
+    def shards_of(self, env: EnvironmentConfig) -> int:
+        """How many containers run ``env``'s fixtures."""
+        return env.shards if env.shards is not None else self.run.shards
+
+    def engine_of(self, env: EnvironmentConfig) -> str:
+        """The engine kind that runs ``env``."""
+        return env.engine or self.run.engine
+
     def dockerfile_folder(self, env: EnvironmentConfig) -> Path | None:
         """The build folder when ``env.image`` names a folder, else None (an image reference).
 
@@ -848,6 +972,16 @@ def image_folder(root: Path, image: str) -> Path | None:
     if image.startswith((".", "/", "~")) or _is_dir(root / image.split("/", 1)[0]):
         return _absolute(root, image)
     return None
+
+
+def _engine_host(value: str) -> str:
+    """An engine address as the docker SDK takes it: ``ssh://``, ``tcp://`` or ``unix://``."""
+    if not value.startswith(_HOST_SCHEMES) or len(value) <= len("ssh://"):
+        raise ValueError(
+            f"{value!r} is no engine address: use ssh://user@box, tcp://box:2376 or "
+            "unix:///path/docker.sock"
+        )
+    return value
 
 
 def image_problem(root: Path, image: str) -> tuple[str, str] | None:

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 # Every container and image we create carries LABEL, so a sweep finds leftovers; containers
 # also name their run, environment and owner (the host process that waits for them).
@@ -96,6 +96,7 @@ class ContainerOutcome:
     oom_killed: bool
     log: str
     duration: float
+    transfer: Mapping[str, Any] = field(default_factory=dict)  # copies to a remote engine
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +126,11 @@ LineCallback = Callable[[str], None]
 
 class ContainerEngine(Protocol):
     name: str
+    where: str  # "docker", "docker at ssh://root@box": in messages and records
+    local: bool  # sees this machine's files (bind mounts); else files travel by the API
+
+    def host_info(self) -> dict[str, Any]:
+        """The engine's machine (id, name, OS, architecture, CPUs, server version)."""
 
     def image(self, ref: str) -> ImageInfo | None:
         """The local image ``ref``, or None when it is not present."""

@@ -28,7 +28,9 @@ from reprocheck.engine.base import (
     owner_alive,
     owner_label,
 )
-from reprocheck.errors import EngineError, EngineUnavailableError, ImageBuildError
+from reprocheck.engine.targets import PODMAN, EngineTarget, podman_socket
+from reprocheck.engine.transfer import Transfer, VolumePlane
+from reprocheck.errors import ConfigError, EngineError, EngineUnavailableError, ImageBuildError
 
 KEEP_ENV = "REPROCHECK_KEEP_CONTAINERS"  # debugging: leave containers behind for inspection
 _LOG_TAIL_LINES = 400
@@ -57,12 +59,63 @@ def _failing_step(log: list[str]) -> str:
 
 
 class DockerEngine:
-    """:class:`~reprocheck.engine.base.ContainerEngine` over a Docker Engine API socket."""
+    """:class:`~reprocheck.engine.base.ContainerEngine` over a Docker Engine API socket
+    (Docker's, or Podman's compatible one). ``local``: the engine sees this machine's files,
+    so mounts are bind mounts; else they travel through volumes (:mod:`.transfer`)."""
 
-    name = "docker"
-
-    def __init__(self, client: Any) -> None:
+    def __init__(
+        self, client: Any, *, name: str = "docker", where: str = "docker", local: bool = True
+    ) -> None:
         self._client = client
+        self.name = name
+        self.where = where
+        self.local = local
+        self._plane = None if local else VolumePlane(client)
+
+    @classmethod
+    def connect(cls, target: EngineTarget) -> DockerEngine:
+        """The engine at ``target``, answering; one-line errors naming the address."""
+        if target.default:
+            return cls.from_env()
+        base_url, tls = _address(target)
+        kwargs: dict[str, Any] = {"base_url": base_url, "timeout": 600}
+        if base_url.startswith("ssh://"):
+            kwargs["use_ssh_client"] = True  # the ssh binary: ~/.ssh/config, agents, keys
+        if tls is not None:
+            kwargs["tls"] = tls
+        try:
+            client = docker.DockerClient(**kwargs)
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            hint = "check the address and that its engine runs"
+            if target.kind == PODMAN:
+                hint = f"start it: 'podman system service --time=0 {base_url} &'"
+            raise EngineUnavailableError(
+                f"cannot reach {target.describe()} ({base_url}): {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                fix=hint,
+            ) from exc
+        local = base_url.startswith("unix://")
+        return cls(client, name=target.kind, where=target.describe(), local=local)
+
+    def host_info(self) -> dict[str, Any]:
+        """What the engine says of its machine: for fingerprints and cache keys."""
+        try:
+            info = self._client.info()
+            version = self._client.version()
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return {"engine": self.name, "where": self.where}
+        return {
+            "engine": self.name,
+            "where": self.where,
+            "id": str(info.get("ID", "")),
+            "name": str(info.get("Name", "")),
+            "os": str(info.get("OperatingSystem", "")),
+            "architecture": str(info.get("Architecture", "")),
+            "cpus": int(info.get("NCPU", 0) or 0),
+            "memory": int(info.get("MemTotal", 0) or 0),
+            "server_version": str(version.get("Version", "")),
+        }
 
     @classmethod
     def from_env(cls) -> DockerEngine:
@@ -168,19 +221,29 @@ class DockerEngine:
             ) from exc
 
     def _run(self, spec: ContainerSpec) -> ContainerOutcome:
+        if self._plane is None:
+            return self._run_with(spec, None)
+        with self._plane.prepared(spec) as transfer:
+            return self._run_with(spec, transfer)
+
+    def _run_with(self, spec: ContainerSpec, transfer: Transfer | None) -> ContainerOutcome:
         started = time.monotonic()
-        with self._container(spec) as container:
+        with self._container(spec, transfer) as container:
             container.start()
             timed_out = self._wait(container, spec.timeout)
             container.reload()
             state = container.attrs["State"]
             log = container.logs(stdout=True, stderr=True, tail=_LOG_TAIL_LINES)
+            duration = time.monotonic() - started
+            if transfer is not None and self._plane is not None:
+                self._plane.collect(container, transfer)
         return ContainerOutcome(
             exit_code=None if timed_out else int(state.get("ExitCode", -1)),
             timed_out=timed_out,
             oom_killed=bool(state.get("OOMKilled")),
             log=log.decode("utf-8", "replace"),
-            duration=time.monotonic() - started,
+            duration=duration,
+            transfer=dict(transfer.figures) if transfer is not None else {},
         )
 
     @staticmethod
@@ -194,8 +257,12 @@ class DockerEngine:
         return False
 
     @contextmanager
-    def _container(self, spec: ContainerSpec) -> Iterator[Any]:
-        container = self._client.containers.create(**_create_kwargs(spec))
+    def _container(self, spec: ContainerSpec, transfer: Transfer | None = None) -> Iterator[Any]:
+        kwargs = _create_kwargs(spec)
+        if transfer is not None:  # no host path on that machine: volumes instead
+            kwargs["volumes"] = transfer.volumes
+            kwargs["environment"] = {**kwargs["environment"], **transfer.env}
+        container = self._client.containers.create(**kwargs)
         try:
             yield container
         finally:
@@ -229,6 +296,37 @@ class DockerEngine:
 
     def _remove_id(self, container_id: str) -> bool:
         return _remove_call(lambda: self._client.api.remove_container(container_id, force=True))
+
+
+def _address(target: EngineTarget) -> tuple[str, Any]:
+    """The API address of ``target`` and its TLS settings (None: none)."""
+    if target.context is not None:
+        from docker.context import ContextAPI
+
+        context = ContextAPI.get_context(target.context)
+        if context is None:
+            known = ", ".join(c.Name for c in ContextAPI.contexts())
+            raise ConfigError(f"no docker context named {target.context!r}",
+                              fix=f"known: {known}; see 'docker context ls'")  # fmt: skip
+        return str(context.Host), context.TLSConfig
+    host = target.host or (podman_socket() if target.kind == PODMAN else None)
+    assert host is not None
+    if not host.startswith("tcp://"):
+        return host, None
+    return host, _tls_from_env()
+
+
+def _tls_from_env() -> Any:
+    """TLS client settings from ``$DOCKER_CERT_PATH`` (or ``~/.docker``) when it holds
+    ``ca.pem``, ``cert.pem`` and ``key.pem``; None (plain tcp) otherwise."""
+    import docker.tls
+
+    folder = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+    files = [folder / name for name in ("ca.pem", "cert.pem", "key.pem")]
+    if not all(path.is_file() for path in files):
+        return None
+    ca, cert, key = (str(path) for path in files)
+    return docker.tls.TLSConfig(client_cert=(cert, key), ca_cert=ca, verify=True)
 
 
 def _orphaned(labels: Mapping[str, str]) -> bool:

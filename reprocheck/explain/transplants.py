@@ -194,6 +194,11 @@ class LoaderEngine:
         self._engine = engine
         self._prefix = prefix
         self.name = engine.name
+        self.where = engine.where
+        self.local = engine.local
+
+    def host_info(self) -> dict[str, Any]:
+        return self._engine.host_info()
 
     def run(self, spec: ContainerSpec) -> ContainerOutcome:
         command = (*self._prefix, *spec.command[1:])

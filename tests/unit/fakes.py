@@ -78,6 +78,8 @@ class FakeEngine:
     """In-memory images; containers run a behaviour chosen by environment name."""
 
     name: str = "fake"
+    where: str = "fake"
+    local: bool = True
     present: dict[str, ImageInfo] = field(default_factory=dict)
     pullable: dict[str, ImageInfo] = field(default_factory=dict)
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
@@ -91,6 +93,9 @@ class FakeEngine:
         info = image_info(ref, image_id, **labels)
         self.present[ref] = info
         return info
+
+    def host_info(self) -> dict[str, Any]:
+        return {"engine": self.name, "where": self.where}
 
     def image(self, ref: str) -> ImageInfo | None:
         return self.present.get(ref)

@@ -11,6 +11,7 @@ import pytest
 from reprocheck.config import (
     CompareConfig,
     DecisionConfig,
+    EnvironmentConfig,
     ImagesConfig,
     MetricConfig,
     OutputsConfig,
@@ -148,6 +149,7 @@ def test_each_value_of_a_closed_set_is_explained() -> None:
         (ImagesConfig, "[images]"),
         (ToleranceConfig, '[tolerance."*/x"]'),
         (DecisionConfig, '[decisions."*/x"]'),
+        (EnvironmentConfig, '[[environments]]\nname = "z"\nimage = "debian:bookworm"'),
     ],
 )
 def test_every_closed_set_error_lists_the_valid_values(make_project, model, header) -> None:
@@ -168,5 +170,6 @@ def test_the_closed_set_cases_cover_every_model_with_one() -> None:
         for model in config_models()
         if any(choices_of(field) for field in model.model_fields.values())
     }
-    covered = {CompareConfig, RunSettings, ImagesConfig, ToleranceConfig, DecisionConfig}
+    covered = {CompareConfig, RunSettings, ImagesConfig, ToleranceConfig, DecisionConfig,
+               EnvironmentConfig}  # fmt: skip
     assert with_choices <= covered, "add the new model to the parametrize list above"

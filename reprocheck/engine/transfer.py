@@ -1,0 +1,379 @@
+"""The data plane of an engine on another machine: no host path is mounted there.
+
+A :class:`~reprocheck.engine.base.ContainerSpec` names host folders as mounts. On a remote
+engine (ssh://, tcp://, a context) each read-only mount becomes a volume named by the
+sha256 of its content, filled once through the engine API (``put_archive``) and reused by
+every later run while nothing in it changed; single files (the CA bundle, qemu) share one
+volume per parent folder. Each writable mount becomes a fresh volume, opened to the
+container's user, seeded with the host folder's files (``spec.json``) and copied back
+(``get_archive``) after the run. Hashes are checked on both ends: a new input volume is
+read back by a short container that hashes every file and must list what the host hashed;
+the harness hashes what it leaves in the writable mounts (``TRANSFER_MANIFEST_ENV``) and the
+host checks the copies it received against that list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import stat
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from reprocheck.cache import IGNORED_NAMES, FileHashes, json_digest
+from reprocheck.engine.base import LABEL, ContainerSpec, Mount
+from reprocheck.errors import EngineError
+
+VOLUME_LABEL = "io.reprocheck.volume"  # "input" (content-addressed) or "output" (one run)
+TRANSFER_MANIFEST_ENV = "REPROCHECK_TRANSFER_MANIFEST"  # the harness hashes its outputs there
+TRANSFER_ROOTS_ENV = "REPROCHECK_TRANSFER_ROOTS"  # ":"-separated folders it hashes
+MANIFEST_NAME = ".transfer-sha256.json"
+_READY_SUFFIX = "-ok"  # a second, empty volume: the input volume is complete and verified
+_VERIFY = (
+    "import hashlib,json,os,sys\n"
+    "out={}\n"
+    "for root in sys.argv[1:]:\n"
+    " for d,_s,fs in os.walk(root):\n"
+    "  for f in fs:\n"
+    "   p=os.path.join(d,f)\n"
+    "   if os.path.isfile(p) and not os.path.islink(p):\n"
+    "    h=hashlib.sha256()\n"
+    "    with open(p,'rb') as fh:\n"
+    "     for c in iter(lambda:fh.read(1<<20),b''):h.update(c)\n"
+    "    out[p]=h.hexdigest()\n"
+    "print(json.dumps(out))\n"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Input:
+    """One content-addressed volume: host entries shown under ``target``."""
+
+    target: str  # container folder the volume is mounted at
+    entries: tuple[tuple[str, Path], ...]  # (path relative to target, host path), sorted
+    files: dict[str, str]  # container path -> sha256 of every regular file
+    digest: str
+
+    @property
+    def volume(self) -> str:
+        return f"reprocheck-in-{self.digest[:40]}"
+
+    @property
+    def size(self) -> int:
+        return sum(p.lstat().st_size for _rel, p in self.entries if p.is_file())
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Output:
+    mount: Mount
+    volume: str
+
+
+@dataclass(kw_only=True)
+class Transfer:
+    """What one container run got: its volumes and the figures of the copies."""
+
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # for containers.create
+    env: dict[str, str] = field(default_factory=dict)
+    outputs: list[_Output] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+class VolumePlane:
+    """Inputs into content-addressed volumes, outputs back out, over one docker client."""
+
+    def __init__(self, client: Any, hashes: FileHashes | None = None) -> None:
+        self._client = client
+        self._hashes = hashes or FileHashes(None)
+
+    @contextmanager
+    def prepared(self, spec: ContainerSpec) -> Iterator[Transfer]:
+        """Volumes for ``spec``'s mounts, ready to mount; output volumes removed afterwards."""
+        started = time.monotonic()
+        inputs = [self._input(target, entries, spec) for target, entries in _groups(spec)]
+        hashed = time.monotonic()
+        tag = uuid.uuid4().hex[:12]
+        outputs = [_Output(mount=m, volume=f"reprocheck-out-{tag}-{i}")
+                   for i, m in enumerate(m for m in spec.mounts if not m.read_only)]  # fmt: skip
+        transfer = Transfer(outputs=outputs)
+        try:
+            missing = [i for i in inputs if not self._ready(i)]
+            for volume in [i.volume for i in missing] + [o.volume for o in outputs]:
+                kind = "output" if volume.startswith("reprocheck-out-") else "input"
+                self._client.volumes.create(volume, labels={LABEL: "1", VOLUME_LABEL: kind})
+            self._fill(spec, missing, outputs)
+            filled = time.monotonic()
+            transfer.figures = {
+                "inputs_reused": len(inputs) - len(missing),
+                "inputs_copied": len(missing),
+                "bytes_copied": sum(i.size for i in missing),
+                "hash_seconds": round(hashed - started, 3),
+                "copy_in_seconds": round(filled - hashed, 3),
+            }
+            transfer.volumes = {i.volume: {"bind": i.target, "mode": "ro"} for i in inputs}
+            transfer.volumes |= {o.volume: {"bind": o.mount.target, "mode": "rw"}
+                                 for o in outputs}  # fmt: skip
+            if outputs:
+                roots = ":".join(o.mount.target for o in outputs)
+                manifest = posixpath.join(outputs[-1].mount.target, MANIFEST_NAME)
+                transfer.env = {TRANSFER_MANIFEST_ENV: manifest, TRANSFER_ROOTS_ENV: roots}
+            yield transfer
+        finally:
+            for out in outputs:
+                self._remove_volume(out.volume)
+
+    def collect(self, container: Any, transfer: Transfer) -> None:
+        """Copy each writable mount's content back into its host folder and check it
+        against the harness's hashes (when it wrote them)."""
+        started = time.monotonic()
+        received: dict[str, str] = {}
+        for out in transfer.outputs:
+            received |= _extract(container, out.mount)
+        manifest = transfer.env.get(TRANSFER_MANIFEST_ENV)
+        expected = _manifest(transfer.outputs, manifest) if manifest else None
+        if expected is not None:
+            wrong = sorted(p for p, digest in expected.items() if received.get(p) != digest)
+            if wrong:
+                raise EngineError(
+                    f"{len(wrong)} output file(s) differ after the copy from the engine "
+                    f"(first: {wrong[0]})",
+                    fix="run again; if it repeats, check the connection to that host",
+                )
+        transfer.figures |= {
+            "copy_out_seconds": round(time.monotonic() - started, 3),
+            "files_out": len(received),
+            "verified_out": expected is not None,
+        }
+
+    # ------------------------------------------------------------------ inputs
+
+    def _input(self, target: str, entries: list[tuple[str, Path]], spec: ContainerSpec) -> _Input:
+        hidden = {PurePosixPath(m) for m in spec.masked}
+        listed: list[tuple[str, Path]] = []
+        files: dict[str, str] = {}
+        described: list[list[Any]] = []
+        for rel, host in entries:
+            for sub, path, info in _walk(host, PurePosixPath(target) / rel, hidden):
+                name = posixpath.join(rel, sub) if sub else rel
+                listed.append((name, path))
+                where = posixpath.join(target, name)
+                if stat.S_ISREG(info.st_mode):
+                    digest = self._hashes.digest(path, info)
+                    files[where] = digest
+                    described.append([name, "file", stat.S_IMODE(info.st_mode), digest])
+                elif stat.S_ISLNK(info.st_mode):
+                    described.append([name, "link", os.fsdecode(path.readlink())])
+                else:
+                    described.append([name, "dir", stat.S_IMODE(info.st_mode)])
+        digest = json_digest(target, sorted(described, key=lambda item: str(item[0])))
+        return _Input(target=target, entries=tuple(listed), files=files, digest=digest)
+
+    def _ready(self, item: _Input) -> bool:
+        try:
+            self._client.volumes.get(item.volume + _READY_SUFFIX)
+        except Exception:  # docker.errors.NotFound, or a volume we cannot read: fill again
+            return False
+        return True
+
+    def _fill(self, spec: ContainerSpec, missing: list[_Input], outputs: list[_Output]) -> None:
+        """One helper container (root, no network) with the new volumes mounted: the files
+        go in through ``put_archive``; new inputs are then hashed inside it."""
+        if not missing and not outputs:
+            return
+        volumes = {i.volume: {"bind": i.target, "mode": "rw"} for i in missing}
+        volumes |= {o.volume: {"bind": o.mount.target, "mode": "rw"} for o in outputs}
+        command = [spec.command[0], "-c", _VERIFY, *(i.target for i in missing)]
+        helper = self._client.containers.create(
+            spec.image, command=command if missing else ["true"], user="0:0",
+            network_mode="none", volumes=volumes, labels={LABEL: "1", **spec.labels},
+            platform=spec.platform, detach=True,
+        )  # fmt: skip
+        try:
+            with tempfile.TemporaryFile(prefix="reprocheck-put-") as tar_file:
+                _write_tar(tar_file, missing, outputs)
+                tar_file.seek(0)
+                if not helper.put_archive("/", tar_file):
+                    raise EngineError(f"the engine refused the files for {spec.image}")
+            if missing:
+                self._verify(helper, missing)
+        finally:
+            helper.remove(force=True)
+        for item in missing:
+            self._client.volumes.create(item.volume + _READY_SUFFIX,
+                                        labels={LABEL: "1", VOLUME_LABEL: "ready"})  # fmt: skip
+
+    def _verify(self, helper: Any, missing: list[_Input]) -> None:
+        helper.start()
+        status = helper.wait(timeout=3600)
+        text = helper.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
+        try:
+            seen = json.loads(text.splitlines()[-1]) if text else None
+        except ValueError:
+            seen = None
+        if status.get("StatusCode") != 0 or not isinstance(seen, dict):
+            err = helper.logs(stdout=False, stderr=True).decode("utf-8", "replace").strip()
+            raise EngineError(f"could not check the copied files: {err[-300:] or text[-300:]}")
+        for item in missing:
+            for path, digest in item.files.items():
+                if seen.get(path) != digest:
+                    self._remove_volume(item.volume)
+                    raise EngineError(
+                        f"{path} arrived with another sha256 than it left with",
+                        fix="run again; if it repeats, check the connection to that host",
+                    )
+
+    def _remove_volume(self, name: str) -> None:
+        try:
+            self._client.volumes.get(name).remove(force=True)
+        except Exception:  # gone already; a later sweep removes what is left
+            return
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _groups(spec: ContainerSpec) -> list[tuple[str, list[tuple[str, Path]]]]:
+    """Read-only mounts as (volume target, [(path under it, host path)]): a folder is a
+    volume of its own; files share one volume per parent folder."""
+    groups: dict[str, list[tuple[str, Path]]] = {}
+    for mount in spec.mounts:
+        if not mount.read_only:
+            continue
+        if mount.source.is_dir():
+            groups.setdefault(mount.target, []).append(("", mount.source))
+        else:
+            parent, name = posixpath.split(mount.target)
+            groups.setdefault(parent, []).append((name, mount.source))
+    return sorted(groups.items())
+
+
+def _walk(
+    host: Path, where: PurePosixPath, hidden: set[PurePosixPath]
+) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """(path under ``host``, host path, lstat) of ``host`` and everything in it, links not
+    followed; folders the container sees masked (stored runs, baselines) stay empty."""
+    info = host.lstat()
+    yield "", host, info
+    if not stat.S_ISDIR(info.st_mode) or where in hidden:
+        return
+    stack = [(host, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        with os.scandir(folder) as listing:
+            items = sorted(listing, key=lambda item: item.name)
+        for item in items:
+            if item.name in IGNORED_NAMES:
+                continue
+            rel = posixpath.join(prefix, item.name)
+            path = Path(item.path)
+            entry = item.stat(follow_symlinks=False)
+            if stat.S_ISDIR(entry.st_mode) or stat.S_ISREG(entry.st_mode) or \
+                    stat.S_ISLNK(entry.st_mode):  # fmt: skip
+                yield rel, path, entry
+            if stat.S_ISDIR(entry.st_mode) and where / rel not in hidden:
+                stack.append((path, rel))
+
+
+def _member(name: str, info: os.stat_result, path: Path) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.uid = member.gid = 0
+    member.mtime = int(info.st_mtime)
+    if stat.S_ISDIR(info.st_mode):
+        member.type, member.mode = tarfile.DIRTYPE, stat.S_IMODE(info.st_mode) | 0o555
+    elif stat.S_ISLNK(info.st_mode):
+        member.type, member.linkname = tarfile.SYMTYPE, os.fsdecode(path.readlink())
+    else:
+        member.size, member.mode = info.st_size, stat.S_IMODE(info.st_mode) | 0o444
+    return member
+
+
+def _write_tar(handle: Any, missing: list[_Input], outputs: list[_Output]) -> None:
+    with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for item in missing:
+            root = item.target.strip("/")
+            for rel, path in item.entries:
+                info = path.lstat()
+                member = _member(posixpath.join(root, rel) if rel else root, info, path)
+                if member.isfile():
+                    with path.open("rb") as data:
+                        tar.addfile(member, data)
+                else:
+                    tar.addfile(member)
+        for out in outputs:  # the folder opened to the container's user, seeded
+            root = out.mount.target.strip("/")
+            folder = tarfile.TarInfo(root)
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o777
+            tar.addfile(folder)
+            for path in sorted(out.mount.source.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    member = _member(f"{root}/{path.relative_to(out.mount.source).as_posix()}",
+                                     path.lstat(), path)  # fmt: skip
+                    with path.open("rb") as data:
+                        tar.addfile(member, data)
+
+
+def _extract(container: Any, mount: Mount) -> dict[str, str]:
+    """The writable mount's files copied into its host folder (links kept as links, never
+    followed; nothing outside the folder); container path -> sha256 of what arrived."""
+    stream, _stat = container.get_archive(mount.target)
+    received: dict[str, str] = {}
+    with tempfile.TemporaryFile(prefix="reprocheck-get-") as spool:
+        for chunk in stream:
+            spool.write(chunk)
+        spool.seek(0)
+        with tarfile.open(fileobj=spool, mode="r:") as tar:
+            top = posixpath.basename(mount.target.rstrip("/"))
+            members = []
+            for member in tar:
+                parts = member.name.split("/", 1)
+                if parts[0] != top or len(parts) == 1:
+                    continue
+                member.name = parts[1]
+                members.append(member)
+                if member.isfile():
+                    received[posixpath.join(mount.target, member.name)] = _member_sha(tar, member)
+            tar.extractall(mount.source, members=members, filter=_safe_member)
+    return received
+
+
+def _member_sha(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    digest = hashlib.sha256()
+    handle = tar.extractfile(member)
+    if handle is not None:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's "data" filter, skipping (not failing on) what it refuses: a link that
+    points outside the folder stays behind on the engine's host."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError:
+        return None
+
+
+def _manifest(outputs: list[_Output], container_path: str) -> dict[str, str] | None:
+    """The harness's hashes of what it left (container path -> sha256), or None."""
+    for out in outputs:
+        prefix = out.mount.target.rstrip("/") + "/"
+        if container_path.startswith(prefix):
+            path = out.mount.source / container_path[len(prefix) :]
+            try:
+                data = json.loads(path.read_bytes()[: 64 << 20])
+            except (OSError, ValueError):
+                return None
+            files = data.get("files") if isinstance(data, dict) else None
+            if isinstance(files, dict):
+                return {str(k): str(v) for k, v in files.items()}
+    return None
