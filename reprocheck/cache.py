@@ -628,7 +628,7 @@ class CacheEntry:
             name=env.name, image=env.image, image_ref=image.ref, image_id=image.image_id,
             status="ok", error=None, outputs_dir=folder / "outputs", meta_dir=meta,
             fingerprint=_fingerprint(meta), fixtures=manifest.fixtures,
-            seconds=manifest.seconds, repeat=repeat,
+            seconds=manifest.seconds, repeat=repeat, image_digest=image.digest,
         )  # fmt: skip
 
     def store(self, folder: Path, result: EnvironmentResult) -> None:

@@ -24,12 +24,13 @@ from rich.console import Console
 from reprocheck import __version__
 from reprocheck.cache import CACHE_DIR, DEFAULT_PRUNE_DAYS, RunCache
 from reprocheck.cache import prune as prune_cache
-from reprocheck.config import RunConfig, load_config
+from reprocheck.config import RunConfig, load_config, registry_prefix
 from reprocheck.engine import ContainerEngine, ImageInfo, get_engine
 from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
 from reprocheck.explain import Explainer, attributions_json, experiments_json
 from reprocheck.history import config_name, history_file, load_history, run_lines, trend_png
 from reprocheck.images import (
+    LABEL_COMPOSE,
     LABEL_CONTEXT,
     LABEL_DOCKERFILE,
     LABEL_HYBRID,
@@ -41,6 +42,7 @@ from reprocheck.images import (
 from reprocheck.matrix import Matrix, build_matrix
 from reprocheck.plan import make_plan
 from reprocheck.refresh import recorder
+from reprocheck.registry import lock_path, push_images, pushed_references
 from reprocheck.render import (
     ProgressPrinter,
     escape,
@@ -572,6 +574,44 @@ def images_build(config_path: Path | None, envs: tuple[str, ...], jobs: int) -> 
             out.print(line)
 
 
+@images.command("push")
+@config_option
+@click.option("--registry", default=None, metavar="HOST[:PORT]/PREFIX",
+              help="Push here (default: [images] registry).")  # fmt: skip
+@click.option("--env", "envs", multiple=True, help="Push only this environment (repeatable).")
+@handled
+def images_push(config_path: Path | None, registry: str | None, envs: tuple[str, ...]) -> None:
+    """Build what is missing, push each environment's image to the registry and write their
+    digests to the lock file; remote engines then pull them by digest."""
+    config = load_config(config_path)
+    target = _registry(config, registry)
+    engine = get_engine(config.run.engine)
+    for name in envs:
+        config.environment(name)  # a ConfigError naming the known environments
+    chosen = [env for env in config.environments if not envs or env.name in envs]
+    with ProgressPrinter(err, quiet=False, verbose=False) as progress:
+        pushed = push_images(config, engine, target, chosen, progress)
+    for env in chosen:
+        entry = pushed.get(env.name)
+        line = entry.reference if entry else f"{env.image} (pinned by digest in the config)"
+        out.print(f"{env.name:14} {line}", soft_wrap=True, highlight=False)
+    out.print(f"lock: {lock_path(config)}")
+
+
+def _registry(config: RunConfig, option: str | None) -> str:
+    """--registry, else [images] registry; a one-line error when neither names one."""
+    if option is not None:
+        try:
+            return registry_prefix(option)
+        except ValueError as exc:
+            raise ConfigError(f"--registry: {exc}", fix="see 'reprocheck images push -h'") from None
+    if config.images.registry is None:
+        raise ConfigError(f"no registry to push to: {config.source} sets no [images] registry",
+                          fix="pass --registry HOST[:PORT]/PREFIX or set [images] "
+                              "registry")  # fmt: skip
+    return config.images.registry
+
+
 @images.command("list")
 @config_option
 @click.option("--all", "everything", is_flag=True,
@@ -589,7 +629,18 @@ def images_list(config_path: Path | None, everything: bool) -> None:
         built = [i for i in built if _of_project(i, config.root, contexts)]
         used = {ref for i in built for ref in _bases_of(i)}
         bases = [i for i in bases if used & {*i.tags, i.ref}]
-    print_images(out, built, bases)
+    print_images(out, built, bases, _pushed(config_path))
+
+
+def _pushed(config_path: Path | None) -> dict[str, str]:
+    """Image ID -> the digest reference the project's lock file records for it."""
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        if config_path is not None:
+            raise
+        return {}  # outside a project: no lock
+    return pushed_references(config)  # a damaged lock is an error, as in a run
 
 
 def _of_project(info: ImageInfo, root: Path, contexts: Set[str] = frozenset()) -> bool:
@@ -617,14 +668,15 @@ def images_prune(config_path: Path | None) -> None:
     config = load_config(config_path)
     engine = _configured_engine(config_path)
     doomed = engine.images(LABEL_HYBRID)
-    newest: dict[str, ImageInfo] = {}
+    newest: dict[tuple[str, str], ImageInfo] = {}  # by Dockerfile and compose service
     for info in sorted(engine.images("io.reprocheck"), key=lambda i: i.created):
         if not _of_project(info, config.root):
             continue
-        older = newest.get(info.labels[LABEL_DOCKERFILE])
+        built_from = (info.labels[LABEL_DOCKERFILE], info.labels.get(LABEL_COMPOSE, ""))
+        older = newest.get(built_from)
         if older is not None and older.id != info.id:
             doomed.append(older)
-        newest[info.labels[LABEL_DOCKERFILE]] = info
+        newest[built_from] = info
     removed = [i for i in doomed if engine.remove_image(i.id)]
     freed = sum(i.size for i in removed) / 1e6
     out.print(f"removed {len(removed)} of {len(doomed)} image(s), {freed:,.0f} MB "

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from reprocheck.compose import ComposeService, is_compose, load_service
 from reprocheck.errors import ConfigError
 
 CONFIG_NAMES = ("reprocheck.toml", "pyproject.toml")
@@ -370,8 +371,11 @@ class EnvironmentConfig(_Model):
         min_length=1,
         description=(
             'A folder with a Dockerfile, relative to the config file (`"images/debian-'
-            'bookworm"`; built, and rebuilt when a file in it changes), or an image reference '
-            '(`"debian:bookworm"`, `"ghcr.io/org/image:tag"`; pulled when missing). Results '
+            'bookworm"`; built, and rebuilt when a file in it changes), an image reference '
+            '(`"debian:bookworm"`, `"ghcr.io/org/image:tag"`; pulled when missing), or a '
+            'compose service (`"compose:docker-compose.yml#inference"`, the file relative to '
+            "the config file: its build context, Dockerfile and build args are built like a "
+            "folder, or its `image` is used; its `environment` goes under `env`). Results "
             "record the image ID, so a moved tag shows."
         ),
     )
@@ -380,14 +384,15 @@ class EnvironmentConfig(_Model):
         description=(
             'Environment variables set in the container, e.g. `{ OMP_NUM_THREADS = "1" }`; '
             "values are strings. They override reprocheck's own (`PYTHONHASHSEED=0`, "
-            "`HOME=/tmp`, ...)."
+            "`HOME=/tmp`, ...) and, for a compose service, the service's `environment`."
         ),
     )
     platform: str | None = Field(
         default=None,
         description=(
             'The platform to build, pull and run the image for, as Docker names it: `"linux/'
-            'arm64"`, `"linux/amd64"`, `"linux/arm/v7"`. Not set: the host\'s own. Another '
+            'arm64"`, `"linux/amd64"`, `"linux/arm/v7"`. Not set: a compose service\'s '
+            "`platform`, else the host's own. Another "
             "architecture runs emulated (install `qemu-user-static` and `binfmt-support` on the "
             "host), about ten times slower for numeric work, and shows what its own builds "
             "change (FMA contraction, NEON code paths)."
@@ -660,6 +665,11 @@ class ImagesConfig(_Model):
         ),
     )
 
+    @field_validator("registry")
+    @classmethod
+    def _valid_registry(cls, value: str | None) -> str | None:
+        return None if value is None else registry_prefix(value)
+
 
 class ToleranceConfig(_Model):
     """A ``[tolerance]`` entry: how far a candidate may be from the baseline and still agree."""
@@ -888,6 +898,18 @@ class RunConfig(_Model):
 
     @field_validator("environments")
     @classmethod
+    def _compose_settings(
+        cls, value: tuple[EnvironmentConfig, ...], info: ValidationInfo
+    ) -> tuple[EnvironmentConfig, ...]:
+        """A compose service's ``environment`` (under the environment's own ``env``) and
+        ``platform`` (unless the environment sets one), read once, here."""
+        root = info.data.get("root")
+        if not isinstance(root, Path):
+            return value
+        return tuple(_with_compose(root, index, env) for index, env in enumerate(value))
+
+    @field_validator("environments")
+    @classmethod
     def _unique_names(cls, value: tuple[EnvironmentConfig, ...]) -> tuple[EnvironmentConfig, ...]:
         if not value:
             raise ValueError("declare at least one [[environments]] table")
@@ -900,6 +922,8 @@ class RunConfig(_Model):
     @model_validator(mode="after")
     def _images_exist(self) -> RunConfig:
         for index, env in enumerate(self.environments):
+            if is_compose(env.image):
+                continue  # read and checked by _compose_settings
             problem = image_problem(self.root, env.image)
             if problem:
                 raise _FieldError(("environments", index, "image"), *problem)
@@ -929,15 +953,36 @@ class RunConfig(_Model):
         return env.engine or self.run.engine
 
     def dockerfile_folder(self, env: EnvironmentConfig) -> Path | None:
-        """The build folder when ``env.image`` names a folder, else None (an image reference).
+        """The build folder when ``env.image`` names a folder, else None (an image reference
+        or a compose service: :meth:`compose_service`).
 
         The same rule the config was validated with; checked again, since files change."""
+        if is_compose(env.image):
+            return None
         problem = image_problem(self.root, env.image)
         if problem:
             message, fix = problem
             where = f"{self.source}: environment {env.name!r}"
             raise ConfigError(_one_line(f"{where}: {message}"), fix=_one_line(fix))
         return image_folder(self.root, env.image)
+
+    def compose_service(self, env: EnvironmentConfig) -> ComposeService | None:
+        """The compose service ``env.image`` names (read again: files change), else None."""
+        if not is_compose(env.image):
+            return None
+        try:
+            return _compose_service(self.root, env.image)
+        except ConfigError as exc:
+            where = f"{self.source}: environment {env.name!r}"
+            raise ConfigError(_one_line(f"{where}: {exc.message}"), fix=_one_line(exc.fix)) from exc
+
+    @property
+    def stored_dirs(self) -> tuple[Path, ...]:
+        """The folders of stored runs, baselines and the history: reprocheck's own output,
+        never part of what a container sees or an image is built from."""
+        root = self.root.resolve()
+        history = (root / self.history).resolve().parent
+        return tuple(dict.fromkeys((self.reports_dir, (root / self.baselines).resolve(), history)))
 
     @property
     def fixtures_dir(self) -> Path:
@@ -969,9 +1014,27 @@ def image_folder(root: Path, image: str) -> Path | None:
     A path starts with '.', '/' or '~', or names a folder under ``root``, or starts with one
     ("images/debian-trixy" when ``root/images`` exists): a typo there is not a registry name.
     """
+    if is_compose(image):
+        return None
     if image.startswith((".", "/", "~")) or _is_dir(root / image.split("/", 1)[0]):
         return _absolute(root, image)
     return None
+
+
+def registry_prefix(value: str) -> str:
+    """``HOST[:PORT]/PREFIX`` (or ``HOST[:PORT]``) without a trailing slash: the start of a
+    repository name, whose first component is a registry host (it has a '.' or a ':' or is
+    ``localhost``, as Docker decides), so that no push goes to Docker Hub by accident."""
+    prefix = value.rstrip("/")
+    host = prefix.partition("/")[0]
+    is_host = "." in host or ":" in host or host == "localhost"
+    reference = _REFERENCE_RE.fullmatch(f"{prefix}/name")
+    if not is_host or reference is None or reference["name"] != f"{prefix}/name":
+        raise ValueError(
+            f"{value!r} is no registry: use HOST[:PORT]/PREFIX, like "
+            '"127.0.0.1:5000/reprocheck" or "ghcr.io/org" (lowercase, no tag)'
+        )
+    return prefix
 
 
 def _engine_host(value: str) -> str:
@@ -986,10 +1049,11 @@ def _engine_host(value: str) -> str:
 
 def image_problem(root: Path, image: str) -> tuple[str, str] | None:
     """What is wrong with an environment's ``image`` (message, fix), or None."""
+    if is_compose(image):
+        return _compose_problem(root, image)
     folder = image_folder(root, image)
     if folder is None:
-        reference = _REFERENCE_RE.fullmatch(image)
-        if reference and len(reference["name"]) <= _NAME_MAX:
+        if _is_reference(image):
             return None
         return (
             f"{image!r} is neither an existing folder nor a valid image reference",
@@ -1001,6 +1065,44 @@ def image_problem(root: Path, image: str) -> tuple[str, str] | None:
     if not _is_file(folder / "Dockerfile"):
         return f"folder {folder} has no Dockerfile", _no_dockerfile_fix(folder)
     return None
+
+
+def _is_reference(image: str) -> bool:
+    reference = _REFERENCE_RE.fullmatch(image)
+    return reference is not None and len(reference["name"]) <= _NAME_MAX
+
+
+def _compose_problem(root: Path, image: str) -> tuple[str, str] | None:
+    """What is wrong with a compose service as an environment's image, or None."""
+    try:
+        _compose_service(root, image)
+    except ConfigError as exc:
+        return exc.message, exc.fix
+    return None
+
+
+def _compose_service(root: Path, image: str) -> ComposeService:
+    """The service ``image`` names, with a valid reference when it has no build."""
+    service = load_service(root, image)
+    if service.build is None and not _is_reference(service.image or ""):
+        raise ConfigError(
+            f"{service.file}: service {service.name!r}: image {service.image!r} is not a "
+            "valid image reference",
+            fix=f"an image reference is lowercase, like {_REFERENCE_EXAMPLE}; or give it a build",
+        )
+    return service
+
+
+def _with_compose(root: Path, index: int, env: EnvironmentConfig) -> EnvironmentConfig:
+    if not is_compose(env.image):
+        return env
+    try:
+        service = _compose_service(root, env.image)
+    except ConfigError as exc:
+        raise _FieldError((index, "image"), exc.message, exc.fix) from exc
+    update = {"env": {**service.environment, **env.env},
+              "platform": env.platform or service.platform}  # fmt: skip
+    return env.model_copy(update=update)
 
 
 def _absolute(root: Path, image: str) -> Path:

@@ -13,10 +13,12 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from docker.utils.build import PatternMatcher
 
 from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.engine import LABEL, BuildRequest, ContainerEngine, ImageInfo
@@ -47,6 +49,7 @@ _IMPORT_CHANGES = (
 )
 LABEL_DOCKERFILE = "io.reprocheck.dockerfile"
 LABEL_CONTEXT = "io.reprocheck.context-sha256"
+LABEL_COMPOSE = "io.reprocheck.compose"  # compose:FILE#SERVICE, for a compose-built image
 LABEL_BOOTSTRAP = "io.reprocheck.bootstrap"
 LABEL_HYBRID = "io.reprocheck.hybrid"  # explain's transplant images
 
@@ -60,6 +63,9 @@ class EnvironmentImage:
     image_id: str
     dockerfile: Path | None
     architecture: str
+    # Where a registry holds it, by digest (``HOST/NAME@sha256:…``), when known: pushed
+    # (``reprocheck images push``), pulled from a registry, or named so in ``image``.
+    digest: str | None = None
 
 
 def ca_bundle(config: RunConfig | None) -> Path | None:
@@ -85,22 +91,80 @@ def dockerfile_folder(config: RunConfig, env: EnvironmentConfig) -> Path | None:
     return config.dockerfile_folder(env)
 
 
-def base_images(dockerfile: Path) -> list[str]:
-    """The external images a Dockerfile builds FROM (stage names and scratch excluded)."""
+@dataclass(frozen=True, kw_only=True)
+class BuildRecipe:
+    """What an environment's image is built from: a context folder, the Dockerfile in it and
+    build args (a Dockerfile folder has none; a compose service may have some)."""
+
+    context: Path
+    name: str  # the tag's repository: the folder's or the compose service's name
+    dockerfile: str = "Dockerfile"  # inside ``context``, '/'-separated
+    args: tuple[tuple[str, str], ...] = ()
+    left_out: tuple[Path, ...] = ()  # reprocheck's stored runs, when inside the context
+    compose: str | None = None  # the ``compose:FILE#SERVICE`` it comes from
+
+    @property
+    def dockerfile_path(self) -> Path:
+        return self.context / self.dockerfile
+
+
+def build_recipe(config: RunConfig, env: EnvironmentConfig) -> BuildRecipe | None:
+    """How ``env``'s image is built; None when ``image`` is a reference, or a compose service
+    that only names one (:func:`image_reference`)."""
+    folder = dockerfile_folder(config, env)
+    if folder is not None:
+        return BuildRecipe(context=folder, name=folder.name, left_out=config.stored_dirs)
+    service = config.compose_service(env)
+    if service is None or service.build is None:
+        return None
+    build = service.build
+    return BuildRecipe(context=build.context, name=service.name, dockerfile=build.dockerfile,
+                       args=tuple(sorted(build.args.items())), left_out=config.stored_dirs,
+                       compose=service.source)  # fmt: skip
+
+
+def image_reference(config: RunConfig, env: EnvironmentConfig) -> str:
+    """The reference an environment without a build runs: ``image``, or its compose
+    service's ``image``."""
+    service = config.compose_service(env)
+    return service.image if service is not None and service.image else env.image
+
+
+def base_images(dockerfile: Path, args: Mapping[str, str] | None = None) -> list[str]:
+    """The external images a Dockerfile builds FROM (stage names and scratch excluded).
+    ``$NAME`` in a FROM takes the build arg ``args[NAME]``, else the default of an ARG
+    declared before the first FROM; a base still naming a variable is left to the build."""
     stages: set[str] = set()
     bases: list[str] = []
+    known, global_args = dict(args or {}), True
     for line in dockerfile.read_text().splitlines():
         words = line.split()
-        if not words or words[0].upper() != "FROM":
+        keyword = words[0].upper() if words else ""
+        if keyword == "ARG" and global_args:
+            known = _arg_defaults(words[1:]) | known
+        if keyword != "FROM":
             continue
-        args = [w for w in words[1:] if not w.startswith("--")]
-        if not args:
-            continue
-        if args[0] not in stages and args[0] != "scratch":
-            bases.append(args[0])
-        if len(args) >= 3 and args[1].upper() == "AS":
-            stages.add(args[2])
+        global_args = False
+        words = [w for w in words[1:] if not w.startswith("--")]
+        base = _substituted(words[0], known) if words else "scratch"
+        if base not in stages and base != "scratch" and "$" not in base:
+            bases.append(base)
+        if len(words) >= 3 and words[1].upper() == "AS":
+            stages.add(words[2])
     return bases
+
+
+def _substituted(text: str, known: Mapping[str, str]) -> str:
+    return _FROM_VARIABLE.sub(lambda m: known.get(m[1] or m[2], m[0]), text)
+
+
+_FROM_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _arg_defaults(words: list[str]) -> dict[str, str]:
+    """``ARG NAME=default ...``: the defaults (quotes removed); an ARG without one has none."""
+    pairs = (word.partition("=") for word in words)
+    return {name: value.strip("\"'") for name, equals, value in pairs if equals}
 
 
 def debian_suite(ref: str) -> str | None:
@@ -146,20 +210,21 @@ class ImageBuilder:
         # Build each Dockerfile once more without the layer cache (run --rebuild): a
         # long-lived runner otherwise never sees the distribution's package updates.
         self._rebuild = rebuild
-        self._rebuilt: dict[Path, ImageInfo] = {}
+        self._rebuilt: dict[BuildRecipe, ImageInfo] = {}
         self._ca = ca_bundle(config)
         self._locks: dict[str, threading.Lock] = {}
 
     def resolve(self, env: EnvironmentConfig) -> EnvironmentImage:
-        folder = dockerfile_folder(self._config, env)
-        if folder is None:
-            info = self.ensure_present(env.image)
-            return _pinned(env, info, None)
-        for base in base_images(folder / "Dockerfile"):
+        recipe = build_recipe(self._config, env)
+        registry = self._config.images.registry
+        if recipe is None:
+            info = self.ensure_present(image_reference(self._config, env))
+            return _pinned(env, info, None, registry)
+        for base in base_images(recipe.dockerfile_path, dict(recipe.args)):
             self.ensure_present(base, platform=env.platform)
-        with self._locks.setdefault(f"build:{folder}", threading.Lock()):  # once per folder
-            info = self._build(env, folder)
-        return _pinned(env, info, folder / "Dockerfile")
+        with self._locks.setdefault(f"build:{recipe}", threading.Lock()):  # once per recipe
+            info = self._build(env, recipe)
+        return _pinned(env, info, recipe.dockerfile_path, registry)
 
     def ensure_present(self, ref: str, platform: str | None = None) -> ImageInfo:
         with self._locks.setdefault(ref, threading.Lock()):  # parallel builds share bases
@@ -187,11 +252,11 @@ class ImageBuilder:
             progress=self._progress,
         )
 
-    def _build(self, env: EnvironmentConfig, folder: Path) -> ImageInfo:
-        with _context_tar(folder, self._ca) as (tarball, digest):
-            tag = f"reprocheck/{_slug(folder.name)}:{digest[:12]}"
-            if folder in self._rebuilt:
-                return self._rebuilt[folder]
+    def _build(self, env: EnvironmentConfig, recipe: BuildRecipe) -> ImageInfo:
+        with _context_tar(recipe, self._ca) as (tarball, digest):
+            tag = f"reprocheck/{slug(recipe.name)}:{digest[:12]}"
+            if recipe in self._rebuilt:
+                return self._rebuilt[recipe]
             cached = self._engine.image(tag)
             if (
                 not self._rebuild
@@ -207,10 +272,12 @@ class ImageBuilder:
                 tag=tag,
                 labels={
                     LABEL: "1",
-                    LABEL_DOCKERFILE: str(folder / "Dockerfile"),
+                    LABEL_DOCKERFILE: str(recipe.dockerfile_path),
                     LABEL_CONTEXT: digest,
+                    **({LABEL_COMPOSE: recipe.compose} if recipe.compose else {}),
                 },
-                buildargs={"REPROCHECK_CA": CA_FILE},
+                dockerfile=recipe.dockerfile,
+                buildargs={**dict(recipe.args), "REPROCHECK_CA": CA_FILE},
                 platform=env.platform,
                 nocache=self._rebuild,
             )
@@ -219,12 +286,12 @@ class ImageBuilder:
                 info = self._engine.build(request, self._build_line(env.name))
             except ImageBuildError as exc:
                 raise ImageBuildError(
-                    f"image {folder / 'Dockerfile'} (environment {env.name!r}): {exc.message}",
+                    f"image {recipe.dockerfile_path} (environment {env.name!r}): {exc.message}",
                     fix=exc.fix,
                 ) from exc
             seconds = time.monotonic() - started
             if self._rebuild:
-                self._rebuilt[folder] = info
+                self._rebuilt[recipe] = info
             done = f"built {tag} in {seconds:.0f} s"
             self._progress(ProgressEvent(stage="build", subject=env.name, message=done,
                                          finished=True))  # fmt: skip
@@ -247,57 +314,104 @@ class _LineForwarder:
             )
 
 
-def _pinned(env: EnvironmentConfig, info: ImageInfo, dockerfile: Path | None) -> EnvironmentImage:
+def _pinned(
+    env: EnvironmentConfig, info: ImageInfo, dockerfile: Path | None, registry: str | None
+) -> EnvironmentImage:
     return EnvironmentImage(
         environment=env.name,
         ref=info.ref,
         image_id=info.id,
         dockerfile=dockerfile,
         architecture=info.architecture,
+        digest=repo_digest(info, registry),
     )
 
 
-def _slug(name: str) -> str:
+def is_digest_reference(ref: str) -> bool:
+    """``NAME@sha256:…``: a reference that names one image, whatever a tag points at."""
+    return "@" in ref
+
+
+def repo_digest(info: ImageInfo, registry: str | None = None) -> str | None:
+    """The image's ``HOST/NAME@sha256:…``: its own reference when that is one, else one of
+    its repo digests (the configured registry's first)."""
+    if is_digest_reference(info.ref):
+        return info.ref
+    ours = [d for d in info.repo_digests if registry and d.startswith(f"{registry}/")]
+    return next(iter([*ours, *info.repo_digests]), None)
+
+
+def slug(name: str) -> str:
+    """``name`` as a repository path component (lowercase, ``[a-z0-9._-]``)."""
     return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "image"
 
 
-def _context_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CA_FILE)
+def _context_files(recipe: BuildRecipe) -> list[Path]:
+    """The context's files, without reprocheck's stored runs and what ``.dockerignore``
+    excludes (with Docker's rules; the Dockerfile is always sent)."""
+    found: list[Path] = []
+    for folder, subfolders, names in os.walk(recipe.context):
+        here = Path(folder)
+        subfolders[:] = [d for d in subfolders if here / d not in recipe.left_out]
+        found += [here / n for n in names if n != CA_FILE and (here / n).is_file()]
+    ignore = recipe.context / ".dockerignore"
+    if ignore.is_file():
+        lines = (line.strip() for line in ignore.read_text(errors="replace").splitlines())
+        patterns = [line for line in lines if line and not line.startswith("#")]
+        matcher = PatternMatcher([*patterns, f"!{recipe.dockerfile}"])
+        found = [p for p in found if not matcher.matches(p.relative_to(recipe.context).as_posix())]
+    return sorted(found)
 
 
 @contextmanager
-def _context_tar(folder: Path, ca: Path | None) -> Iterator[tuple[Path, str]]:
+def _context_tar(recipe: BuildRecipe, ca: Path | None) -> Iterator[tuple[Path, str]]:
     """The build context as a tarball, with the CA bundle added, and its content digest."""
     ca_bytes = ca.read_bytes() if ca else b""
     with tempfile.TemporaryDirectory(prefix="reprocheck-ctx-") as tmp:
         tarball = Path(tmp) / "context.tar"
         with tarfile.open(tarball, "w") as tar:
-            for path in _context_files(folder):
-                tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+            for path in _context_files(recipe):
+                tar.add(path, arcname=path.relative_to(recipe.context).as_posix(),
+                        recursive=False)  # fmt: skip
             info = tarfile.TarInfo(CA_FILE)
             info.size, info.mode = len(ca_bytes), 0o644
             tar.addfile(info, io.BytesIO(ca_bytes))
-        yield tarball, _context_digest(folder, ca_bytes)
+        yield tarball, _context_digest(recipe, ca_bytes)
 
 
-def _context_digest(folder: Path, ca_bytes: bytes) -> str:
-    """The content digest of a build context (its files and the CA bundle): the image's tag
-    and its ``io.reprocheck.context`` label."""
+def _context_digest(recipe: BuildRecipe, ca_bytes: bytes) -> str:
+    """The content digest of a build context (its files and the CA bundle) and of what is
+    built from it (a Dockerfile other than ``Dockerfile``, build args): the image's tag and
+    its ``io.reprocheck.context`` label, so a changed build arg builds again."""
     digest = hashlib.sha256()
-    for path in _context_files(folder):
-        rel = path.relative_to(folder).as_posix()
+    for path in _context_files(recipe):
+        rel = path.relative_to(recipe.context).as_posix()
         digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(CA_FILE.encode() + b"\0" + ca_bytes)
+    if recipe.dockerfile != "Dockerfile":  # a folder's digest stays what it was
+        digest.update(b"\0dockerfile\0" + recipe.dockerfile.encode())
+    for name, value in recipe.args:
+        digest.update(b"\0arg\0" + name.encode() + b"\0" + value.encode())
     return digest.hexdigest()
 
 
+def context_of(config: RunConfig, env: EnvironmentConfig) -> str | None:
+    """The context digest building ``env`` gives now (the ``io.reprocheck.context-sha256``
+    label of its image); None when ``image`` is a reference."""
+    recipe = build_recipe(config, env)
+    if recipe is None:
+        return None
+    ca = ca_bundle(config)
+    return _context_digest(recipe, ca.read_bytes() if ca else b"")
+
+
 def project_contexts(config: RunConfig) -> set[str]:
-    """The context digests of the project's Dockerfile folders: an image with one of them
-    is what building that folder gives, whichever project built it first."""
+    """The context digests of the project's Dockerfile folders and compose builds: an image
+    with one of them is what building that gives, whichever project built it first."""
     ca = ca_bundle(config)
     ca_bytes = ca.read_bytes() if ca else b""
-    folders = {f for env in config.environments if (f := dockerfile_folder(config, env))}
-    return {_context_digest(folder, ca_bytes) for folder in folders}
+    recipes = {r for env in config.environments if (r := build_recipe(config, env))}
+    return {_context_digest(recipe, ca_bytes) for recipe in recipes}
 
 
 def bootstrap_debian(

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Stage = Literal["bootstrap", "pull", "build", "run", "collect", "compare", "report", "explain"]
+Stage = Literal[
+    "bootstrap", "pull", "push", "build", "run", "collect", "compare", "report", "explain"
+]
 
 
 @dataclass(frozen=True, kw_only=True)

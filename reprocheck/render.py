@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
 
 from rich.console import Console
@@ -157,7 +158,7 @@ class ProgressPrinter:
             update |= {"completed": done, "total": total}
         self._bars.update(self._tasks[key], **update)  # type: ignore[arg-type]
         what = f"{event.stage} {event.subject}: {event.message[:120]}"
-        if event.finished or event.stage == "pull" or self._verbose:
+        if event.finished or event.stage in ("pull", "push") or self._verbose:
             text = f"[bold]{event.stage}[/] {escape(event.subject)}: {escape(event.message)}"
             self._bars.console.print(text, soft_wrap=True, highlight=False)
             self._last = (time.monotonic(), what)
@@ -266,17 +267,26 @@ def _print_outputs(console: Console, report: Report) -> None:
                       f"{escape(str(noise.get('environment')))}: spread {spread}")  # fmt: skip
 
 
-def print_images(console: Console, built: list[ImageInfo], bases: list[ImageInfo]) -> None:
+def print_images(
+    console: Console,
+    built: list[ImageInfo],
+    bases: list[ImageInfo],
+    pushed: Mapping[str, str] | None = None,
+) -> None:
+    """The images table; ``pushed``: image ID -> its digest reference in the lock file."""
+    pushed = pushed or {}
     table = Table(title="reprocheck images", title_justify="left")
-    for column in ("image", "id", "from", "created", "size"):
+    columns = ("image", "id", "from", "created", "size", *(("pushed",) if pushed else ()))
+    for column in columns:
         table.add_column(column)
     for info in [*bases, *built]:
         origin = info.labels.get("io.reprocheck.dockerfile") or (
             f"debootstrap {info.labels.get('io.reprocheck.bootstrap', '')}"
         )
         created = info.created[:19].replace("T", " ") if info.created else "-"
-        table.add_row(", ".join(info.tags) or info.ref, info.id[7:19], origin, created,
-                      f"{info.size / 1e6:,.0f} MB")  # fmt: skip
+        row = [", ".join(info.tags) or info.ref, info.id[7:19], origin, created,
+               f"{info.size / 1e6:,.0f} MB"]  # fmt: skip
+        table.add_row(*row, *((pushed.get(info.id, "-"),) if pushed else ()))
     console.print(table)
 
 

@@ -65,6 +65,7 @@ class EnvironmentResult:
     seconds: float = 0.0
     repeat: int = 1
     image_change: ImageChange | None = None  # set by run --refresh
+    image_digest: str | None = None  # HOST/NAME@sha256:… of the image, when a registry holds it
 
     @property
     def failed(self) -> bool:

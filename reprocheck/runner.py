@@ -10,6 +10,7 @@ Layout of a run folder (``reports/<run-id>/``)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast, get_args
@@ -36,6 +38,7 @@ from reprocheck.engine import (
     Mount,
     container_labels,
 )
+from reprocheck.engine.targets import Engines, EngineTarget, target_of
 from reprocheck.errors import ConfigError, ReprocheckError, UnsafeFileError
 from reprocheck.images import EnvironmentImage, ImageBuilder, ca_bundle
 from reprocheck.output_store import write_store
@@ -50,6 +53,7 @@ from reprocheck.run_model import (
     RunResult,
 )
 from reprocheck.safe_files import read_json_object
+from reprocheck.shards import SHARDS_DIR, join, split
 
 HARNESS_DIR = Path(__file__).parent / "harness"
 CONTAINER_CA = "/run/reprocheck/host-ca.crt"
@@ -62,6 +66,24 @@ DEADLINE_GRACE = 30.0
 STOP_SECONDS = 10.0
 EXIT_DEADLINE = 124  # the harness's exit code when it killed the pipeline at the deadline
 FIXTURES_NAMED = 3  # failed fixtures named, with their exception, in an environment's error
+SHARD_RETRIES = 1  # a shard that crashed, timed out or could not start runs once more
+_RETRIED: frozenset[str] = frozenset({"crash", "error", "timeout", "oom"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where one environment's containers (or one shard's) run: an engine and the image as
+    that engine has it."""
+
+    target: EngineTarget
+    engine: ContainerEngine
+    image: EnvironmentImage
+    host: dict[str, Any]  # the engine's machine, recorded in the fingerprint
+
+    @property
+    def where(self) -> str:
+        """Empty on the default engine; else the engine and its machine's ID (cache keys)."""
+        return "" if self.target.default else f"{self.engine.where}#{self.host.get('id', '')}"
 
 
 def container_user(config: RunConfig) -> str:
@@ -110,8 +132,11 @@ class Runner:
     def __init__(
         self, engine: ContainerEngine, plan: Plan, progress: ProgressCallback = silent, *,
         run_id: str, cache: RunCache = NO_CACHE, rebuild: bool = False,
+        engines: Engines | None = None,
     ) -> None:  # fmt: skip
         self._engine = engine
+        self._engines = engines or Engines(default=engine)
+        self._hosts: dict[EngineTarget, dict[str, Any]] = {}
         self._cache = cache
         self._plan = plan
         self._config = plan.config
@@ -160,7 +185,9 @@ class Runner:
         pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + STOP_SECONDS
         while time.monotonic() < deadline:  # again and again: a container may start late
-            self._engine.stop({RUN_LABEL: self._run_id})
+            for engine in self._engines.connected():  # every host this run reached
+                with contextlib.suppress(Exception):  # a lost host must not stop the others
+                    engine.stop({RUN_LABEL: self._run_id})
             if all(future.done() for future in futures):
                 break
             time.sleep(0.2)
@@ -181,52 +208,170 @@ class Runner:
 
     def _run_environment_in(self, env: EnvironmentConfig, folder: Path) -> _Outcomes:
         try:
-            image = self._images.resolve(env)
+            places = self._placements(env)
         except ReprocheckError as exc:
             self._finished(self._config.run.repeat)
             self._emit(env.name, f"image failed: {exc}", finished=True)
             return _setup_failure(env, folder, str(exc)), []
-        first = self.run_in(env, image, folder, 1)
+        first = self._run_repeat(env, places, folder, 1)
         extra = [
-            self.run_in(env, image, folder / "repeats" / str(k), k)
+            self._run_repeat(env, places, folder / "repeats" / str(k), k)
             for k in range(2, self._config.run.repeat + 1)
         ]
         return first, extra
 
+    def _placements(self, env: EnvironmentConfig) -> list[Placement]:
+        """The engine and image of each host ``env`` runs on (its ``hosts``, else one): the
+        image resolved here, and on another engine delivered there by digest."""
+        local = self._images.resolve(env)
+        places = []
+        for host in env.hosts or (None,):
+            target = target_of(self._config, env, host)
+            engine = self._engines.get(target)
+            image = local
+            if not target.default:
+                from reprocheck.registry import deliver  # only runs on other engines need it
+
+                image = deliver(self._config, local, env, engine, self._engine, self._progress)
+            places.append(Placement(target=target, engine=engine, image=image,
+                                    host=self._host_info(target, engine)))  # fmt: skip
+        return places
+
+    def _host_info(self, target: EngineTarget, engine: ContainerEngine) -> dict[str, Any]:
+        with self._lock:
+            if target not in self._hosts:
+                self._hosts[target] = engine.host_info()
+            return self._hosts[target]
+
+    def _run_repeat(
+        self, env: EnvironmentConfig, places: list[Placement], folder: Path, repeat: int
+    ) -> EnvironmentResult:
+        """One run of ``env``: one container, or one per shard joined into one result."""
+        fixtures = self._plan.fixtures
+        slices = split(fixtures, self._config.shards_of(env)) if self._config.pipeline.callable \
+            else [fixtures]  # fmt: skip
+        try:
+            if len(slices) <= 1:
+                return self._run_container(env, places[0], folder, repeat)
+            shard_root = folder / SHARDS_DIR
+            jobs = [(k, part, places[k % len(places)]) for k, part in enumerate(slices)]
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                parts = list(pool.map(lambda job: self._run_shard(env, job, shard_root, repeat),
+                                      jobs))  # fmt: skip
+            return self._joined(env, places[0], folder, repeat, parts)
+        finally:
+            self._finished(1)
+
+    def _run_shard(
+        self, env: EnvironmentConfig, job: tuple[int, tuple[str, ...], Placement],
+        shard_root: Path, repeat: int,
+    ) -> tuple[tuple[str, ...], EnvironmentResult]:  # fmt: skip
+        k, part, place = job
+        label = f"shard {k}"
+        result = self._run_container(env, place, shard_root / str(k), repeat, fixtures=part,
+                                     part=label)  # fmt: skip
+        for attempt in range(SHARD_RETRIES):
+            if result.status not in _RETRIED or self._cancel.is_set():
+                break
+            self._emit(env.name, f"{label} {result.status}: retrying ({attempt + 1})")
+            result = self._run_container(env, place, shard_root / str(k), repeat,
+                                         fixtures=part, part=f"{label} retry")  # fmt: skip
+        return part, result
+
+    def _joined(
+        self, env: EnvironmentConfig, place: Placement, folder: Path, repeat: int,
+        parts: list[tuple[tuple[str, ...], EnvironmentResult]],
+    ) -> EnvironmentResult:  # fmt: skip
+        """The shards' folders joined into ``folder``; the environment's status from every
+        fixture's (a shard that failed twice fails its fixtures, not the others)."""
+        outputs, meta = folder / "outputs", folder / "meta"
+        for path in (outputs, meta):
+            path.mkdir(parents=True, exist_ok=True)
+        join(folder, [r.outputs_dir.parent for _part, r in parts],
+             self._spec_json(self._plan.fixtures))  # fmt: skip
+        fixtures: list[FixtureResult] = []
+        for part, result in parts:
+            known = {f.fixture: f for f in result.fixtures}
+            for name in part:
+                fixture = known.get(name)
+                if fixture is None or (result.status in _RETRIED and fixture.status == "not_run"):
+                    why = f"its shard failed: {result.error}"[:300]
+                    fixture = FixtureResult(fixture=name, status="error", error=why)
+                fixtures.append(fixture)
+        if self._cancel.is_set() and any(r.status == "interrupted" for _p, r in parts):
+            return _interrupted(env, folder, place.image, repeat)
+        failed = [f for f in fixtures if f.status != "ok"]
+        status: EnvStatus = "ok" if not failed else "partial"
+        if len(failed) == len(fixtures):
+            status = "error"
+        error = None
+        if failed:
+            causes = "; ".join(f"{f.fixture}: {f.reason}" for f in failed[:FIXTURES_NAMED])
+            error = f"{len(failed)} of {len(fixtures)} fixtures failed: {causes}"
+        shutil.rmtree(folder / SHARDS_DIR, ignore_errors=True)
+        result = EnvironmentResult(
+            name=env.name, image=env.image, image_ref=place.image.ref,
+            image_id=place.image.image_id, image_digest=place.image.digest, status=status,
+            error=error, outputs_dir=outputs,
+            meta_dir=meta, fingerprint=_read_json(meta / "fingerprint.json"),
+            fixtures=tuple(fixtures), seconds=round(max(r.seconds or 0 for _p, r in parts), 3),
+            repeat=repeat,
+        )  # fmt: skip
+        if not result.failed:
+            self._index(env.name, outputs)
+        return result
+
     def run_in(
         self, env: EnvironmentConfig, image: EnvironmentImage, folder: Path, repeat: int
     ) -> EnvironmentResult:
+        """One container of ``env`` in ``image`` on the default engine (explain's runs)."""
+        place = Placement(target=EngineTarget(), engine=self._engine, image=image,
+                          host=self._host_info(EngineTarget(), self._engine))  # fmt: skip
+        return self._run_container(env, place, folder, repeat)
+
+    def _run_container(
+        self, env: EnvironmentConfig, place: Placement, folder: Path, repeat: int, *,
+        fixtures: tuple[str, ...] | None = None, part: str = "",
+    ) -> EnvironmentResult:  # fmt: skip
+        """One container of ``env`` over ``fixtures`` (default: the plan's) in ``folder``."""
+        image = place.image
         if self._cancel.is_set():
             return _interrupted(env, folder, image, repeat)
+        fixtures = self._plan.fixtures if fixtures is None else fixtures
+        plan = self._plan if fixtures == self._plan.fixtures else \
+            dataclasses.replace(self._plan, fixtures=fixtures)  # fmt: skip
         outputs, meta = _fresh_dirs(folder)
         label = env.name if repeat == 1 else f"{env.name} (repeat {repeat})"
-        spec = self._container_spec(env, image, outputs, meta)
-        cache = self._cache.entry(spec, self._plan, repeat)
+        label = f"{label} {part}" if part else label
+        spec = self._container_spec(env, image, outputs, meta, where=place.where)
+        cache = self._cache.entry(spec, plan, repeat)
         cached = cache.restore(env, image, folder, repeat)
         if cached is not None:  # nothing the result depends on changed: no container
-            self._finished(1)
-            self._emit(label, f"cached (key {cache.short_key}…)", finished=True)
+            self._emit(label, f"cached (key {cache.short_key}…)", finished=not part)
             return cached
-        self._write_spec(meta)
-        self._emit(label, f"running in {image.ref}")
+        (meta / "spec.json").write_text(json.dumps(self._spec_json(fixtures), indent=1))
+        where = "" if place.target.default else f" on {place.engine.where}"
+        self._emit(label, f"running in {image.ref}{where}")
         try:
-            outcome = self._engine.run(spec)
+            outcome = place.engine.run(spec)
         except ReprocheckError as exc:  # the engine refused this container: this env's error
-            self._finished(1)
             if self._cancel.is_set():
                 return _interrupted(env, folder, image, repeat)
             self._emit(label, f"error: {exc}", finished=True)
             return _setup_failure(env, folder, str(exc), image, repeat)
         (folder / "log.txt").write_text(outcome.log)
-        planned = self._plan.fixtures if self._config.pipeline.callable else ()
+        if outcome.transfer:
+            (meta / "transfer.json").write_text(json.dumps(dict(outcome.transfer), indent=1))
+        _record_host(meta, place.host)
+        planned = fixtures if self._config.pipeline.callable else ()
         result = _collect(env, image, outputs, meta, outcome, repeat, planned)
-        if not result.failed:
+        if not result.failed and not part:
             self._index(label, outputs)
         if self._cancel.is_set() and result.status != "ok":
             result = _interrupted(env, folder, image, repeat)
         cache.store(folder, result)  # "ok" results only, with their output store
-        self._finished(1)
-        self._emit(label, f"{result.status} in {outcome.duration:.1f} s", finished=True)
+        self._emit(label, f"{result.status} in {outcome.duration:.1f} s{_copies(outcome)}",
+                   finished=not part)  # fmt: skip
         return result
 
     def _index(self, label: str, outputs: Path) -> None:
@@ -246,24 +391,25 @@ class Runner:
                               done=self._done, total=self._total)  # fmt: skip
         self._progress(event)
 
-    def _write_spec(self, meta: Path) -> None:
+    def _spec_json(self, fixtures: tuple[str, ...]) -> dict[str, Any]:
+        """spec.json: what the harness in the container runs, over ``fixtures``."""
         pipeline = self._config.pipeline
-        spec = {
+        return {
             "mode": "callable" if pipeline.callable else "command",
             "callable": pipeline.callable,
             "command": list(pipeline.command or ()),
             "project": "/project",
             "fixtures_dir": "/fixtures",
-            "fixtures": list(self._plan.fixtures),
+            "fixtures": list(fixtures),
             "outputs": "/out",
             "meta": "/meta",
             "deadline": self._config.run.timeout,
         }
-        (meta / "spec.json").write_text(json.dumps(spec, indent=1))
 
     def _container_spec(
-        self, env: EnvironmentConfig, image: EnvironmentImage, outputs: Path, meta: Path
-    ) -> ContainerSpec:
+        self, env: EnvironmentConfig, image: EnvironmentImage, outputs: Path, meta: Path,
+        where: str = "",
+    ) -> ContainerSpec:  # fmt: skip
         settings = self._config.run
         mounts = [
             Mount(source=self._config.root, target="/project"),
@@ -305,6 +451,7 @@ class Runner:
             labels=container_labels(self._run_id, env.name),
             platform=env.platform,
             masked=_masked_paths(self._config, (self._run_dir,) if self._run_dir else ()),
+            where=where,
         )
 
 
@@ -342,6 +489,26 @@ def _masked_paths(config: RunConfig, extra: tuple[Path, ...]) -> tuple[str, ...]
     return tuple(sorted(f"/project/{f.relative_to(root).as_posix()}" for f in outer))
 
 
+def _record_host(meta: Path, host: dict[str, Any]) -> None:
+    """The engine and machine the container ran on, in its fingerprint (when it has one)."""
+    path = meta / "fingerprint.json"
+    fingerprint = _read_json(path)
+    if fingerprint and host:
+        fingerprint["engine"] = host
+        path.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
+
+
+def _copies(outcome: ContainerOutcome) -> str:
+    """`` (inputs reused; outputs 0.2 s)``: what a run on another machine copied."""
+    figures = outcome.transfer
+    if not figures:
+        return ""
+    copied = figures.get("inputs_copied", 0)
+    ins = (f"{copied} input volume(s) copied in {figures.get('copy_in_seconds', 0):.1f} s"
+           if copied else "inputs reused")  # fmt: skip
+    return f" ({ins}; outputs copied in {figures.get('copy_out_seconds', 0):.1f} s)"
+
+
 def _fresh_dirs(folder: Path) -> tuple[Path, Path]:
     if folder.exists():
         shutil.rmtree(folder)
@@ -372,6 +539,7 @@ def _setup_failure(
         image=env.image,
         image_ref=image.ref if image else None,
         image_id=image.image_id if image else None,
+        image_digest=image.digest if image else None,
         status="error",
         error=error,
         outputs_dir=folder / "outputs",
@@ -496,6 +664,7 @@ def _collect(
         image=env.image,
         image_ref=image.ref,
         image_id=image.image_id,
+        image_digest=image.digest,
         status=state,
         error=error,
         outputs_dir=outputs,

@@ -248,6 +248,7 @@ def _env_from_json(entry: _Fields, run_dir: Path) -> EnvironmentResult:
         seconds=entry.number("seconds", 0.0),
         repeat=entry.integer("repeat", 1),
         image_change=_image_change(entry),
+        image_digest=entry.optional_text("image_digest", None),
     )
 
 

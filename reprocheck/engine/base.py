@@ -87,6 +87,7 @@ class ContainerSpec:
     platform: str | None = None
     nocache: bool = False  # every step again: apt and pip resolve anew
     masked: tuple[str, ...] = ()  # container paths hidden behind an empty read-only tmpfs
+    where: str = ""  # the engine it runs on, when not the default one (keyed by the cache)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +109,7 @@ class ImageInfo:
     size: int = 0
     architecture: str = ""
     tags: tuple[str, ...] = ()
+    repo_digests: tuple[str, ...] = ()  # ``HOST/NAME@sha256:…``: where a registry holds it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,7 +141,13 @@ class ContainerEngine(Protocol):
         """Local images carrying ``label``."""
 
     def pull(self, ref: str) -> ImageInfo | None:
-        """Pull ``ref``; None when no registry can provide it."""
+        """Pull ``ref`` (a tag, or ``HOST/NAME@sha256:…`` by digest); None when no registry
+        can provide it."""
+
+    def push(self, image: str, repository: str, tag: str) -> str:
+        """Tag ``image`` (an ID or a reference) as ``repository:tag`` and push it; the
+        registry's digest of it (``sha256:…``). EngineError (one line, naming the registry)
+        when the push fails."""
 
     def remove_image(self, ref: str) -> bool:
         """Remove the image ``ref`` (by tag or id); False when it is absent or in use."""

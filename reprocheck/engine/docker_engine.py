@@ -50,6 +50,7 @@ def _image_info(image: Any, ref: str) -> ImageInfo:
         size=int(attrs.get("Size", 0)),
         architecture=str(attrs.get("Architecture", "")),
         tags=tuple(image.tags),
+        repo_digests=tuple(str(d) for d in attrs.get("RepoDigests") or ()),
     )
 
 
@@ -148,9 +149,33 @@ class DockerEngine:
 
     def pull(self, ref: str) -> ImageInfo | None:
         try:
-            return _image_info(self._client.images.pull(ref), ref)
+            return _image_info(self._client.images.pull(_by_digest(ref)), ref)
         except (docker.errors.APIError, requests.exceptions.RequestException):
             return None
+
+    def push(self, image: str, repository: str, tag: str) -> str:
+        registry = repository.partition("/")[0]
+        try:
+            self._client.api.tag(image, repository, tag)
+            stream = self._client.api.push(repository, tag=tag, stream=True, decode=True)
+            digest = ""
+            for chunk in stream:
+                if "error" in chunk:
+                    raise _push_error(repository, tag, str(chunk["error"]))
+                digest = str((chunk.get("aux") or {}).get("Digest", "")) or digest
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise _push_error(repository, tag, str(exc)) from exc
+        digest = digest or self._pushed_digest(repository)
+        if not digest.startswith("sha256:"):
+            raise EngineError(f"{self.where} pushed {repository}:{tag} to {registry} but "
+                              "reported no digest", fix=_push_fix(registry))  # fmt: skip
+        return digest
+
+    def _pushed_digest(self, repository: str) -> str:
+        """The digest from the image's RepoDigests (engines whose push stream names none)."""
+        info = self.image(repository)
+        found = [d for d in info.repo_digests if d.partition("@")[0] == repository] if info else []
+        return found[0].partition("@")[2] if found else ""
 
     def build(self, request: BuildRequest, on_line: LineCallback) -> ImageInfo:
         log: list[str] = []
@@ -296,6 +321,31 @@ class DockerEngine:
 
     def _remove_id(self, container_id: str) -> bool:
         return _remove_call(lambda: self._client.api.remove_container(container_id, force=True))
+
+
+def _by_digest(ref: str) -> str:
+    """``NAME@sha256:…`` for ``NAME:TAG@sha256:…``: the SDK splits a reference at ``@`` and
+    would send ``NAME:TAG`` as the repository; the digest alone names the image."""
+    name, at, digest = ref.partition("@")
+    if not at:
+        return ref
+    head, slash, last = name.rpartition("/")
+    return f"{head}{slash}{last.partition(':')[0]}@{digest}"
+
+
+def _push_fix(registry: str) -> str:
+    return (
+        f"check that the registry at {registry} runs and answers ('curl http://{registry}/v2/'); "
+        "a registry without TLS other than 127.0.0.1/localhost must be listed in the engine's "
+        "insecure-registries"
+    )
+
+
+def _push_error(repository: str, tag: str, error: str) -> EngineError:
+    registry = repository.partition("/")[0]
+    reason = " ".join(error.split())[:300]
+    return EngineError(f"cannot push {repository}:{tag} to the registry {registry}: {reason}",
+                       fix=_push_fix(registry))  # fmt: skip
 
 
 def _address(target: EngineTarget) -> tuple[str, Any]:

@@ -106,7 +106,8 @@ class VolumePlane:
                    for i, m in enumerate(m for m in spec.mounts if not m.read_only)]  # fmt: skip
         transfer = Transfer(outputs=outputs)
         try:
-            missing = [i for i in inputs if not self._ready(i)]
+            present = self._volumes() if inputs else set()
+            missing = [i for i in inputs if not {i.volume, i.volume + _READY_SUFFIX} <= present]
             for volume in [i.volume for i in missing] + [o.volume for o in outputs]:
                 kind = "output" if volume.startswith("reprocheck-out-") else "input"
                 self._client.volumes.create(volume, labels={LABEL: "1", VOLUME_LABEL: kind})
@@ -177,12 +178,12 @@ class VolumePlane:
         digest = json_digest(target, sorted(described, key=lambda item: str(item[0])))
         return _Input(target=target, entries=tuple(listed), files=files, digest=digest)
 
-    def _ready(self, item: _Input) -> bool:
-        try:
-            self._client.volumes.get(item.volume + _READY_SUFFIX)
-        except Exception:  # docker.errors.NotFound, or a volume we cannot read: fill again
-            return False
-        return True
+    def _volumes(self) -> set[str]:
+        """Names of this data plane's volumes on the engine (one call). An input counts as
+        there only with its readiness marker *and* itself: mounting a name that is gone
+        would make the engine create it empty, and the pipeline would see no files."""
+        found = self._client.api.volumes(filters={"label": VOLUME_LABEL})
+        return {str(v.get("Name")) for v in (found or {}).get("Volumes") or ()}
 
     def _fill(self, spec: ContainerSpec, missing: list[_Input], outputs: list[_Output]) -> None:
         """One helper container (root, no network) with the new volumes mounted: the files

@@ -213,6 +213,9 @@ class LoaderEngine:
     def pull(self, ref: str) -> ImageInfo | None:
         return self._engine.pull(ref)
 
+    def push(self, image: str, repository: str, tag: str) -> str:
+        return self._engine.push(image, repository, tag)
+
     def remove_image(self, ref: str) -> bool:
         return self._engine.remove_image(ref)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -54,6 +55,11 @@ ARGS_KEPT, ARG_CHARS = 16, 200
 # Another CPU model (``cpu`` of an environment): the host mounts a static qemu-user binary and
 # names the model; the harness runs itself, and a command's ELF programs, under it.
 QEMU_ENV, CPU_ENV, EMULATED_ENV = "REPROCHECK_QEMU", "REPROCHECK_CPU", "REPROCHECK_EMULATED"
+# engine/transfer.py spells these too: where to hash the writable folders, and which ones.
+TRANSFER_MANIFEST_ENV, TRANSFER_ROOTS_ENV = (
+    "REPROCHECK_TRANSFER_MANIFEST",
+    "REPROCHECK_TRANSFER_ROOTS",
+)
 
 
 def _tail(text: str) -> str:
@@ -539,6 +545,29 @@ def _keep_command_records(meta: str) -> None:
     shutil.rmtree(os.path.join(meta, PROCESS_RECORDS_DIR), ignore_errors=True)
 
 
+def write_transfer_manifest() -> None:
+    """On an engine on another machine: the sha256 of every regular file left in the
+    writable folders, which the host checks its copies against (engine/transfer.py)."""
+    target = os.environ.get(TRANSFER_MANIFEST_ENV)
+    if not target:
+        return
+    files: Dict[str, str] = {}
+    for root in os.environ.get(TRANSFER_ROOTS_ENV, "").split(":"):
+        for folder, _dirs, names in os.walk(root):
+            for name in names:
+                path = os.path.join(folder, name)
+                if path == target or os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                digest = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+                files[path] = digest.hexdigest()
+    with open(target + ".tmp", "w") as handle:
+        json.dump({"files": files}, handle)
+    os.replace(target + ".tmp", target)
+
+
 def main(meta: str) -> int:
     os.umask(0o022)
     with open(os.path.join(meta, "spec.json")) as handle:
@@ -547,7 +576,10 @@ def main(meta: str) -> int:
     if os.environ.get(EMULATED_ENV):  # the watchdog's child, exec'd under the emulator
         return work(meta, spec)
     if deadline:
-        return watch(meta, spec, float(deadline))
+        code = watch(meta, spec, float(deadline))
+        with contextlib.suppress(Exception):  # a missing manifest only skips the check
+            write_transfer_manifest()
+        return code
     if os.environ.get(QEMU_ENV):
         _exec_emulated(meta)
     return work(meta, spec)

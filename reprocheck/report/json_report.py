@@ -64,6 +64,7 @@ def environment_json(env: EnvironmentResult) -> dict[str, Any]:
         "image": env.image,
         "image_ref": env.image_ref,
         "image_id": env.image_id,
+        "image_digest": env.image_digest,
         "status": env.status,
         "error": env.error,
         "outputs_dir": str(env.outputs_dir),

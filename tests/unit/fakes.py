@@ -7,6 +7,7 @@ by a per-environment behaviour.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from reprocheck.engine import BuildRequest, ContainerOutcome, ContainerSpec, ImageInfo
-from reprocheck.errors import ImageBuildError
+from reprocheck.errors import EngineError, ImageBuildError
 
 
 @dataclass
@@ -85,6 +86,11 @@ class FakeEngine:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     build_error: ImageBuildError | None = None
     pulls: list[str] = field(default_factory=list)
+    # What push sends and pull fetches by ``NAME@sha256:…``: share one dict between two
+    # fakes and it is a registry both reach.
+    registry: dict[str, ImageInfo] = field(default_factory=dict)
+    push_error: EngineError | None = None
+    pushes: list[tuple[str, str, str]] = field(default_factory=list)
     builds: list[BuildRequest] = field(default_factory=list)
     runs: list[ContainerSpec] = field(default_factory=list)
     stops: list[dict[str, str]] = field(default_factory=list)
@@ -105,10 +111,27 @@ class FakeEngine:
 
     def pull(self, ref: str) -> ImageInfo | None:
         self.pulls.append(ref)
-        info = self.pullable.get(ref)
+        info = self.pullable.get(ref) or self.registry.get(ref)
         if info is not None:
-            self.present[ref] = info
+            info = self.present[ref] = dataclasses.replace(info, ref=ref)
         return info
+
+    def push(self, image: str, repository: str, tag: str) -> str:
+        self.pushes.append((image, repository, tag))
+        if self.push_error is not None:
+            raise self.push_error
+        info = self.present.get(image) or next(
+            (i for i in self.present.values() if i.id == image), None
+        )
+        if info is None:
+            raise EngineError(f"no image {image} to push")
+        digest = "sha256:" + hashlib.sha256(info.id.encode()).hexdigest()  # the manifest's
+        reference = f"{repository}@{digest}"
+        pushed = dataclasses.replace(info, repo_digests=(*info.repo_digests, reference))
+        self.present.update({key: pushed for key, i in self.present.items() if i.id == info.id})
+        self.present[f"{repository}:{tag}"] = self.present[reference] = pushed
+        self.registry[reference] = pushed
+        return digest
 
     def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> ImageInfo:
         self.builds.append(request)

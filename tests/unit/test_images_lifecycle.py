@@ -64,7 +64,7 @@ def test_list_shows_an_identical_context_built_elsewhere(make_project, tmp_path,
     """Another project with the same Dockerfile built the image this project uses (same
     context digest, same tag): it is listed here too, by its context label."""
     from reprocheck.config import load_config
-    from reprocheck.images import LABEL_CONTEXT, _context_tar, ca_bundle
+    from reprocheck.images import LABEL_CONTEXT, BuildRecipe, _context_tar, ca_bundle
 
     config = make_project(CONFIG)
     mine = config.parent / "images" / "a" / "Dockerfile"
@@ -72,7 +72,8 @@ def test_list_shows_an_identical_context_built_elsewhere(make_project, tmp_path,
     mine.write_text("FROM debian:bookworm\n")
     loaded = load_config(config)
     (digest,) = cli.project_contexts(loaded)
-    with _context_tar(mine.parent, ca_bundle(loaded)) as (_tar, built):
+    recipe = BuildRecipe(context=mine.parent, name="a")
+    with _context_tar(recipe, ca_bundle(loaded)) as (_tar, built):
         assert built == digest  # what a build of the folder is tagged and labelled with
     other = tmp_path / "elsewhere" / "Dockerfile"
     shared = _info("shared", "2026-01-01", other, **{LABEL_CONTEXT: digest})
