@@ -34,7 +34,7 @@ from reprocheck.cache import RunCache
 from reprocheck.compare import ArrayComparison, DecisionRule, Tolerance, compare_arrays
 from reprocheck.comparisons import FAILING, OutputComparison, item_of, severity_order
 from reprocheck.config import OutputsConfig, RunConfig, load_config
-from reprocheck.engine import ContainerEngine, get_engine
+from reprocheck.engine import BUILD_ENGINE, ContainerEngine, get_engine
 from reprocheck.errors import (
     EXIT_DRIFT,
     EXIT_ERROR,
@@ -393,7 +393,7 @@ def run(
     config = _config(config_path)
     plan = make_plan(config, tuple(envs))
     golden = load_baseline(config, baseline) if baseline else None
-    engine = engine or get_engine(config.run.engine)
+    engine = engine or get_engine(BUILD_ENGINE)
     run_dir = (Path(out) if out is not None else config.reports_dir / new_run_id()).resolve()
     refreshed = recorder(plan, refresh)
     runner = Runner(engine, plan, progress, run_id=run_dir.name, rebuild=rebuild or refresh,

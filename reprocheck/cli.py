@@ -25,7 +25,7 @@ from reprocheck import __version__
 from reprocheck.cache import CACHE_DIR, DEFAULT_PRUNE_DAYS, RunCache
 from reprocheck.cache import prune as prune_cache
 from reprocheck.config import RunConfig, load_config, registry_prefix
-from reprocheck.engine import ContainerEngine, ImageInfo, get_engine
+from reprocheck.engine import BUILD_ENGINE, ContainerEngine, ImageInfo, get_engine
 from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
 from reprocheck.explain import Explainer, attributions_json, experiments_json
 from reprocheck.history import config_name, history_file, load_history, run_lines, trend_png
@@ -230,7 +230,7 @@ def run(
     models = None if cpus is None else tuple(c.strip() for c in cpus.split(",") if c.strip())
     plan = make_plan(config, envs, models)
     golden = load_baseline(config, baseline) if baseline else None
-    engine = get_engine(config.run.engine)
+    engine = get_engine(BUILD_ENGINE)
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
     run_id = run_dir.name  # a merge of --out folders gets an id of its own
     cache = RunCache.open(config, read=not no_cache, reports=[json_path, *reports.values()])
@@ -374,7 +374,7 @@ def explain(
         with _stored_run_guard(result.run_dir):
             write_run_files(config, result, build_matrix(config, result),
                             _stage_warning(result.run_dir))  # fmt: skip
-    engine = get_engine(config.run.engine)
+    engine = get_engine(BUILD_ENGINE)
     started = time.monotonic()
     with ProgressPrinter(err, quiet=False, verbose=False) as progress:
         explainer = Explainer(engine, config, result, max_experiments=max_experiments,
@@ -502,7 +502,7 @@ def cache_prune(config_path: Path | None, everything: bool, days: float) -> None
 def _image_check(config: RunConfig) -> Callable[[str], bool] | None:
     """Whether an image ID still exists, or None when the engine cannot be asked."""
     try:
-        engine = get_engine(config.run.engine)
+        engine = get_engine(BUILD_ENGINE)
     except ReprocheckError:
         return None
 
@@ -531,7 +531,7 @@ def images_bootstrap(
     refs: tuple[str, ...], mirror: str, platform: str | None, force: bool, jobs: int
 ) -> None:
     """Build debian:SUITE base images from the Debian archive (no registry needed)."""
-    engine = get_engine("docker")
+    engine = get_engine(BUILD_ENGINE)
     missing = [ref for ref in refs if force or engine.image(ref) is None]
     for ref in sorted(set(refs) - set(missing)):
         err.print(f"{ref} is already present; --force rebuilds it")
@@ -561,7 +561,7 @@ def parallel(func: Callable[[str], str], items: list[str], jobs: int) -> list[st
 def images_build(config_path: Path | None, envs: tuple[str, ...], jobs: int) -> None:
     """Build (or find in the cache) every environment's image."""
     config = load_config(config_path)
-    engine = get_engine(config.run.engine)
+    engine = get_engine(BUILD_ENGINE)
     with ProgressPrinter(err, quiet=False, verbose=False) as progress:
         builder = ImageBuilder(engine, config, progress)
 
@@ -585,7 +585,7 @@ def images_push(config_path: Path | None, registry: str | None, envs: tuple[str,
     digests to the lock file; remote engines then pull them by digest."""
     config = load_config(config_path)
     target = _registry(config, registry)
-    engine = get_engine(config.run.engine)
+    engine = get_engine(BUILD_ENGINE)
     for name in envs:
         config.environment(name)  # a ConfigError naming the known environments
     chosen = [env for env in config.environments if not envs or env.name in envs]
@@ -695,14 +695,11 @@ def sweep(config_path: Path | None, everything: bool) -> None:
 
 
 def _configured_engine(config_path: Path | None) -> ContainerEngine:
-    """The engine of the project's config ([run] engine), or docker outside a project."""
-    try:
-        name = load_config(config_path).run.engine
-    except ConfigError:
-        if config_path is not None:
-            raise
-        name = "docker"
-    return get_engine(name)
+    """The engine the project's images are built on (a config given but broken is an
+    error; none found is fine outside a project)."""
+    if config_path is not None:
+        load_config(config_path)
+    return get_engine(BUILD_ENGINE)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -509,7 +509,11 @@ class RunSettings(_Model):
 
     engine: EngineKind = Field(
         default="docker",
-        description="The container engine of environments that name none.",
+        description=(
+            "The container engine of environments that name none. Images are built on the "
+            "local Docker engine either way; environments on any other engine get them "
+            "through `[images] registry`, by digest."
+        ),
     )
     shards: int = Field(
         default=1,

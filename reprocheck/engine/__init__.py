@@ -21,28 +21,33 @@ from reprocheck.engine.base import (
 from reprocheck.errors import ConfigError
 
 
-def _docker() -> ContainerEngine:
-    from reprocheck.engine.docker_engine import DockerEngine
+def _connect(kind: str) -> Callable[[], ContainerEngine]:
+    def connect() -> ContainerEngine:
+        from reprocheck.engine.targets import EngineTarget, connect_target
 
-    return DockerEngine.from_env()
+        return connect_target(EngineTarget(kind=kind))
+
+    return connect
 
 
-ENGINES: dict[str, Callable[[], ContainerEngine]] = {"docker": _docker}
+ENGINES: dict[str, Callable[[], ContainerEngine]] = {k: _connect(k) for k in ("docker", "podman")}
+# Images are built and resolved on this engine; environments on any other engine (Podman,
+# another host) get them from it through [images] registry, by digest.
+BUILD_ENGINE = "docker"
 
 
-def get_engine(name: str) -> ContainerEngine:
-    """The engine registered under ``name``, connected and answering."""
+def get_engine(name: str = BUILD_ENGINE) -> ContainerEngine:
+    """The engine registered under ``name`` at its default address, connected and answering."""
     try:
         factory = ENGINES[name]
     except KeyError:
         known = ", ".join(sorted(ENGINES))
-        raise ConfigError(
-            f"unknown engine {name!r} in [run] engine", fix=f"use one of: {known}"
-        ) from None
+        raise ConfigError(f"unknown engine {name!r}", fix=f"use one of: {known}") from None
     return factory()
 
 
 __all__ = [
+    "BUILD_ENGINE",
     "ENGINES",
     "ENVIRONMENT_LABEL",
     "LABEL",
