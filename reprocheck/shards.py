@@ -62,21 +62,16 @@ def join(folder: Path, shard_folders: Sequence[Path], spec: dict[str, Any]) -> N
     outputs, meta = folder / "outputs", folder / "meta"
     status: dict[str, Any] = {"fixtures": {}, "harness_error": None, "command": None}
     fingerprints: list[dict[str, Any]] = []
+    transfers: dict[str, Any] = {}
     logs: list[str] = []
     for k, shard in enumerate(shard_folders):
         _move_tree(shard / "outputs", outputs)
         _move_tree(shard / "meta" / "probes", meta / "probes")
-        part = _json(shard / "meta" / "status.json")
-        fixtures = part.get("fixtures")
-        if isinstance(fixtures, dict):
-            status["fixtures"].update(fixtures)
-        for key in ("started", "finished"):
-            values = [v for v in (status.get(key), part.get(key)) if isinstance(v, int | float)]
-            if values:
-                status[key] = min(values) if key == "started" else max(values)
-        if part.get("harness_error") and not status["harness_error"]:
-            status["harness_error"] = f"shard {k}: {part['harness_error']}"
+        _join_status(status, _json(shard / "meta" / "status.json"), k)
         fingerprints.append(_json(shard / "meta" / "fingerprint.json"))
+        transfer = _json(shard / "meta" / "transfer.json")
+        if transfer:
+            transfers[f"shard {k}"] = transfer
         log = shard / "log.txt"
         if log.is_file():
             logs.append(f"==> shard {k} <==\n{log.read_text(errors='replace')}")
@@ -89,7 +84,22 @@ def join(folder: Path, shard_folders: Sequence[Path], spec: dict[str, Any]) -> N
     differing = [k for k, f in enumerate(fingerprints) if f and _stable(f) != _stable(fingerprint)]
     if differing:
         (meta / "shard-fingerprints.json").write_text(json.dumps(fingerprints, indent=1))
+    if transfers:  # what each shard copied to and from another machine's engine
+        (meta / "transfer.json").write_text(json.dumps(transfers, indent=1))
     (folder / "log.txt").write_text("\n".join(logs))
+
+
+def _join_status(status: dict[str, Any], part: dict[str, Any], k: int) -> None:
+    """Shard ``k``'s status.json into ``status``: fixtures, first start, last finish."""
+    fixtures = part.get("fixtures")
+    if isinstance(fixtures, dict):
+        status["fixtures"].update(fixtures)
+    for key in ("started", "finished"):
+        values = [v for v in (status.get(key), part.get(key)) if isinstance(v, int | float)]
+        if values:
+            status[key] = min(values) if key == "started" else max(values)
+    if part.get("harness_error") and not status["harness_error"]:
+        status["harness_error"] = f"shard {k}: {part['harness_error']}"
 
 
 def _stable(fingerprint: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 # Idempotent set-up of a fresh Debian/Ubuntu machine for reprocheck:
 #   - installs a Docker engine (docker.io) and debootstrap when they are missing (and Chromium,
 #     for the HTML report's browser test, when REPROCHECK_WITH_CHROMIUM=1), and starts dockerd when no engine answers (no systemd needed);
+#   - with REPROCHECK_WITH_REMOTE=1, installs what the remote-engine tests start (openssh-server,
+#     docker-registry, podman); it starts none of them;
 #   - installs reprocheck with its test extras;
 #   - builds the example's environment images (Debian bases are bootstrapped from the archive
 #     when no registry can provide them).
@@ -23,10 +25,20 @@ fi
 if [ "${REPROCHECK_WITH_ARM64:-}" = "1" ] && [ ! -x /usr/bin/qemu-aarch64-static ]; then
   need+=(qemu-user-static binfmt-support)
 fi
+# The remote-engine tests' services (tests/e2e/remote_engines.py starts and stops them):
+# sshd and its client, Debian's registry, Podman (scripts/test.sh asks for them).
+if [ "${REPROCHECK_WITH_REMOTE:-}" = "1" ]; then
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+  command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+  command -v podman >/dev/null 2>&1 || need+=(podman)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
+  started=$SECONDS
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  echo "setup: installed in $((SECONDS - started)) s"
 fi
 [ -x "$DOCKER" ] || DOCKER=docker
 
@@ -38,7 +50,9 @@ if ! $SUDO "$DOCKER" info >/dev/null 2>&1; then
 fi
 
 echo "setup: installing reprocheck"
-python3 -m pip install -q --disable-pip-version-check -e ".[test,history]"
+started=$SECONDS
+PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check -e ".[test,history]"
+echo "setup: reprocheck installed in $((SECONDS - started)) s"
 
 bases=(debian:bullseye debian:bookworm debian:trixie)
 arm64=0

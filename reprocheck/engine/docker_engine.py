@@ -287,6 +287,10 @@ class DockerEngine:
         if transfer is not None:  # no host path on that machine: volumes instead
             kwargs["volumes"] = transfer.volumes
             kwargs["environment"] = {**kwargs["environment"], **transfer.env}
+        if self.name == PODMAN:  # Podman fills a tmpfs with what it covers (tmpcopyup) unless
+            # told not to (Docker refuses the option): a masked folder would show its files.
+            kwargs["tmpfs"] = {path: f"{options},notmpcopyup" if path in spec.masked else options
+                               for path, options in kwargs["tmpfs"].items()}  # fmt: skip
         container = self._client.containers.create(**kwargs)
         try:
             yield container

@@ -21,10 +21,11 @@ import posixpath
 import stat
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -94,6 +95,8 @@ class VolumePlane:
     def __init__(self, client: Any, hashes: FileHashes | None = None) -> None:
         self._client = client
         self._hashes = hashes or FileHashes(None)
+        self._lock = threading.Lock()
+        self._filling: dict[str, threading.Lock] = {}  # one filler per input volume
 
     @contextmanager
     def prepared(self, spec: ContainerSpec) -> Iterator[Transfer]:
@@ -106,12 +109,16 @@ class VolumePlane:
                    for i, m in enumerate(m for m in spec.mounts if not m.read_only)]  # fmt: skip
         transfer = Transfer(outputs=outputs)
         try:
-            present = self._volumes() if inputs else set()
-            missing = [i for i in inputs if not {i.volume, i.volume + _READY_SUFFIX} <= present]
-            for volume in [i.volume for i in missing] + [o.volume for o in outputs]:
-                kind = "output" if volume.startswith("reprocheck-out-") else "input"
-                self._client.volumes.create(volume, labels={LABEL: "1", VOLUME_LABEL: kind})
-            self._fill(spec, missing, outputs)
+            with ExitStack() as held:  # shards of one environment fill a volume once
+                for item in inputs:
+                    held.enter_context(self._filler(item.volume))
+                present = self._volumes() if inputs else set()
+                missing = [i for i in inputs
+                           if not {i.volume, i.volume + _READY_SUFFIX} <= present]  # fmt: skip
+                for volume in [i.volume for i in missing] + [o.volume for o in outputs]:
+                    kind = "output" if volume.startswith("reprocheck-out-") else "input"
+                    self._client.volumes.create(volume, labels={LABEL: "1", VOLUME_LABEL: kind})
+                self._fill(spec, missing, outputs)
             filled = time.monotonic()
             transfer.figures = {
                 "inputs_reused": len(inputs) - len(missing),
@@ -131,6 +138,10 @@ class VolumePlane:
         finally:
             for out in outputs:
                 self._remove_volume(out.volume)
+
+    def _filler(self, volume: str) -> threading.Lock:
+        with self._lock:
+            return self._filling.setdefault(volume, threading.Lock())
 
     def collect(self, container: Any, transfer: Transfer) -> None:
         """Copy each writable mount's content back into its host folder and check it
@@ -199,11 +210,16 @@ class VolumePlane:
             platform=spec.platform, detach=True,
         )  # fmt: skip
         try:
-            with tempfile.TemporaryFile(prefix="reprocheck-put-") as tar_file:
-                _write_tar(tar_file, missing, outputs)
-                tar_file.seek(0)
-                if not helper.put_archive("/", tar_file):
-                    raise EngineError(f"the engine refused the files for {spec.image}")
+            # Docker takes a volume's folder mode from an archive put at "/" that names the
+            # folder (it skips "." of a put at the folder); Podman 4.3 writes into a volume only
+            # through a put at its mount point. So: the folders from "/", then each volume's
+            # content at its own mount point.
+            puts = [("/", [_folder(i.target, i.entries) for i in missing]
+                     + [_folder(o.mount.target, None) for o in outputs])]  # fmt: skip
+            puts += [(i.target, list(_input_members(i))) for i in missing]
+            puts += [(o.mount.target, list(_output_members(o))) for o in outputs]
+            for path, members in puts:
+                _put(helper, path, members, spec.image)
             if missing:
                 self._verify(helper, missing)
         finally:
@@ -297,29 +313,52 @@ def _member(name: str, info: os.stat_result, path: Path) -> tarfile.TarInfo:
     return member
 
 
-def _write_tar(handle: Any, missing: list[_Input], outputs: list[_Output]) -> None:
-    with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for item in missing:
-            root = item.target.strip("/")
-            for rel, path in item.entries:
-                info = path.lstat()
-                member = _member(posixpath.join(root, rel) if rel else root, info, path)
-                if member.isfile():
-                    with path.open("rb") as data:
-                        tar.addfile(member, data)
-                else:
+_Entry = tuple[tarfile.TarInfo, Path | None]  # an archive entry, the host file of its data
+
+
+def _put(helper: Any, path: str, members: list[_Entry], image: str) -> None:
+    with tempfile.TemporaryFile(prefix="reprocheck-put-") as tar_file:
+        with tarfile.open(fileobj=tar_file, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for member, source in members:
+                if source is None:
                     tar.addfile(member)
-        for out in outputs:  # the folder opened to the container's user, seeded
-            root = out.mount.target.strip("/")
-            folder = tarfile.TarInfo(root)
-            folder.type, folder.mode = tarfile.DIRTYPE, 0o777
-            tar.addfile(folder)
-            for path in sorted(out.mount.source.rglob("*")):
-                if path.is_file() and not path.is_symlink():
-                    member = _member(f"{root}/{path.relative_to(out.mount.source).as_posix()}",
-                                     path.lstat(), path)  # fmt: skip
-                    with path.open("rb") as data:
-                        tar.addfile(member, data)
+                    continue
+                with source.open("rb") as data:
+                    tar.addfile(member, data)
+        tar_file.seek(0)
+        if not helper.put_archive(path, tar_file):
+            raise EngineError(f"the engine refused the files for {image} (at {path})")
+
+
+def _folder(target: str, entries: tuple[tuple[str, Path], ...] | None) -> _Entry:
+    """A volume's folder named from "/": an input's with its host folder's mode (0755 for
+    single files), an output's (``entries`` None) opened to the container's user."""
+    name = target.strip("/")
+    source = next((path for rel, path in entries or () if not rel), None)
+    if source is not None:
+        return _member(name, source.lstat(), source), None
+    folder = tarfile.TarInfo(name)
+    folder.type, folder.mode = tarfile.DIRTYPE, 0o755 if entries is not None else 0o777
+    return folder, None
+
+
+def _input_members(item: _Input) -> Iterator[_Entry]:
+    """An input volume's content, named from its mount point ("." is the folder itself)."""
+    yield _folder(".", item.entries)
+    for rel, path in item.entries:
+        if rel:
+            member = _member(rel, path.lstat(), path)
+            yield member, path if member.isfile() else None
+
+
+def _output_members(out: _Output) -> Iterator[_Entry]:
+    """An output volume, opened to the container's user and seeded with the host folder's
+    files (``spec.json``)."""
+    yield _folder(".", None)
+    for path in sorted(out.mount.source.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            rel = path.relative_to(out.mount.source).as_posix()
+            yield _member(rel, path.lstat(), path), path
 
 
 def _extract(container: Any, mount: Mount) -> dict[str, str]:
@@ -334,16 +373,32 @@ def _extract(container: Any, mount: Mount) -> dict[str, str]:
         with tarfile.open(fileobj=spool, mode="r:") as tar:
             top = posixpath.basename(mount.target.rstrip("/"))
             members = []
+            layout: bool | None = None  # members named TOP/… (Docker), else relative
             for member in tar:
-                parts = member.name.split("/", 1)
-                if parts[0] != top or len(parts) == 1:
+                if layout is None:
+                    layout = member.name.rstrip("/") == top
+                name = _under_folder(member.name, top, named_top=layout)
+                if not name:
                     continue
-                member.name = parts[1]
+                member.name = name
                 members.append(member)
                 if member.isfile():
                     received[posixpath.join(mount.target, member.name)] = _member_sha(tar, member)
             tar.extractall(mount.source, members=members, filter=_safe_member)
     return received
+
+
+def _under_folder(name: str, top: str, *, named_top: bool) -> str:
+    """A member's path under the copied folder; "" for the folder itself or a member
+    outside it. Docker names members ``TOP/…``; Podman 4.3 names them ``/…`` (or ``./…``),
+    relative to the folder."""
+    if named_top:
+        head, _, rest = name.partition("/")
+        return rest if head == top else ""
+    rest = name.lstrip("/")
+    while rest.startswith("./"):
+        rest = rest[2:].lstrip("/")
+    return "" if rest in ("", ".") else rest
 
 
 def _member_sha(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:

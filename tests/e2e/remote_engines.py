@@ -47,8 +47,8 @@ BRIDGES = tuple(f"rcbr{i}" for i in range(10))  # the second daemon's own bridge
 # Podman fails every run with "error setting rlimit" without these caps (FACTS.md).
 PODMAN_ULIMITS = '["nofile=20000:20000", "nproc=4096:4096"]'
 
-# for the session summary (tests/e2e/conftest.py): seconds each service took to answer,
-# and figures tests record (transfer times)
+# for the session summary (tests/e2e/conftest.py): seconds each service took to answer
+# (and image pushes and pulls), and figures tests record (transfer times)
 START_TIMES: dict[str, float] = {}
 MEASURED: dict[str, Any] = {}
 _PUSHED: dict[tuple[str, str], str] = {}  # (registry, image id) -> REGISTRY/REPO@sha256:…
@@ -178,16 +178,16 @@ def _answers(base_url: str) -> Callable[[], bool]:
 # ----------------------------------------------------------------------------- registry
 
 
-def _registry_answers(address: str) -> bool:
-    """An OCI distribution API at ``address`` (``GET /v2/`` is 200, or 401 with auth)."""
+def _registry_status(address: str) -> int | None:
+    """The HTTP status of ``GET /v2/`` at ``address`` (200: an open registry), or None."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(f"http://{address}/v2/", timeout=2) as response:
-            return bool(response.status == 200)
+            return int(response.status)
     except urllib.error.HTTPError as exc:
-        return exc.code == 401
+        return int(exc.code)
     except (OSError, ValueError):
-        return False
+        return None
 
 
 REGISTRY_CONFIG = """\
@@ -207,18 +207,20 @@ http:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``"127.0.0.1:5000"``: a registry (plain http, loopback) for the session."""
-    if _registry_answers(REGISTRY):
-        START_TIMES["registry (reused)"] = 0.0
+    status = _registry_status(REGISTRY)
+    if status == 200:
+        START_TIMES["registry (one answered already)"] = 0.0
         yield REGISTRY
         return
-    if _port_open(int(REGISTRY.rpartition(":")[2])):
-        pytest.skip(f"{REGISTRY} is taken by something that is not a registry")
+    if status is not None or _port_open(int(REGISTRY.rpartition(":")[2])):
+        pytest.skip(f"{REGISTRY} is taken by something that is not an open registry "
+                    f"(GET /v2/: {status})")  # fmt: skip
     binary = _need("docker-registry", "docker-registry")
     folder = tmp_path_factory.mktemp("registry")
     config = folder / "config.yml"
     config.write_text(REGISTRY_CONFIG.format(root=folder / "storage", address=REGISTRY))
     with _service("registry", [binary, "serve", str(config)], folder / "registry.log",
-                  lambda: _registry_answers(REGISTRY), timeout=30):  # fmt: skip
+                  lambda: _registry_status(REGISTRY) == 200, timeout=30):  # fmt: skip
         yield REGISTRY
     _PUSHED.clear()  # its storage goes with the session's tmp folder
 
@@ -236,6 +238,7 @@ def push_to(registry: str, local_ref: str) -> str:
             return _PUSHED[key]
         name, tag = _name_and_tag(local_ref, image)
         repository = f"{registry}/{name}"
+        started = time.monotonic()
         image.tag(repository, tag)
         digest = ""
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
@@ -246,6 +249,7 @@ def push_to(registry: str, local_ref: str) -> str:
             client.images.remove(f"{repository}:{tag}")
         assert digest.startswith("sha256:"), f"the push of {local_ref} reported no digest"
         _PUSHED[key] = f"{repository}@{digest}"
+        START_TIMES[f"push {local_ref} to {registry}"] = round(time.monotonic() - started, 2)
         return _PUSHED[key]
     finally:
         client.close()
@@ -296,11 +300,12 @@ def example_image(name: str) -> str:
         pytest.skip(f"no Docker Engine: {exc}")
     finally:
         client.close()
-    tagged = [image for image in found if image.tags]
+    tagged = [(image, tag) for image in found for tag in image.tags
+              if tag.startswith(f"reprocheck/{name}:")]  # fmt: skip
     if not tagged:
         pytest.skip(f"no reprocheck/{name} image here: run scripts/setup.sh")
-    newest = max(tagged, key=lambda image: str(image.attrs.get("Created", "")))
-    return str(newest.tags[0])
+    _image, tag = max(tagged, key=lambda pair: str(pair[0].attrs.get("Created", "")))
+    return str(tag)
 
 
 # ----------------------------------------------------------------------- a second daemon
@@ -410,6 +415,7 @@ def _ssh_config_entry(block: str, mark: str) -> Iterator[None]:
     """``block`` put first in ~/.ssh/config (ssh takes the first value it finds for an
     option, so an existing ``Host *`` cannot override it); only that block is removed."""
     folder = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"  # ssh reads the passwd home
+    made = not folder.exists()
     folder.mkdir(mode=0o700, exist_ok=True)
     config = folder / "config"
     existed = config.exists()
@@ -426,6 +432,8 @@ def _ssh_config_entry(block: str, mark: str) -> Iterator[None]:
             config.write_text(text)
         else:
             config.unlink()
+            if made and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 @pytest.fixture(scope="session")
