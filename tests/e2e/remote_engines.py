@@ -405,8 +405,13 @@ def _ssh_alias_block(alias: str, port: int, key: Path, mark: str) -> str:
         f"  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n"
         # One ssh connection for all requests: the docker SDK starts an ssh process per API
         # call (docker-py #2966); multiplexed, a call costs 0.18 s here instead of 0.43 s.
-        f"  ControlMaster auto\n  ControlPath {key.parent}/mux-%C\n  ControlPersist 120\n"
-        f"# <<< {mark}\n"
+        # REPROCHECK_E2E_SSH_MUX=0 measures without (what a user without it in ~/.ssh/config gets).
+        + (
+            f"  ControlMaster auto\n  ControlPath {key.parent}/mux-%C\n  ControlPersist 120\n"
+            if os.environ.get("REPROCHECK_E2E_SSH_MUX", "1") != "0"
+            else ""
+        )
+        + f"# <<< {mark}\n"
     )
 
 
