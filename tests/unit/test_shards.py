@@ -121,3 +121,40 @@ def test_shards_need_a_callable_pipeline(make_project) -> None:
             '[[environments]]\nname = "one"\nimage = "img/one:1"\n')  # fmt: skip
     with pytest.raises(ConfigError, match=r"run.shards.*callable"):
         load_config(make_project(text, FIXTURES))
+
+
+def test_shards_are_spread_over_hosts(
+    make_project, fake_engine: FakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hosts``: shard k on host k mod len(hosts), each host's engine connected once, the
+    image delivered to each; the fingerprint records the first shard's engine."""
+    import dataclasses
+
+    from reprocheck import registry
+    from reprocheck.engine.targets import Engines, EngineTarget
+
+    remotes: dict[str, FakeEngine] = {}
+
+    def connect(target: EngineTarget) -> FakeEngine:
+        assert target.host is not None
+        remotes[target.host] = FakeEngine(where=f"docker at {target.host}", local=False)
+        return remotes[target.host]
+
+    def deliver(_config, image, _env, engine, _local, _progress):
+        return dataclasses.replace(image, ref=f"{engine.where}/img@sha256:" + "0" * 64)
+
+    monkeypatch.setattr(registry, "deliver", deliver)
+    text = ('[pipeline]\ncallable = "p.py:run"\n[fixtures]\npath = "inputs"\n'
+            '[[environments]]\nname = "one"\nimage = "img/one:1"\nshards = 3\n'
+            'hosts = ["ssh://a", "ssh://b"]\n')  # fmt: skip
+    config = load_config(make_project(text, FIXTURES))
+    fake_engine.add("img/one:1")
+    engines = Engines(default=fake_engine, connect=connect)
+    result = Runner(fake_engine, make_plan(config), run_id="r", engines=engines).run(tmp_path / "r")
+    env = result.environments[0]
+    assert env.status == "ok"
+    assert sorted(remotes) == ["ssh://a", "ssh://b"]
+    assert {host: len(e.runs) for host, e in remotes.items()} == {"ssh://a": 2, "ssh://b": 1}
+    assert not fake_engine.runs  # nothing ran on the default engine
+    assert env.image_ref == "docker at ssh://a/img@sha256:" + "0" * 64
+    assert env.fingerprint["engine"]["where"] == "docker at ssh://a"
