@@ -6,6 +6,7 @@ import io
 import os
 import posixpath
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -82,6 +83,7 @@ class DockerEngine:
         kwargs: dict[str, Any] = {"base_url": base_url, "timeout": 600}
         if base_url.startswith("ssh://"):
             kwargs["use_ssh_client"] = True  # the ssh binary: ~/.ssh/config, agents, keys
+            _tolerate_ended_ssh()
         if tls is not None:
             kwargs["tls"] = tls
         try:
@@ -350,6 +352,31 @@ def _push_error(repository: str, tag: str, error: str) -> EngineError:
     reason = " ".join(error.split())[:300]
     return EngineError(f"cannot push {repository}:{tag} to the registry {registry}: {reason}",
                        fix=_push_fix(registry))  # fmt: skip
+
+
+_SSH_CLOSE_PATCHED = threading.Event()
+
+
+def _tolerate_ended_ssh() -> None:
+    """docker-py's ``SSHSocket.close`` writes to its ssh process's stdin, which raises
+    BrokenPipeError when that ssh ended already (the host went away, or a test's sshd
+    stopped): at interpreter exit that prints one traceback per pooled connection. Close
+    such a socket quietly: the process is only terminated."""
+    if _SSH_CLOSE_PATCHED.is_set():
+        return
+    from docker.transport import sshconn
+
+    original = sshconn.SSHSocket.close
+
+    def close(self: Any) -> None:
+        try:
+            original(self)
+        except OSError:
+            if self.proc is not None:
+                self.proc.terminate()
+
+    sshconn.SSHSocket.close = close
+    _SSH_CLOSE_PATCHED.set()
 
 
 def _address(target: EngineTarget) -> tuple[str, Any]:
