@@ -27,7 +27,6 @@ from reprocheck.cache import prune as prune_cache
 from reprocheck.config import RunConfig, load_config, registry_prefix
 from reprocheck.engine import BUILD_ENGINE, ContainerEngine, ImageInfo, get_engine
 from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
-from reprocheck.explain import Explainer, attributions_json, experiments_json
 from reprocheck.history import config_name, history_file, load_history, run_lines, trend_png
 from reprocheck.images import (
     LABEL_COMPOSE,
@@ -374,6 +373,8 @@ def explain(
         with _stored_run_guard(result.run_dir):
             write_run_files(config, result, build_matrix(config, result),
                             _stage_warning(result.run_dir))  # fmt: skip
+    from reprocheck.explain import Explainer, attributions_json, experiments_json  # heavy
+
     engine = get_engine(BUILD_ENGINE)
     started = time.monotonic()
     with ProgressPrinter(err, quiet=False, verbose=False) as progress:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape as escape_markup
@@ -22,7 +23,6 @@ from rich.progress import (
 from rich.table import Table
 
 from reprocheck.engine import ImageInfo
-from reprocheck.explain import Explanation, advice_by_family
 from reprocheck.progress import ProgressEvent
 from reprocheck.report.common import (
     VERSION_KEYS,
@@ -45,6 +45,9 @@ from reprocheck.report.common import (
     version,
     worst,
 )
+
+if TYPE_CHECKING:
+    from reprocheck.explain import Explanation
 
 # Control characters other than newline and tab: a pipeline's output names and error texts
 # may hold terminal escape sequences, which are shown as text, never sent to the terminal.
@@ -300,6 +303,8 @@ def print_explanation(console: Console, explanation: Explanation, seconds: float
             console.print(escape(line), soft_wrap=True)
         if item.ruled_out:
             console.print(escape(f"  ruled out: {', '.join(item.ruled_out)}"), soft_wrap=True)
+    from reprocheck.explain import advice_by_family  # the explain package is heavy to import
+
     families = advice_by_family(explanation.attributions)
     if families:
         console.print("[bold]what to do[/]")

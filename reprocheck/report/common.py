@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reprocheck.comparisons import FAILING
-from reprocheck.explain.advice import advice_by_family
 
 __all__ = ["FAILING"]  # and everything defined below
 
@@ -221,6 +220,10 @@ def advice_lines(report: Report) -> list[str]:
     """explain's advice, one line per output family and pair: ``filter/sep_f32 (6 outputs,
     bookworm -> trixie): set OPENCV_CPU_DISABLE=... on every image ...``."""
     entries = [e for e in report.get("attributions") or [] if isinstance(e, Mapping)]
+    if not entries:
+        return []
+    from reprocheck.explain.advice import advice_by_family  # the explain package is heavy
+
     return [
         f"{a.family} ({a.outputs} output{'s' if a.outputs != 1 else ''}, "
         f"{a.baseline} -> {a.candidate}): {a.advice}"

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from reprocheck.cache import CACHE_DIR
 from reprocheck.errors import ReprocheckError
 from reprocheck.output_store import OutputFolders
 from reprocheck.report.common import (
@@ -50,6 +51,7 @@ from reprocheck.report.common import (
     worst,
 )
 from reprocheck.report.envdiff import DiffRow, environment_diff
+from reprocheck.report.picture_cache import PICTURES_DIR, PictureCache, picture_key
 from reprocheck.report.pictures import (
     Histogram,
     display_pair,
@@ -94,6 +96,9 @@ class _Arrays:
             if e.get("outputs_dir")
         }
         self._folders = OutputFolders()
+        run_dir = report.get("run_dir")
+        cache = Path(str(run_dir)).parent / CACHE_DIR if run_dir else None
+        self.pictures = PictureCache(cache / PICTURES_DIR if cache and cache.is_dir() else None)
 
     def load(self, environment: str, output: str) -> np.ndarray | None:
         folder = self._dirs.get(environment)
@@ -317,15 +322,27 @@ def _figure(png: bytes, caption: str, alt: str, size: tuple[int, int]) -> str:
     )
 
 
-def _pictures(item: Comparison, a: np.ndarray, b: np.ndarray, budget: _Budget) -> str:
-    base, cand = display_pair(a, b)
-    heat = heatmap(a, b)
-    pngs = [png_bytes(base), png_bytes(cand), png_bytes(heat.pixels)]
-    size = sum(len(p) for p in pngs)
+def _pictures(
+    item: Comparison, a: np.ndarray, b: np.ndarray, budget: _Budget, cache: PictureCache
+) -> str:
+    """The pair's pictures (drawn, or kept from an earlier run), within the size budget."""
+    key = picture_key(a, b, str(item["baseline"]), str(item["candidate"]))
+    figures = cache.get(key)
+    if figures is None:
+        figures = _draw(item, a, b)
+        cache.put(key, figures)
+    size = len(figures) * 3 // 4  # the PNGs are in base64 data URIs: about 4/3 their size
     if size > budget.image_bytes:
         budget.skipped.append(str(item["output"]))
         return '<p class="muted">pictures left out: the report reached its size budget</p>'
     budget.image_bytes -= size
+    return figures
+
+
+def _draw(item: Comparison, a: np.ndarray, b: np.ndarray) -> str:
+    base, cand = display_pair(a, b)
+    heat = heatmap(a, b)
+    pngs = [png_bytes(base), png_bytes(cand), png_bytes(heat.pixels)]
     scale = f"shown {base.shape[1]}x{base.shape[0]} of {a.shape[1]}x{a.shape[0]}"
     captions = (
         (f"baseline {item['baseline']} ({scale})", "baseline"),
@@ -380,7 +397,7 @@ def _pair_block(item: Comparison, arrays: _Arrays, budget: _Budget, pictures: bo
         return ""
     blocks = []
     if pictures and a.shape == b.shape and is_image(a) and is_image(b):
-        blocks.append(_pictures(item, a, b, budget))
+        blocks.append(_pictures(item, a, b, budget, arrays.pictures))
     if a.dtype.kind == "f":
         blocks.append(_ulp_block(a, b))
     if not any(blocks):

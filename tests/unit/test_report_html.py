@@ -105,3 +105,23 @@ def test_trend_is_an_inline_svg_with_a_point_per_run(page: str) -> None:
     section = page[page.index('id="trend"') :]
     assert section.count("<circle") == 2
     assert "&lt;r2&gt;" in section and "<r2>" not in section  # run ids are escaped
+
+
+def test_pictures_are_drawn_once_and_kept_for_the_next_run(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reprocheck.report.html as html
+
+    folder = tmp_path_factory.mktemp("reports")
+    report = synthetic_report(folder / "run-1")
+    (folder / ".cache").mkdir()  # a project's reports folder has its result cache
+    report["run_dir"] = str(folder / "run-1")
+    first = render_html(report)
+    kept = sorted((folder / ".cache" / "pictures").glob("*.html"))
+    assert len(kept) == 2  # one fragment per pair with pictures
+
+    def no_drawing(*_args: object) -> str:
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr(html, "_draw", no_drawing)
+    assert render_html(report) == first
