@@ -26,6 +26,7 @@ from reprocheck.cache import CACHE_DIR, DEFAULT_PRUNE_DAYS, RunCache
 from reprocheck.cache import prune as prune_cache
 from reprocheck.config import RunConfig, load_config, registry_prefix
 from reprocheck.engine import BUILD_ENGINE, ContainerEngine, ImageInfo, get_engine
+from reprocheck.engine.targets import connect_target, target_of
 from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
 from reprocheck.history import config_name, history_file, load_history, run_lines, trend_png
 from reprocheck.images import (
@@ -687,12 +688,28 @@ def images_prune(config_path: Path | None) -> None:
 @main.command()
 @config_option
 @click.option("--all", "everything", is_flag=True,
-              help="Also remove containers of runs still in progress (any owner).")  # fmt: skip
+              help="Also remove containers of runs still in progress (any owner) and the "
+                   "input volumes other engines keep for later runs.")  # fmt: skip
 @handled
 def sweep(config_path: Path | None, everything: bool) -> None:
-    """Remove containers left behind by runs whose reprocheck process is gone."""
-    removed = _configured_engine(config_path).sweep(everything=everything)
-    out.print(f"removed {removed} container(s)")
+    """Remove containers (and other engines' volumes) left behind by runs whose reprocheck
+    process is gone, on the local engine and every engine the config's environments name."""
+    engines = [_configured_engine(config_path)]
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        if config_path is not None:
+            raise
+        config = None  # outside a project: the local engine only
+    if config is not None:
+        targets = {target_of(config, env, host) for env in config.environments
+                   for host in env.hosts or (None,)}  # fmt: skip
+        engines += [connect_target(t) for t in sorted(targets, key=lambda t: t.describe())
+                    if not t.default]  # fmt: skip
+    for engine in engines:
+        containers = engine.sweep(everything=everything)
+        volumes = engine.sweep_volumes(everything=everything)
+        out.print(f"{engine.where}: removed {containers} container(s), {volumes} volume(s)")
 
 
 def _configured_engine(config_path: Path | None) -> ContainerEngine:

@@ -170,3 +170,8 @@ class ContainerEngine(Protocol):
     def sweep(self, *, everything: bool = False) -> int:
         """Remove containers carrying :data:`LABEL` whose owner process is gone on this host
         (all of them with ``everything``); return how many."""
+
+    def sweep_volumes(self, *, everything: bool = False) -> int:
+        """Remove unused volumes of the remote data plane: a run's output volumes left by a
+        killed process (and, with ``everything``, the content-addressed input volumes,
+        which later runs would otherwise reuse); return how many."""

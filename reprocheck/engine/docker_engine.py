@@ -30,7 +30,7 @@ from reprocheck.engine.base import (
     owner_label,
 )
 from reprocheck.engine.targets import PODMAN, EngineTarget, podman_socket
-from reprocheck.engine.transfer import Transfer, VolumePlane
+from reprocheck.engine.transfer import VOLUME_LABEL, Transfer, VolumePlane
 from reprocheck.errors import ConfigError, EngineError, EngineUnavailableError, ImageBuildError
 
 KEEP_ENV = "REPROCHECK_KEEP_CONTAINERS"  # debugging: leave containers behind for inspection
@@ -324,6 +324,20 @@ class DockerEngine:
                 if OWNER_LABEL in labels or RUN_LABEL in labels]  # fmt: skip
         orphans = [cid for cid, labels in ours if everything or _orphaned(labels)]
         return sum(self._remove_id(cid) for cid in orphans)
+
+    def sweep_volumes(self, *, everything: bool = False) -> int:
+        kinds = ("output", "input", "ready") if everything else ("output",)
+        removed = 0
+        for kind in kinds:
+            found = self._client.volumes.list(filters={"label": f"{VOLUME_LABEL}={kind}",
+                                                       "dangling": True})  # fmt: skip
+            for volume in found:
+                try:
+                    volume.remove()
+                except docker.errors.APIError:  # in use by now, or removed meanwhile
+                    continue
+                removed += 1
+        return removed
 
     def _remove_id(self, container_id: str) -> bool:
         return _remove_call(lambda: self._client.api.remove_container(container_id, force=True))

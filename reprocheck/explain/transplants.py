@@ -234,6 +234,9 @@ class LoaderEngine:
     def sweep(self, *, everything: bool = False) -> int:
         return self._engine.sweep(everything=everything)
 
+    def sweep_volumes(self, *, everything: bool = False) -> int:
+        return self._engine.sweep_volumes(everything=everything)
+
 
 # --------------------------------------------------------------------------- pip distributions
 

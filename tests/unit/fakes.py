@@ -159,3 +159,6 @@ class FakeEngine:
 
     def sweep(self, *, everything: bool = False) -> int:
         return 0
+
+    def sweep_volumes(self, *, everything: bool = False) -> int:
+        return 0
