@@ -19,7 +19,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -300,14 +300,11 @@ class Runner:
                 fixtures.append(fixture)
         if self._cancel.is_set() and any(r.status == "interrupted" for _p, r in parts):
             return _interrupted(env, folder, place.image, repeat)
-        failed = [f for f in fixtures if f.status != "ok"]
-        status: EnvStatus = "ok" if not failed else "partial"
-        if len(failed) == len(fixtures):
-            status = "error"
-        error = None
-        if failed:
-            causes = "; ".join(f"{f.fixture}: {f.reason}" for f in failed[:FIXTURES_NAMED])
-            error = f"{len(failed)} of {len(fixtures)} fixtures failed: {causes}"
+        error = _failures(fixtures)
+        status: EnvStatus = "ok" if error is None else "partial"
+        states = {r.status for _p, r in parts}
+        if len(states) == 1 and states <= _RETRIED:  # every shard failed alike: as one would
+            status, error = parts[0][1].status, parts[0][1].error
         shutil.rmtree(folder / SHARDS_DIR, ignore_errors=True)
         result = EnvironmentResult(
             name=env.name, image=env.image, image_ref=place.image.ref,
@@ -634,12 +631,18 @@ def _environment_status(
         how = (f"was killed by {command['signal']}" if command.get("signal")
                else f"exited {command.get('exit_code')}")  # fmt: skip
         return "error", f"command {how}: {_log_tail(str(command.get('error', '')), 8)}"
+    failures = _failures(fixtures)
+    return ("ok", None) if failures is None else ("partial", failures)
+
+
+def _failures(fixtures: Sequence[FixtureResult]) -> str | None:
+    """``2 of 6 fixtures failed: a.png: ...; b.png: ...``, or None when none failed."""
     failed = [f for f in fixtures if f.status != "ok"]
-    if failed:
-        causes = "; ".join(f"{f.fixture}: {f.reason}" for f in failed[:FIXTURES_NAMED])
-        more = f"; and {len(failed) - FIXTURES_NAMED} more" if len(failed) > FIXTURES_NAMED else ""
-        return "partial", f"{len(failed)} of {len(fixtures)} fixtures failed: {causes}{more}"
-    return "ok", None
+    if not failed:
+        return None
+    causes = "; ".join(f"{f.fixture}: {f.reason}" for f in failed[:FIXTURES_NAMED])
+    more = f"; and {len(failed) - FIXTURES_NAMED} more" if len(failed) > FIXTURES_NAMED else ""
+    return f"{len(failed)} of {len(fixtures)} fixtures failed: {causes}{more}"
 
 
 def _collect(

@@ -158,3 +158,14 @@ def test_shards_are_spread_over_hosts(
     assert not fake_engine.runs  # nothing ran on the default engine
     assert env.image_ref == "docker at ssh://a/img@sha256:" + "0" * 64
     assert env.fingerprint["engine"]["where"] == "docker at ssh://a"
+
+
+def test_every_shard_failing_alike_is_that_failure(
+    make_project, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    fake_engine.behaviours["one"] = lambda box: outcome(139, log="Segmentation fault")
+    env = _run(make_project, fake_engine, tmp_path, "shards = 2").environments[0]
+    assert len(fake_engine.runs) == 4  # each shard twice
+    assert env.status == "crash"
+    assert "SIGSEGV" in (env.error or "")
+    assert {f.status for f in env.fixtures} == {"error"}
