@@ -15,9 +15,11 @@ host checks the copies it received against that list.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import posixpath
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -38,9 +40,15 @@ VOLUME_LABEL = "io.reprocheck.volume"  # "input" (content-addressed) or "output"
 TRANSFER_MANIFEST_ENV = "REPROCHECK_TRANSFER_MANIFEST"  # the harness hashes its outputs there
 TRANSFER_ROOTS_ENV = "REPROCHECK_TRANSFER_ROOTS"  # ":"-separated folders it hashes
 MANIFEST_NAME = ".transfer-sha256.json"
+MANIFEST_LIMIT = 64 << 20  # bytes (about 500,000 files): a bigger one is not read
 _READY_SUFFIX = "-ok"  # a second, empty volume: the input volume is complete and verified
+# Links that leave their volume (``../shared/data`` in /project): Docker refuses them in an
+# archive put at the volume, so the helper makes them, from a list put in its own "/".
+_LINKS = "/.reprocheck-links.json"
 _VERIFY = (
     "import hashlib,json,os,sys\n"
+    f"if os.path.exists({_LINKS!r}):\n"
+    f" for p,t in json.load(open({_LINKS!r})):os.symlink(t,p)\n"
     "out={}\n"
     "for root in sys.argv[1:]:\n"
     " for d,_s,fs in os.walk(root):\n"
@@ -155,9 +163,10 @@ class VolumePlane:
         if expected is not None:
             wrong = sorted(p for p, digest in expected.items() if received.get(p) != digest)
             if wrong:
+                how = "differs" if wrong[0] in received else "did not arrive"
                 raise EngineError(
                     f"{len(wrong)} output file(s) differ after the copy from the engine "
-                    f"(first: {wrong[0]})",
+                    f"(first: {wrong[0]!r}, which {how})",
                     fix="run again; if it repeats, check the connection to that host",
                 )
         transfer.figures |= {
@@ -216,6 +225,12 @@ class VolumePlane:
             # content at its own mount point.
             puts = [("/", [_folder(i.target, i.entries) for i in missing]
                      + [_folder(o.mount.target, None) for o in outputs])]  # fmt: skip
+            links = [link for i in missing for link in _leaving(i)]
+            if links:
+                listing = json.dumps(links).encode()
+                member = tarfile.TarInfo(_LINKS.lstrip("/"))
+                member.size, member.mode = len(listing), 0o444
+                puts[0][1].append((member, listing))
             puts += [(i.target, list(_input_members(i))) for i in missing]
             puts += [(o.mount.target, list(_output_members(o))) for o in outputs]
             for path, members in puts:
@@ -244,7 +259,7 @@ class VolumePlane:
                 if seen.get(path) != digest:
                     self._remove_volume(item.volume)
                     raise EngineError(
-                        f"{path} arrived with another sha256 than it left with",
+                        f"{path!r} arrived with another sha256 than it left with",
                         fix="run again; if it repeats, check the connection to that host",
                     )
 
@@ -265,11 +280,12 @@ def _groups(spec: ContainerSpec) -> list[tuple[str, list[tuple[str, Path]]]]:
     for mount in spec.mounts:
         if not mount.read_only:
             continue
-        if mount.source.is_dir():
-            groups.setdefault(mount.target, []).append(("", mount.source))
+        source = mount.source.resolve()  # as a bind mount: what a link there names
+        if source.is_dir():
+            groups.setdefault(mount.target, []).append(("", source))
         else:
             parent, name = posixpath.split(mount.target)
-            groups.setdefault(parent, []).append((name, mount.source))
+            groups.setdefault(parent, []).append((name, source))
     return sorted(groups.items())
 
 
@@ -313,15 +329,15 @@ def _member(name: str, info: os.stat_result, path: Path) -> tarfile.TarInfo:
     return member
 
 
-_Entry = tuple[tarfile.TarInfo, Path | None]  # an archive entry, the host file of its data
+_Entry = tuple[tarfile.TarInfo, Path | bytes | None]  # an archive entry, its data or file
 
 
 def _put(helper: Any, path: str, members: list[_Entry], image: str) -> None:
     with tempfile.TemporaryFile(prefix="reprocheck-put-") as tar_file:
         with tarfile.open(fileobj=tar_file, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for member, source in members:
-                if source is None:
-                    tar.addfile(member)
+                if source is None or isinstance(source, bytes):
+                    tar.addfile(member, None if source is None else io.BytesIO(source))
                     continue
                 with source.open("rb") as data:
                     tar.addfile(member, data)
@@ -348,7 +364,29 @@ def _input_members(item: _Input) -> Iterator[_Entry]:
     for rel, path in item.entries:
         if rel:
             member = _member(rel, path.lstat(), path)
-            yield member, path if member.isfile() else None
+            if not (member.issym() and _leaves(item.target, rel, member.linkname)):
+                yield member, path if member.isfile() else None
+
+
+def _leaves(target: str, rel: str, linkname: str) -> bool:
+    """Whether a relative link at ``rel`` in the volume at ``target`` names a path outside
+    it (as Docker checks it: by the names alone)."""
+    if posixpath.isabs(linkname):
+        return False
+    root = target.rstrip("/")
+    named = posixpath.normpath(posixpath.join(root, posixpath.dirname(rel), linkname))
+    return not (named == root or named.startswith(root + "/"))
+
+
+def _leaving(item: _Input) -> list[tuple[str, str]]:
+    """(container path, target) of the input's links that leave its volume."""
+    found = []
+    for rel, path in item.entries:
+        if rel and path.is_symlink():
+            linkname = os.fsdecode(path.readlink())
+            if _leaves(item.target, rel, linkname):
+                found.append((posixpath.join(item.target, rel), linkname))
+    return found
 
 
 def _output_members(out: _Output) -> Iterator[_Entry]:
@@ -363,29 +401,65 @@ def _output_members(out: _Output) -> Iterator[_Entry]:
 
 def _extract(container: Any, mount: Mount) -> dict[str, str]:
     """The writable mount's files copied into its host folder (links kept as links, never
-    followed; nothing outside the folder); container path -> sha256 of what arrived."""
+    followed; nothing outside the folder; FIFOs and devices left behind); container path ->
+    sha256 of what arrived. The folder ends as the volume did: what the host seeded and the
+    run removed or replaced (a file by a folder) is gone, as with a bind mount."""
     stream, _stat = container.get_archive(mount.target)
     received: dict[str, str] = {}
     with tempfile.TemporaryFile(prefix="reprocheck-get-") as spool:
         for chunk in stream:
             spool.write(chunk)
         spool.seek(0)
-        with tarfile.open(fileobj=spool, mode="r:") as tar:
-            top = posixpath.basename(mount.target.rstrip("/"))
-            members = []
-            layout: bool | None = None  # members named TOP/… (Docker), else relative
-            for member in tar:
-                if layout is None:
-                    layout = member.name.rstrip("/") == top
-                name = _under_folder(member.name, top, named_top=layout)
-                if not name:
-                    continue
-                member.name = name
-                members.append(member)
-                if member.isfile():
-                    received[posixpath.join(mount.target, member.name)] = _member_sha(tar, member)
-            tar.extractall(mount.source, members=members, filter=_safe_member)
+        try:
+            with tarfile.open(fileobj=spool, mode="r:") as tar:
+                members = _members(tar, mount, received)
+                _empty(mount.source)
+                tar.extractall(mount.source, members=members, filter=_safe_member)
+        except (OSError, tarfile.TarError, KeyError) as exc:  # a name too long here, …
+            raise EngineError(
+                f"the outputs in {mount.target} could not be copied back: "
+                f"{type(exc).__name__}: {str(exc)[:300]!r}",
+                fix="check the names and number of files the pipeline writes there",
+            ) from exc
     return received
+
+
+def _members(tar: tarfile.TarFile, mount: Mount, received: dict[str, str]) -> list[tarfile.TarInfo]:
+    """The archive's members renamed to paths under the folder (hard links' targets too),
+    and the sha256 of each file (a hard link's is its target's) into ``received``."""
+    top = posixpath.basename(mount.target.rstrip("/"))
+    members = []
+    layout: bool | None = None  # members named TOP/… (Docker), else relative
+    for member in tar:
+        if layout is None:
+            layout = member.name.rstrip("/") == top
+        name = _under_folder(member.name, top, named_top=layout)
+        if not name:
+            continue
+        where = posixpath.join(mount.target, name)
+        if member.islnk():
+            target = _under_folder(member.linkname, top, named_top=layout)
+            if not target:
+                continue
+            member.linkname = target
+            digest = received.get(posixpath.join(mount.target, target))
+            if digest is not None:
+                received[where] = digest
+        member.name = name
+        members.append(member)
+        if member.isfile():
+            received[where] = _member_sha(tar, member)
+    return members
+
+
+def _empty(folder: Path) -> None:
+    """``folder``'s content removed (links not followed), the folder kept."""
+    with os.scandir(folder) as listing:
+        for item in listing:
+            if item.is_dir(follow_symlinks=False):
+                shutil.rmtree(item.path)
+            else:
+                Path(item.path).unlink()
 
 
 def _under_folder(name: str, top: str, *, named_top: bool) -> str:
@@ -420,14 +494,18 @@ def _safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
 
 
 def _manifest(outputs: list[_Output], container_path: str) -> dict[str, str] | None:
-    """The harness's hashes of what it left (container path -> sha256), or None."""
+    """The harness's hashes of what it left (container path -> sha256), or None when there
+    is no such file or it is not one (the pipeline can write there too: too big, not JSON,
+    nested too deep to parse)."""
     for out in outputs:
         prefix = out.mount.target.rstrip("/") + "/"
         if container_path.startswith(prefix):
             path = out.mount.source / container_path[len(prefix) :]
             try:
-                data = json.loads(path.read_bytes()[: 64 << 20])
-            except (OSError, ValueError):
+                with path.open("rb") as handle:
+                    text = handle.read(MANIFEST_LIMIT + 1)
+                data = json.loads(text) if len(text) <= MANIFEST_LIMIT else None
+            except (OSError, ValueError, RecursionError):
                 return None
             files = data.get("files") if isinstance(data, dict) else None
             if isinstance(files, dict):

@@ -547,7 +547,8 @@ def _keep_command_records(meta: str) -> None:
 
 def write_transfer_manifest() -> None:
     """On an engine on another machine: the sha256 of every regular file left in the
-    writable folders, which the host checks its copies against (engine/transfer.py)."""
+    writable folders (but those it cannot read), which the host checks its copies against
+    (engine/transfer.py)."""
     target = os.environ.get(TRANSFER_MANIFEST_ENV)
     if not target:
         return
@@ -559,9 +560,12 @@ def write_transfer_manifest() -> None:
                 if path == target or os.path.islink(path) or not os.path.isfile(path):
                     continue
                 digest = hashlib.sha256()
-                with open(path, "rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(chunk)
+                try:
+                    with open(path, "rb") as handle:
+                        for chunk in iter(lambda: handle.read(1 << 20), b""):
+                            digest.update(chunk)
+                except OSError:  # made unreadable (chmod 000): the others are still checked
+                    continue
                 files[path] = digest.hexdigest()
     with open(target + ".tmp", "w") as handle:
         json.dump({"files": files}, handle)
