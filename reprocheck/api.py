@@ -48,7 +48,7 @@ from reprocheck.plan import make_plan
 from reprocheck.progress import ProgressCallback, silent
 from reprocheck.refresh import recorder
 from reprocheck.report.json_report import COMPARISONS_FILE, SCHEMA_VERSION, report_dict
-from reprocheck.run_model import RunResult, new_run_id
+from reprocheck.run_model import USABLE, RunResult, new_run_id
 from reprocheck.runner import Runner
 from reprocheck.stages import REPORT_FILE, matrix_for, write_run_files
 from reprocheck.store import MANIFEST, find_run, load_run, save_run
@@ -125,7 +125,7 @@ class Report:
         # Where each environment's outputs are: the run's own folders when the run is known
         # (a run folder copied elsewhere, say a CI artifact), else as the report recorded.
         self._folders = {e["name"]: Path(e["outputs_dir"]) for e in entries
-                         if e["status"] in ("ok", "partial")}  # fmt: skip
+                         if e["status"] in USABLE}  # fmt: skip
         for env in () if run is None else run.environments:
             if env.name in self._folders:
                 self._folders[env.name] = env.outputs_dir

@@ -69,7 +69,7 @@ VERDICT_STYLE = {
     "nondeterministic": "blue",
     "new": "cyan",
 }
-STATUS_STYLE = {"ok": "green", "partial": "yellow"}
+STATUS_STYLE = {"ok": "green", "partial": "yellow", "mixed_cpu": "yellow"}
 WORST_SHOWN = 10
 METRICS_SHOWN = 20
 HEARTBEAT = 30.0  # seconds without a printed line before one says the run is still going

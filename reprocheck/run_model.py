@@ -15,7 +15,11 @@ from typing import Any, Literal
 # The largest status.json, fingerprint.json or watchdog.json read from a container (they are
 # far smaller; a pipeline could write an endless one).
 META_FILE_BYTES = 16 * 1024**2
-EnvStatus = Literal["ok", "partial", "error", "crash", "timeout", "oom", "interrupted"]
+# mixed_cpu: the pipeline ran under a CPU model's emulator, but some of its processes left it
+# (a program it exec'd ran on the host CPU); its outputs are compared, the run is not clean.
+EnvStatus = Literal["ok", "partial", "mixed_cpu", "error", "crash", "timeout", "oom", "interrupted"]
+# The statuses whose outputs are compared (some fixtures of a partial one failed).
+USABLE: frozenset[str] = frozenset({"ok", "partial", "mixed_cpu"})
 FixtureState = Literal["ok", "error", "running", "not_run"]
 
 
@@ -66,10 +70,12 @@ class EnvironmentResult:
     repeat: int = 1
     image_change: ImageChange | None = None  # set by run --refresh
     image_digest: str | None = None  # HOST/NAME@sha256:… of the image, when a registry holds it
+    # Processes that left the CPU model's emulator (mixed_cpu): ``PROGRAM: ARGV`` each.
+    left_emulator: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
-        return self.status not in ("ok", "partial")
+        return self.status not in USABLE
 
 
 @dataclass(frozen=True, kw_only=True)

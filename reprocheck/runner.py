@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 import stat
@@ -66,6 +67,8 @@ DEADLINE_GRACE = 30.0
 STOP_SECONDS = 10.0
 EXIT_DEADLINE = 124  # the harness's exit code when it killed the pipeline at the deadline
 FIXTURES_NAMED = 3  # failed fixtures named, with their exception, in an environment's error
+# Processes that left the CPU emulator: kept per environment, named in its error, characters.
+LEFT_LISTED, LEFT_NAMED, LEFT_CHARS = 16, 3, 200
 SHARD_RETRIES = 1  # a shard that crashed, timed out or could not start runs once more
 _RETRIED: frozenset[str] = frozenset({"crash", "error", "timeout", "oom"})
 
@@ -302,6 +305,8 @@ class Runner:
             return _interrupted(env, folder, place.image, repeat)
         error = _failures(fixtures)
         status: EnvStatus = "ok" if error is None else "partial"
+        left = tuple(dict.fromkeys(p for _part, r in parts for p in r.left_emulator))
+        status, error = _mixed_cpu(status, error, left[:LEFT_LISTED], len(left))
         states = {r.status for _p, r in parts}
         if len(states) == 1 and states <= _RETRIED:  # every shard failed alike: as one would
             status, error = parts[0][1].status, parts[0][1].error
@@ -312,7 +317,7 @@ class Runner:
             error=error, outputs_dir=outputs,
             meta_dir=meta, fingerprint=_read_json(meta / "fingerprint.json"),
             fixtures=tuple(fixtures), seconds=round(max(r.seconds or 0 for _p, r in parts), 3),
-            repeat=repeat,
+            repeat=repeat, left_emulator=left[:LEFT_LISTED],
         )  # fmt: skip
         if not result.failed:
             self._index(env.name, outputs)
@@ -645,6 +650,40 @@ def _failures(fixtures: Sequence[FixtureResult]) -> str | None:
     return f"{len(failed)} of {len(fixtures)} fixtures failed: {causes}{more}"
 
 
+def _left_emulator(status: dict[str, Any]) -> tuple[str, ...]:
+    """``PROGRAM: ARGV`` of each process the harness saw leave the CPU model's emulator."""
+    found = []
+    for entry in _object(status.get("left_emulator")).get("listed") or []:
+        if not isinstance(entry, dict):
+            continue
+        given = entry.get("argv")
+        argv = [a for a in given if isinstance(a, str)] if isinstance(given, list) else []
+        program = entry.get("executable")
+        program = program if isinstance(program, str) and program else "?"
+        found.append(f"{program}: {shlex.join(argv)}".rstrip(": ")[:LEFT_CHARS])
+    return tuple(found[:LEFT_LISTED])
+
+
+def _count(value: Any) -> int:
+    count = _object(value).get("count")
+    return count if isinstance(count, int) and count >= 0 else 0
+
+
+def _mixed_cpu(
+    state: EnvStatus, error: str | None, left: tuple[str, ...], count: int
+) -> tuple[EnvStatus, str | None]:
+    """An environment whose processes left the CPU model's emulator is ``mixed_cpu``: its
+    outputs are compared, but they are not all the emulated CPU's."""
+    count = max(count, len(left))
+    if not count or state not in ("ok", "partial"):
+        return state, error
+    shown = "; ".join(left[:LEFT_NAMED])
+    more = f"; and {count - LEFT_NAMED} more" if count > LEFT_NAMED else ""
+    why = (f"{count} process(es) left the CPU emulator and ran on the host CPU "
+           f"(a program the pipeline exec'd): {shown}{more}")  # fmt: skip
+    return "mixed_cpu", why if error is None else f"{error}; {why}"
+
+
 def _collect(
     env: EnvironmentConfig,
     image: EnvironmentImage,
@@ -662,6 +701,8 @@ def _collect(
     fixtures = _fixture_results(status, list(planned))
     watchdog = _read_json(meta / "watchdog.json")
     state, error = _environment_status(outcome, status, fixtures, watchdog)
+    left = _left_emulator(status)
+    state, error = _mixed_cpu(state, error, left, _count(status.get("left_emulator")))
     return EnvironmentResult(
         name=env.name,
         image=env.image,
@@ -676,4 +717,5 @@ def _collect(
         fixtures=fixtures,
         seconds=round(outcome.duration, 3),
         repeat=repeat,
+        left_emulator=left,
     )

@@ -103,8 +103,6 @@ def _stage(on_failure: OnFailure, name: str, func: Callable[[], T]) -> T | None:
 
 def exit_code(result: RunResult, matrix: Matrix) -> int:
     """0 consistent, 1 drift, 2 an environment or an output could not be compared."""
-    if matrix.has_errors or any(
-        env.failed or env.status == "partial" for env in result.environments
-    ):
+    if matrix.has_errors or any(env.status != "ok" for env in result.environments):
         return EXIT_ERROR
     return EXIT_DRIFT if matrix.has_drift else EXIT_OK

@@ -249,6 +249,7 @@ def _env_from_json(entry: _Fields, run_dir: Path) -> EnvironmentResult:
         repeat=entry.integer("repeat", 1),
         image_change=_image_change(entry),
         image_digest=entry.optional_text("image_digest", None),
+        left_emulator=tuple(str(p) for p in entry.value("left_emulator", (list,), [])),
     )
 
 

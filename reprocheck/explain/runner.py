@@ -31,7 +31,7 @@ from reprocheck.explain.transplants import (
 from reprocheck.images import EnvironmentImage
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent
-from reprocheck.run_model import EnvironmentResult, RunResult
+from reprocheck.run_model import USABLE, EnvironmentResult, RunResult
 from reprocheck.runner import HARNESS_DIR, Runner
 
 
@@ -78,7 +78,7 @@ def _settled(result: EnvironmentResult) -> bool:
     (a transplanted library missing its own dependencies fails the same way every time).
     Crashes, timeouts, OOM kills and engine refusals may be transient: not cached."""
     reported = (result.meta_dir / "status.json").is_file()
-    return result.status in ("ok", "partial") or (result.status == "error" and reported)
+    return result.status in USABLE or (result.status == "error" and reported)
 
 
 class ExperimentRunner:

@@ -703,6 +703,7 @@ def probe_pipeline_processes(processes: List[Dict[str, Any]]) -> Dict[str, Any]:
             "pid": p.get("pid"),
             "executable": p.get("executable"),
             "argv": p.get("argv"),
+            "emulated": p.get("emulated"),
             "seen": sorted(p.get("seen") or ()),
             "python": p.get("python"),
             "modules": p.get("modules") or {},

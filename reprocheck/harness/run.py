@@ -52,6 +52,7 @@ PLACEHOLDER_RE = re.compile(r"\{(inputs|outputs)\}")
 # Sampling /proc while a command runs: often at first (short processes), then less often.
 SAMPLE_FIRST, SAMPLE_GROWTH, SAMPLE_LONGEST = 0.005, 1.5, 0.25
 ARGS_KEPT, ARG_CHARS = 16, 200
+LEFT_LISTED = 16  # processes listed in status.json's left_emulator
 # Another CPU model (``cpu`` of an environment): the host mounts a static qemu-user binary and
 # names the model; the harness runs itself, and a command's ELF programs, under it.
 QEMU_ENV, CPU_ENV, EMULATED_ENV = "REPROCHECK_QEMU", "REPROCHECK_CPU", "REPROCHECK_EMULATED"
@@ -165,10 +166,15 @@ def run_fixture(func: Callable[[str], Any], spec: Dict[str, Any], fixture: str) 
 
 def run_callable(spec: Dict[str, Any], status: Status) -> None:
     func = load_callable(spec["project"], spec["callable"])
-    for fixture in spec["fixtures"]:
-        status.data["fixtures"][fixture] = {"status": "running"}
-        status.save()
-        status.data["fixtures"][fixture] = run_fixture(func, spec, fixture)
+    watch = EmulatorWatch() if os.environ.get(EMULATED_ENV) else None
+    with watch or contextlib.nullcontext():
+        for fixture in spec["fixtures"]:
+            status.data["fixtures"][fixture] = {"status": "running"}
+            status.save()
+            status.data["fixtures"][fixture] = run_fixture(func, spec, fixture)
+            status.save()
+    if watch is not None:
+        status.data["left_emulator"] = left_emulator(watch.processes())
         status.save()
 
 
@@ -237,15 +243,25 @@ def _argv(pid: int) -> List[str]:
     return args[:ARGS_KEPT]
 
 
+def _emulator() -> Optional[Tuple[str, ...]]:
+    """The CPU model's emulator binary as /proc/<pid>/exe names it, when one is set."""
+    qemu = os.environ.get(QEMU_ENV)
+    return (qemu, os.path.realpath(qemu)) if qemu else None
+
+
 class ProcessSampler:
     """The processes of a command and what each mapped, read from /proc while it runs.
 
     A process that ends between two samples is missed here (a Python one still leaves its own
-    record at exit); a library mapped and unmapped between two samples too."""
+    record at exit); a library mapped and unmapped between two samples too. Under a CPU
+    model's emulator each process also gets ``emulated``: whether its program, as the kernel
+    sees it (another process's /proc entry is not the emulator's to answer), is the
+    emulator; a program a process exec'd runs on the host CPU, outside it."""
 
     def __init__(self, root: int) -> None:
         self.root = root
         self.seen: Dict[Tuple[int, str], Dict[str, Any]] = {}
+        self.emulator = _emulator()
 
     def sample(self) -> None:
         for pid, start in _descendants(self.root):
@@ -260,6 +276,9 @@ class ProcessSampler:
             )
             entry["files"].update(_mapped_files(text))
             entry["executable"], entry["argv"] = executable, argv  # after an exec: the new one
+            if self.emulator is not None:  # once outside the emulator, never back in it
+                inside = executable in self.emulator
+                entry["emulated"] = inside and entry.get("emulated", True)
 
     def follow(self, proc: subprocess.Popen[str]) -> int:
         """Sample until ``proc`` ends; its exit code."""
@@ -304,8 +323,69 @@ def pipeline_processes(sampled: Dict[Tuple[int, str], Dict[str, Any]], records: 
         entry["files"].update(files)
         for field in ("executable", "argv", "python", "modules"):
             entry[field] = data.get(field, entry.get(field))
+        if isinstance(data.get("emulated"), bool):  # its own answer, at exit
+            entry["emulated"] = data["emulated"] and entry.get("emulated", True)
     shutil.rmtree(records, ignore_errors=True)
     return [dict(entry, files=sorted(entry["files"])) for entry in found.values()]
+
+
+def left_emulator(processes: List[Any]) -> Dict[str, Any]:
+    """The processes seen running on the host CPU while the pipeline was to run under a CPU
+    model's emulator (status.json's ``left_emulator``): how many, and the first few."""
+    found = [p for p in processes if p.get("emulated") is False]
+    found.sort(key=lambda p: (int(p.get("start") or 0), int(p.get("pid") or 0)))
+    listed = [
+        {"pid": p.get("pid"), "executable": p.get("executable"), "argv": p.get("argv") or []}
+        for p in found[:LEFT_LISTED]
+    ]
+    return {"count": len(found), "listed": listed}
+
+
+class EmulatorWatch:
+    """While a callable pipeline runs under a CPU model's emulator: the processes it starts
+    (a subprocess, multiprocessing with spawn or forkserver) sampled from /proc in a thread;
+    one that exec'd a program left the emulator. A process that ends between two samples
+    (every 5 ms at first, at most every 0.25 s) is missed."""
+
+    def __init__(self) -> None:
+        self.sampler = ProcessSampler(os.getpid())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        interval = SAMPLE_FIRST
+        while not self._stop.wait(interval):
+            with contextlib.suppress(Exception):
+                self._sample()
+            interval = min(interval * SAMPLE_GROWTH, SAMPLE_LONGEST)
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        emulator = self.sampler.emulator or ()
+        for pid, start in _descendants(me):
+            if pid == me:
+                continue
+            try:
+                executable = os.readlink(f"/proc/{pid}/exe")
+                argv = _argv(pid)
+            except OSError:
+                continue
+            entry = self.sampler.seen.setdefault(
+                (pid, start), {"pid": pid, "start": start, "seen": ["sampled"], "files": set()}
+            )
+            entry["executable"], entry["argv"] = executable, argv
+            entry["emulated"] = executable in emulator and entry.get("emulated", True)
+
+    def __enter__(self) -> EmulatorWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def processes(self) -> List[Any]:
+        return list(self.sampler.seen.values())
 
 
 def join_probe_records(records: str, probes: str) -> Optional[str]:
@@ -407,7 +487,11 @@ def run_command(spec: Dict[str, Any], status: Status) -> List[Any]:
         join_probe_records(probe_records, os.path.join(spec["meta"], "probes"))
     except Exception as exc:  # probes serve explain; the outputs stand without them
         sys.stderr.write(f"reprocheck: the probes were not joined: {type(exc).__name__}: {exc}\n")
-    return pipeline_processes(sampler.seen, process_records)
+    processes = pipeline_processes(sampler.seen, process_records)
+    if sampler.emulator is not None:
+        status.data["left_emulator"] = left_emulator(processes)
+        status.save()
+    return processes
 
 
 def _signal_name(number: int) -> str:
@@ -472,21 +556,51 @@ def _write_watchdog(meta: str, data: Dict[str, Any]) -> None:
 
 
 def emulated_argv(argv: List[str], environ: Mapping[str, str]) -> List[str]:
-    """``argv`` under the CPU model's emulator when one is set and ``argv[0]`` is an ELF
-    program (a script's interpreter cannot be followed: it runs on the host CPU, which the
-    fingerprint's processes then show)."""
+    """``argv`` under the CPU model's emulator when one is set: an ELF program directly, a
+    script through its ``#!`` interpreter (``#!/usr/bin/env NAME`` found on PATH), so the
+    interpreter is emulated too. Whatever these exec later runs on the host CPU; the harness
+    reports such processes (``left_emulator``)."""
     qemu, model = environ.get(QEMU_ENV), environ.get(CPU_ENV)
     if not qemu or not model or not argv:
         return list(argv)
-    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=environ.get("PATH"))
+    path = environ.get("PATH")
+    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=path)
     try:
         with open(program or argv[0], "rb") as handle:
-            elf = handle.read(4) == b"\x7fELF"
+            head = handle.read(256)
     except OSError:
         return list(argv)
-    if not elf:
+    script = os.path.abspath(program or argv[0])
+    if head.startswith(b"\x7fELF"):
+        return [qemu, "-cpu", model, script, *argv[1:]]
+    interpreter = _shebang(head, path)
+    if interpreter is None:
         return list(argv)
-    return [qemu, "-cpu", model, os.path.abspath(program or argv[0]), *argv[1:]]
+    return [qemu, "-cpu", model, *interpreter, script, *argv[1:]]
+
+
+def _shebang(head: bytes, path: Optional[str]) -> Optional[List[str]]:
+    """A script's interpreter and its argument (``#!/usr/bin/env NAME`` resolved on PATH), when
+    it is an ELF program; None otherwise."""
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split(None, 1)
+    if not words:
+        return None
+    interpreter, rest = words[0], words[1:]
+    if os.path.basename(interpreter) == "env" and rest and not rest[0].startswith("-"):
+        name, *more = rest[0].split(None, 1)
+        found = shutil.which(name, path=path)
+        if found is None:
+            return None
+        interpreter, rest = found, more
+    try:
+        with open(interpreter, "rb") as handle:
+            if handle.read(4) != b"\x7fELF":
+                return None  # a script interpreting a script: left as it is
+    except OSError:
+        return None
+    return [interpreter, *rest]
 
 
 def _exec_emulated(meta: str) -> None:

@@ -75,6 +75,7 @@ def environment_json(env: EnvironmentResult) -> dict[str, Any]:
         ],
         "fingerprint": fingerprint_summary(env),
         "image_change": None if env.image_change is None else asdict(env.image_change),
+        "left_emulator": list(env.left_emulator),
     }
 
 

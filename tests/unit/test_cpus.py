@@ -3,11 +3,16 @@ harness puts a program under the emulator."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from test_harness_command import _harness as run_harness
 
 from reprocheck.config import load_config
 from reprocheck.cpus import LEVELS, emulation, known_models
@@ -72,7 +77,137 @@ def test_harness_puts_elf_programs_under_the_emulator(tmp_path: Path) -> None:
     python = sys.executable
     assert harness.emulated_argv([python, "-c", "1"], env) == [
         "/run/q", "-cpu", "Haswell", str(Path(python).absolute()), "-c", "1"]  # fmt: skip
-    script = tmp_path / "run.sh"
-    script.write_text("#!/bin/sh\necho\n")
-    assert harness.emulated_argv([str(script)], env) == [str(script)]  # a script: left as is
     assert harness.emulated_argv([python], {"PATH": "/usr/bin"}) == [python]  # native
+
+
+@pytest.mark.parametrize(
+    ("first_line", "interpreter"),
+    [
+        ("#!/bin/sh", ["/bin/sh"]),
+        ("#!/bin/sh -e", ["/bin/sh", "-e"]),
+        ("#! /bin/sh", ["/bin/sh"]),
+        ("#!/usr/bin/env sh", [shutil.which("sh", path="/usr/bin:/bin")]),
+        ("#!/usr/bin/env -S sh -e", ["/usr/bin/env", "-S sh -e"]),  # env itself is emulated
+        ("#!/usr/bin/env no-such-program-here", None),
+        ("#!/no/such/interpreter", None),
+        ("#!/etc/hostname", None),  # not an ELF program
+        ("echo no shebang", None),
+        ("", None),
+    ],
+)
+def test_a_scripts_interpreter_runs_under_the_emulator(
+    tmp_path: Path, first_line: str, interpreter: list[str] | None
+) -> None:
+    env = {harness.QEMU_ENV: "/run/q", harness.CPU_ENV: "Nehalem", "PATH": "/usr/bin:/bin"}
+    script = tmp_path / "run.sh"
+    script.write_text(f"{first_line}\necho\n")
+    argv = harness.emulated_argv([str(script), "a b"], env)
+    if interpreter is None:
+        assert argv == [str(script), "a b"]  # left as it is: it runs on the host CPU
+    else:
+        assert argv == ["/run/q", "-cpu", "Nehalem", *interpreter, str(script), "a b"]
+
+
+def test_processes_that_left_the_emulator_are_listed_in_start_order() -> None:
+    processes = [
+        {"pid": 9, "start": "30", "executable": "/usr/bin/python3.11", "argv": ["-c"],
+         "emulated": False},
+        {"pid": 3, "start": "10", "executable": "/run/q", "argv": ["/run/q", "sh"],
+         "emulated": True},
+        {"pid": 5, "start": "20", "executable": "/usr/bin/ls", "argv": ["ls"], "emulated": False},
+        {"pid": 6, "start": "25", "executable": "/usr/bin/ls", "argv": ["ls"]},  # native run
+    ]  # fmt: skip
+    found = harness.left_emulator(processes)
+    assert found["count"] == 2
+    assert [p["pid"] for p in found["listed"]] == [5, 9]
+    many = [dict(processes[0], pid=i, start=str(i)) for i in range(40)]
+    assert harness.left_emulator(many)["count"] == 40
+    assert len(harness.left_emulator(many)["listed"]) == harness.LEFT_LISTED
+
+
+# Real qemu-user on this host (no container): the harness runs itself under the emulator as
+# it does in one, and sees which processes left it.
+EMULATED = {"REPROCHECK_QEMU": str(QEMU), "REPROCHECK_CPU": "Nehalem"}
+SLEEPER = "/usr/bin/python3 -c 'import time; time.sleep(0.4)'"
+
+
+@needs_qemu
+def test_a_program_a_command_execs_is_seen_leaving_the_emulator(tmp_path: Path) -> None:
+    meta = run_harness(tmp_path, ["sh", "-c", f"{SLEEPER} && sleep 0.4 && echo done"],
+                       env=EMULATED)  # fmt: skip
+    left = json.loads((meta / "status.json").read_text())["left_emulator"]
+    programs = sorted(Path(p["executable"]).name for p in left["listed"])
+    assert left["count"] == 2 and programs[0].startswith("python3") and programs[1] == "sleep"
+    listed = json.loads((meta / "fingerprint.json").read_text())["pipeline_processes"]["listed"]
+    shell = [p for p in listed if p["emulated"]]
+    assert len(shell) == 1 and shell[0]["executable"] == QEMU  # sh itself stayed emulated
+
+
+@needs_qemu
+def test_a_script_run_through_its_interpreter_stays_emulated(tmp_path: Path) -> None:
+    script = tmp_path / "pipeline.py"
+    script.write_text("#!/usr/bin/env python3\nimport time\ntime.sleep(0.3)\n")
+    script.chmod(0o755)
+    meta = run_harness(tmp_path, [str(script)], env=EMULATED)
+    status = json.loads((meta / "status.json").read_text())
+    assert status["command"]["status"] == "ok"
+    assert status["left_emulator"] == {"count": 0, "listed": []}
+    listed = json.loads((meta / "fingerprint.json").read_text())["pipeline_processes"]["listed"]
+    assert listed and all(p["emulated"] is True for p in listed)
+
+
+def test_natively_nothing_is_said_of_an_emulator(tmp_path: Path) -> None:
+    meta = run_harness(tmp_path, ["sh", "-c", "sleep 0.1"])
+    assert "left_emulator" not in json.loads((meta / "status.json").read_text())
+    listed = json.loads((meta / "fingerprint.json").read_text())["pipeline_processes"]["listed"]
+    assert all(p["emulated"] is None for p in listed)
+
+
+CALLABLE = """
+import multiprocessing, subprocess, sys, time
+
+def child():
+    time.sleep(0.4)
+
+def run(path):
+    if {spawn!r}:
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.4)"], check=True)
+    process = multiprocessing.get_context("fork").Process(target=child)  # a fork stays
+    process.start()
+    process.join()
+    return {{"value": 1}}
+"""
+
+
+def _callable_harness(tmp_path: Path, spawn: bool) -> dict[str, Any]:
+    """Run the harness on a callable under the emulator; its status.json."""
+    folders = {name: tmp_path / name for name in ("meta", "out", "fixtures", "project")}
+    for folder in folders.values():
+        folder.mkdir()
+    (folders["fixtures"] / "a").write_text("a")
+    (folders["project"] / "p.py").write_text(CALLABLE.format(spawn=spawn))
+    spec = {"mode": "callable", "callable": "p.py:run", "command": None,
+            "project": str(folders["project"]), "fixtures_dir": str(folders["fixtures"]),
+            "fixtures": ["a"], "outputs": str(folders["out"]), "meta": str(folders["meta"]),
+            "deadline": 300}  # fmt: skip
+    (folders["meta"] / "spec.json").write_text(json.dumps(spec))
+    environment = {**os.environ, "PYTHONPATH": str(Path(harness.__file__).parent), **EMULATED}
+    done = subprocess.run([sys.executable, harness.__file__, str(folders["meta"])],
+                          env=environment, capture_output=True, text=True, timeout=300,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    status: dict[str, Any] = json.loads((folders["meta"] / "status.json").read_text())
+    assert status["fixtures"]["a"]["status"] == "ok", status
+    return status
+
+
+@needs_qemu
+@pytest.mark.parametrize("spawn", [True, False])
+def test_a_callables_subprocess_is_seen_leaving_the_emulator(tmp_path: Path, spawn: bool) -> None:
+    left = _callable_harness(tmp_path, spawn)["left_emulator"]
+    if spawn:
+        assert left["count"] == 1
+        assert Path(left["listed"][0]["executable"]).name.startswith("python3")
+        assert left["listed"][0]["argv"][-1] == "import time; time.sleep(0.4)"
+    else:
+        assert left == {"count": 0, "listed": []}  # the forked child is the emulator's too

@@ -8,14 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakeEngine, Mounted, outcome
+from fakes import FakeEngine, Mounted, all_ok, outcome
 
 from reprocheck.config import load_config
 from reprocheck.engine import ContainerSpec
-from reprocheck.errors import ConfigError, ImageBuildError
+from reprocheck.errors import EXIT_ERROR, ConfigError, ImageBuildError
+from reprocheck.matrix import build_matrix
 from reprocheck.plan import make_plan
+from reprocheck.report.common import problems
+from reprocheck.report.json_report import report_dict
 from reprocheck.run_model import RunResult
 from reprocheck.runner import DEADLINE_GRACE, HARNESS_DIR, Runner, container_user
+from reprocheck.stages import exit_code
+from reprocheck.store import load_run, save_run
 
 FIXTURES = {"inputs/a.png": "a", "inputs/b.png": "b", "inputs/c.png": "c"}
 PLANNED = ["a.png", "b.png", "c.png"]
@@ -317,3 +322,66 @@ def test_a_folder_the_container_user_cannot_enter_is_a_config_error(
         assert len(fake_engine.runs) == 1
     finally:
         folder.chmod(0o755)
+
+
+# --- a CPU model's emulator left by some of the pipeline's processes ------------------------
+
+LEFT = {"count": 5, "listed": [
+    {"pid": 7, "executable": "/usr/bin/python3.11", "argv": ["-c", "import x; x.run()"]},
+    {"pid": 8, "executable": "/usr/bin/sort", "argv": ["sort", "a b"]},
+    {"pid": 9, "executable": None, "argv": "not a list"},
+    "not an entry",
+]}  # fmt: skip
+
+
+def _left_the_emulator(box: Mounted) -> object:
+    all_ok(box)
+    status = json.loads((box.meta / "status.json").read_text())
+    (box.meta / "status.json").write_text(json.dumps(status | {"left_emulator": LEFT}))
+    return outcome(0)
+
+
+def test_processes_that_left_the_emulator_make_the_environment_mixed_cpu(
+    make_project, fake_engine, tmp_path
+) -> None:
+    fake_engine.behaviours["two"] = _left_the_emulator
+    result = _run(make_project, fake_engine, tmp_path)
+    one, two = result.environments
+    assert one.status == "ok" and one.left_emulator == ()
+    assert two.status == "mixed_cpu" and not two.failed  # its outputs are still compared
+    assert two.left_emulator == (
+        "/usr/bin/python3.11: -c 'import x; x.run()'",
+        "/usr/bin/sort: sort 'a b'",
+        "?",
+    )
+    assert two.error is not None and two.error.startswith(
+        "5 process(es) left the CPU emulator and ran on the host CPU"
+    )
+    assert two.error.endswith("; and 2 more")
+    matrix = build_matrix(load_config(result.config_source), result)
+    assert exit_code(result, matrix) == EXIT_ERROR  # not a clean run: never "consistent"
+    save_run(result)
+    stored = {e.name: e for e in load_run(result.run_dir).environments}["two"]
+    assert (stored.status, stored.error, stored.left_emulator) == (
+        two.status,
+        two.error,
+        two.left_emulator,
+    )
+    report = report_dict(result, matrix)
+    (entry,) = [e for e in report["environments"] if e["name"] == "two"]
+    assert entry["left_emulator"] == list(two.left_emulator)
+    assert f"two: mixed_cpu: {two.error}" in problems(report)
+
+
+def test_a_failed_fixture_and_an_escape_are_both_said(make_project, fake_engine, tmp_path) -> None:
+    def both(box: Mounted) -> object:
+        _one_fixture_raises(box)
+        status = json.loads((box.meta / "status.json").read_text())
+        (box.meta / "status.json").write_text(json.dumps(status | {"left_emulator": LEFT}))
+        return outcome(0)
+
+    fake_engine.behaviours["one"] = both
+    one = _by_name(_run(make_project, fake_engine, tmp_path))["one"]
+    assert one.status == "mixed_cpu"
+    assert one.error is not None and one.error.startswith("1 of 3 fixtures failed: b.png")
+    assert "left the CPU emulator" in one.error

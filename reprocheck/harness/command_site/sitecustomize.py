@@ -51,6 +51,25 @@ def _executable():
         return sys.executable
 
 
+def _emulated():
+    """Under the CPU model's emulator (``$REPROCHECK_QEMU``): whether this process still runs
+    in it. qemu-user answers ``/proc/self/exe`` with the emulated program, but not a path it
+    does not recognise as this process's own (``<pid>/exe`` under an open ``/proc``): that
+    is the kernel's answer, the emulator's own binary. None when no emulator is set."""
+    qemu = os.environ.get("REPROCHECK_QEMU")
+    if not qemu:
+        return None
+    try:
+        proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            found = os.readlink(f"{os.getpid()}/exe", dir_fd=proc)
+            return found in (qemu, os.path.realpath(qemu))
+        finally:
+            os.close(proc)
+    except OSError:
+        return None
+
+
 def _modules():
     found = {}
     for name in MODULES:
@@ -73,6 +92,7 @@ def _dump():
             "pid": os.getpid(),
             "start": _start_time(),
             "executable": _executable(),
+            "emulated": _emulated(),
             "argv": [str(a)[:ARG_CHARS] for a in sys.argv[:ARGS_KEPT]],
             "python": sys.version.split()[0],
             "modules": _modules(),
