@@ -14,6 +14,7 @@ from reprocheck.explain.model import (
     Attribution,
     Cause,
     CauseKind,
+    CpuDifference,
     Effect,
     Experiment,
     ExperimentKind,
@@ -34,6 +35,8 @@ SUSPECT_FITS = 0.3  # an untested version change that fits the output's name or 
 SUSPECT_LOADED = 0.2  # an untested version change the pipeline loaded, fitting nothing
 SUSPECT_UNLOADED = 0.1  # an installed distribution none of whose libraries was loaded
 SUSPECT_RULED_OUT = 0.05  # a suspect whose transplant changed nothing, or no suspect at all
+ONE_IMAGE_TWO_CPUS = 0.9  # one image on two CPUs: the CPU is all that differs
+CPUS_DIFFER = 0.15  # the CPUs differ as well as the images (below a loaded suspect)
 # At most this many version suspects per output.
 MAX_SUSPECTS = 5
 
@@ -52,6 +55,8 @@ class OutputFacts:
     stage: Stage | None
     words: str  # what hints match against: the family and the stage
     loads: StageLoads = None  # what the first divergent stage loaded; None: not recorded
+    cpus: CpuDifference | None = None  # how the pair's CPUs differ, when they do
+    same_image: bool = False  # both sides ran one image (by ID)
 
 
 def attribute(
@@ -70,8 +75,11 @@ def attribute(
         for ran, m in measured
         if ran.kind is ExperimentKind.TRANSPLANT and m.effect is Effect.UNCHANGED
     ]
+    if facts.cpus is not None:
+        causes.append(cpu_cause(facts, found))
     if not settled(causes):
-        causes.extend(version_causes(facts.words, suspects, measured, facts.loads))
+        causes.extend(version_causes(facts.words, suspects, measured, facts.loads,
+                                     cpus=facts.cpus))  # fmt: skip
     causes.sort(key=lambda c: -c.confidence)
     winner = max(found, key=lambda f: f[0].confidence, default=None)
     return Attribution(
@@ -84,6 +92,24 @@ def attribute(
         family=facts.family,
         advice=advise(facts, winner, causes, suspects),
     )
+
+
+def cpu_cause(facts: OutputFacts, found: Sequence[tuple[Cause, Measured]]) -> Cause:
+    """The CPU as a cause: all that differs for one image on two CPUs, else a suspect; a
+    dispatch knob that made the pair agree says which code chooses by CPU feature."""
+    assert facts.cpus is not None
+    cpus = facts.cpus.describe(facts.baseline, facts.candidate)
+    if facts.same_image:
+        evidence = f"one image on two CPUs ({cpus}): the CPU is all that differs"
+        confidence = ONE_IMAGE_TWO_CPUS
+    else:
+        evidence = f"the CPUs differ too ({cpus})"
+        confidence = CPUS_DIFFER
+    knobs = [c.factor for c, (ran, _m) in found
+             if ran.kind is ExperimentKind.KNOB and c.confidence >= SETTLED]  # fmt: skip
+    if knobs:
+        evidence += f"; the code {', '.join(knobs)} chooses by CPU feature makes the difference"
+    return Cause(factor="CPU", kind=CauseKind.CPU, evidence=evidence, confidence=confidence)
 
 
 def settled(causes: Sequence[Cause]) -> bool:
@@ -206,9 +232,12 @@ def version_causes(
     suspects: Sequence[Suspect],
     measured: Sequence[Measured],
     loads: StageLoads = None,
+    *,
+    cpus: CpuDifference | None = None,
 ) -> list[Cause]:
     """The untested (or untestable) version changes, best fitting the output first, those
-    whose transplant changed nothing last; at least one cause, even with no suspect."""
+    whose transplant changed nothing last; at least one cause, even with no suspect (but
+    when the CPUs differ, which is a cause of its own)."""
     ranked: list[tuple[tuple[int, int, int, int, str], Cause]] = []
     for suspect in suspects:
         tried = _tested(suspect, measured)
@@ -229,7 +258,7 @@ def version_causes(
         key = (ruled_out, -score, -suspect.loaded, -len(suspect.libraries), suspect.package)
         ranked.append((key, cause))
     causes = [cause for _, cause in sorted(ranked, key=lambda r: r[0])][:MAX_SUSPECTS]
-    if not causes:
+    if not causes and cpus is None:
         evidence = (
             "no package, interpreter or pip distribution version differs between the two "
             "fingerprints: the images differ in something they do not record"
@@ -254,13 +283,17 @@ def advise(
     if winner is not None:
         _, (ran, measured) = winner
         if ran.kind is ExperimentKind.KNOB:
-            return _knob_advice(ran, measured, base, cand)
+            return _knob_advice(ran, measured, base, cand, cpus=facts.cpus is not None)
         if measured.effect is Effect.FOLLOWS:
             return _transplant_advice(ran, base, cand)
         return (f"{ran.factor} moves these outputs without settling them: pin it together with "
                 f"the other suspects listed, or accept {cand}'s as the new baseline")  # fmt: skip
     top = next((c.factor for c in causes if c.kind is CauseKind.VERSION), None)
     suspect = next((s for s in suspects if s.package == top), None)
+    if facts.cpus is not None and (facts.same_image or suspect is None):
+        return (f"the CPUs of {base} and {cand} compute it differently and no dispatch knob "
+                "settled it: test on every CPU model you deploy to, or give it a tolerance "
+                "that covers them")  # fmt: skip
     if suspect is None:
         return f"no version change explains it: compare the images of {base} and {cand}"
     versions = f"{_in(suspect.baseline_version, base)}, {_in(suspect.candidate_version, cand)}"
@@ -293,8 +326,14 @@ def _pins(suspects: Sequence[Suspect], base: str) -> str:
     return " and ".join(f"{s.package} at {s.baseline_version} (as in {base})" for s in suspects)
 
 
-def _knob_advice(ran: Experiment, measured: Measurement, base: str, cand: str) -> str:
+def _knob_advice(
+    ran: Experiment, measured: Measurement, base: str, cand: str, *, cpus: bool = False
+) -> str:
     variables = ", ".join(f"{k}={v}" for k, v in ran.env.items())
+    if measured.effect is Effect.AGREES and cpus:
+        return (f"{ran.factor} chooses code by CPU feature: set {variables} on every "
+                f"environment to compute these outputs the same on the CPUs of {base} and "
+                f"{cand}, or give them a tolerance that covers both")  # fmt: skip
     if measured.effect is Effect.AGREES:
         return (f"set {variables} on every image to make these outputs reproducible across "
                 f"{base} and {cand}")  # fmt: skip

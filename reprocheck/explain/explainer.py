@@ -27,6 +27,7 @@ from reprocheck.explain.effects import EffectMeter
 from reprocheck.explain.knobs import pair_knobs
 from reprocheck.explain.model import (
     Attribution,
+    CpuDifference,
     Effect,
     Experiment,
     ExperimentKind,
@@ -47,7 +48,7 @@ from reprocheck.explain.stages import (
     loaded_at,
     stage_words,
 )
-from reprocheck.explain.suspects import glibc_version
+from reprocheck.explain.suspects import cpu_difference, glibc_version
 from reprocheck.explain.suspects import suspects as find_suspects
 from reprocheck.matrix import OutputComparison, build_matrix, tolerance_rules
 from reprocheck.progress import ProgressCallback, silent
@@ -68,6 +69,7 @@ class Pair:
     facts: tuple[OutputFacts, ...]
     fixtures: tuple[str, ...]  # the fixtures the drifting outputs come from
     suspects: tuple[Suspect, ...]
+    cpus: CpuDifference | None = None  # how the pair's CPUs differ, when they do
 
 
 Phase = Callable[[Pair, Sequence[Experiment]], list[Experiment]]
@@ -132,6 +134,8 @@ class Explainer:
         facts = []
         loads = {where: loaded_at(base.meta_dir, cand.meta_dir, where, stage)
                  for where, stage in stages.items()}  # fmt: skip
+        cpus = cpu_difference(base.fingerprint, cand.fingerprint)
+        same_image = base.image_id is not None and base.image_id == cand.image_id
         for item in items:
             where = COMMAND_PROBES if self._command else fixture[item.output]
             stage = stages.get(where or "")
@@ -139,14 +143,14 @@ class Explainer:
                 output=item.output, baseline=base.name, candidate=cand.name,
                 fixture=fixture[item.output], family=family_of(item.output, fixture[item.output]),
                 stage=stage, words=stage_words(item.output, fixture[item.output], stage),
-                loads=loads.get(where or ""),
+                loads=loads.get(where or ""), cpus=cpus, same_image=same_image,
             ))  # fmt: skip
         ranked = find_suspects(base.fingerprint, cand.fingerprint, [f.words for f in facts],
                                [f.loads for f in facts])  # fmt: skip
         if self._command:  # a command's own programs would start under the image's glibc
             ranked = [_unmoved(s) if s.how is Transplant.GLIBC else s for s in ranked]
         return Pair(base=base, cand=cand, facts=tuple(facts), fixtures=tuple(fixtures),
-                    suspects=tuple(ranked))  # fmt: skip
+                    suspects=tuple(ranked), cpus=cpus)  # fmt: skip
 
     def _stages(
         self, base: EnvironmentResult, cand: EnvironmentResult, fixtures: list[str]
@@ -256,7 +260,8 @@ def _other_transplants(pair: Pair, done: Sequence[Experiment]) -> list[Experimen
 
 def _knobs(pair: Pair, done: Sequence[Experiment]) -> list[Experiment]:
     words = [f.words for f in pair.facts]
-    found = pair_knobs(pair.base.fingerprint, pair.cand.fingerprint, words)
+    found = pair_knobs(pair.base.fingerprint, pair.cand.fingerprint, words,
+                       cpus_differ=pair.cpus is not None)  # fmt: skip
     cand, base = pair.cand.name, pair.base.name
     kind = ExperimentKind.KNOB
     return [

@@ -23,7 +23,16 @@ KNOB_HINTS: dict[str, str] = {
     ),
     "NPY_DISABLE_CPU_FEATURES": r"numpy|np_|libm|transcend|exp|log|sin|cos|tanh|float32|sum|mean",
     "GLIBC_TUNABLES": r"libm|math|glibc|exp|log|sin|cos|tan|pow|gamma|erf|transcend",
+    "OPENBLAS_CORETYPE": r"linalg|svd|eig|solve|gemm|blas|dot|matmul|kmeans|cluster",
 }
+# Knobs that choose code by CPU feature: for a pair whose CPUs differ they come first.
+DISPATCH_KNOBS = (
+    "NPY_DISABLE_CPU_FEATURES",
+    "OPENCV_CPU_DISABLE",
+    "GLIBC_TUNABLES",
+    "OPENBLAS_CORETYPE",
+    "JSIMD_FORCENONE",
+)
 
 
 def _glibc_hwcaps(glibc: str | None) -> str | None:
@@ -71,15 +80,53 @@ def knob_fit(name: str, words: Iterable[str]) -> int:
     return 0 if pattern is None else sum(len(re.findall(pattern, w, re.I)) for w in words)
 
 
+def _openblas_core(fingerprint: Mapping[str, Any]) -> str | None:
+    """The core OpenBLAS chose at run time (its first library's, as the fingerprint says)."""
+    blas = fingerprint.get("blas")
+    found = blas.get("openblas") if isinstance(blas, Mapping) else None
+    for info in found.values() if isinstance(found, Mapping) else ():
+        if isinstance(info, Mapping) and info.get("corename"):
+            return str(info["corename"])
+    return None
+
+
+def _features(fingerprint: Mapping[str, Any]) -> int:
+    numpy = fingerprint.get("numpy")
+    simd = numpy.get("simd") if isinstance(numpy, Mapping) else None
+    found = simd.get("found") if isinstance(simd, Mapping) else None
+    return len(found) if isinstance(found, list) else 0
+
+
+def coretype(base: Mapping[str, Any], cand: Mapping[str, Any]) -> dict[str, str] | None:
+    """OPENBLAS_CORETYPE for both sides when their OpenBLAS chose different cores: the core of
+    the side whose CPU has fewer features (numpy's count), which both can run."""
+    cores = _openblas_core(base), _openblas_core(cand)
+    if cores[0] is None or cores[1] is None or cores[0] == cores[1]:
+        return None
+    return {"OPENBLAS_CORETYPE": cores[0] if _features(base) <= _features(cand) else cores[1]}
+
+
 def pair_knobs(
-    base: Mapping[str, Any], cand: Mapping[str, Any], words: Iterable[str]
-) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    base: Mapping[str, Any], cand: Mapping[str, Any], words: Iterable[str], *,
+    cpus_differ: bool = False,
+) -> list[tuple[str, dict[str, str], dict[str, str]]]:  # fmt: skip
     """(name, baseline's variables, candidate's variables) for each knob of the candidate,
-    the best fitting ``words`` first (ties keep the cheap-and-likely order). The baseline
+    the best fitting ``words`` first (ties keep the cheap-and-likely order); when the pair's
+    CPUs differ, the knobs that choose code by CPU feature before all others. The baseline
     spells a knob its own way; where its fingerprint has no value (numpy without dispatch
     there), it gets the candidate's."""
     words = list(words)
     theirs = dict(knobs(base))
     found = [(name, theirs.get(name, env), env) for name, env in knobs(cand)]
+    core = coretype(base, cand)
+    if core is not None:
+        found.append(("OPENBLAS_CORETYPE", core, core))
     order = {name: i for i, (name, _, _) in enumerate(found)}
-    return sorted(found, key=lambda k: (-knob_fit(k[0], words), order[k[0]]))
+
+    def rank(knob: tuple[str, dict[str, str], dict[str, str]]) -> tuple[bool, int, int]:
+        name = knob[0]
+        if cpus_differ and name in DISPATCH_KNOBS:
+            return False, -knob_fit(name, words), DISPATCH_KNOBS.index(name)
+        return cpus_differ, -knob_fit(name, words), order[name]
+
+    return sorted(found, key=rank)

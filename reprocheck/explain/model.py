@@ -22,6 +22,7 @@ class CauseKind(StrEnum):
     KNOB = "knob"  # an environment variable that steers numerics
     PACKAGE = "package"  # a library, proven (or partly proven) by a transplant
     VERSION = "version"  # a version change no experiment settled: a ranked suspect
+    CPU = "cpu"  # the pair's CPUs differ (models, or the features the pipeline saw)
 
 
 class SuspectKind(StrEnum):
@@ -134,6 +135,26 @@ class Suspect:
 
     def change(self) -> str:
         return f"{self.package} {self.baseline_version} -> {self.candidate_version}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuDifference:
+    """The pair's CPUs as their pipelines saw them, when they differ: the models (an emulated
+    one as ``x86-64-v2 (qemu-user -cpu Nehalem)``) and the features numpy found on one side
+    only."""
+
+    baseline_model: str
+    candidate_model: str
+    baseline_only: tuple[str, ...] = ()
+    candidate_only: tuple[str, ...] = ()
+
+    def describe(self, base: str, cand: str) -> str:
+        text = f"{self.baseline_model} in {base}, {self.candidate_model} in {cand}"
+        for side, features in ((base, self.baseline_only), (cand, self.candidate_only)):
+            if features:
+                shown = ", ".join(features[:8]) + (", ..." if len(features) > 8 else "")
+                text += f"; numpy finds {shown} only in {side}"
+        return text
 
 
 @dataclass(frozen=True, kw_only=True)

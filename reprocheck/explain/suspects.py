@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reprocheck.explain.model import Suspect, SuspectKind, Transplant
+from reprocheck.explain.model import CpuDifference, Suspect, SuspectKind, Transplant
 
 # Which packages plausibly explain which stages (matched against output and stage names).
 HINTS: tuple[tuple[str, str], ...] = (
@@ -324,3 +324,35 @@ def distribution_suspects(base: Mapping[str, Any], cand: Mapping[str, Any]) -> l
             )
         )
     return found
+
+
+def _cpu_model(fingerprint: Mapping[str, Any]) -> str:
+    cpu = fingerprint.get("cpu")
+    return str(cpu.get("model") or "unknown") if isinstance(cpu, Mapping) else "unknown"
+
+
+def _numpy_features(fingerprint: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """The CPU features numpy found, and every feature it knows (found or not)."""
+    numpy = fingerprint.get("numpy")
+    simd = numpy.get("simd") if isinstance(numpy, Mapping) else None
+    if not isinstance(simd, Mapping):
+        return set(), set()
+    found, missing = simd.get("found"), simd.get("not_found")
+    found = {str(f) for f in found} if isinstance(found, list) else set()
+    missing = {str(f) for f in missing} if isinstance(missing, list) else set()
+    return found, found | missing
+
+
+def cpu_difference(base: Mapping[str, Any], cand: Mapping[str, Any]) -> CpuDifference | None:
+    """How the pair's CPUs differ as their pipelines saw them (the model the fingerprint
+    records, an emulated one included, and the CPU features numpy found, of those both
+    sides' numpy know), or None when they are one CPU."""
+    models = _cpu_model(base), _cpu_model(cand)
+    (found_a, known_a), (found_b, known_b) = _numpy_features(base), _numpy_features(cand)
+    known = known_a & known_b
+    only_a, only_b = (found_a - found_b) & known, (found_b - found_a) & known
+    if models[0] == models[1] and not only_a and not only_b:
+        return None
+    return CpuDifference(baseline_model=models[0], candidate_model=models[1],
+                         baseline_only=tuple(sorted(only_a)),
+                         candidate_only=tuple(sorted(only_b)))  # fmt: skip

@@ -37,6 +37,9 @@ from reprocheck.explain import (
     version_causes,
 )
 from reprocheck.explain.effects import Measurement
+from reprocheck.explain.knobs import pair_knobs
+from reprocheck.explain.model import CpuDifference
+from reprocheck.explain.suspects import cpu_difference
 from reprocheck.plan import make_plan
 from reprocheck.run_model import RunResult
 from reprocheck.runner import Runner
@@ -787,6 +790,8 @@ def test_a_combination_counts_only_where_no_single_factor_settles() -> None:
     assert combined.advice.startswith("pin libjpeg62-turbo at 1:2.0.6-4 (as in old) and ")
 
 
+CPUS = CpuDifference(baseline_model="Intel Xeon", candidate_model="x86-64-v2 (qemu-user -cpu "
+                     "Nehalem)", baseline_only=("AVX2", "AVX512F", "FMA3"))  # fmt: skip
 EFFECTS = st.sampled_from([e.value for e in Effect])
 KINDS = st.sampled_from(["library", "interpreter", "distribution"])
 
@@ -810,11 +815,14 @@ def _suspect_lists(draw: Any) -> list[Suspect]:
     effects=st.lists(st.tuples(st.booleans(), EFFECTS, EFFECTS), max_size=5),
     output=st.sampled_from(["x/libm/exp", "x/pixels", "x/python_sum", "x/other", "x"]),
     with_stage=st.booleans(),
+    cpus=st.sampled_from([None, CPUS]),
+    same_image=st.booleans(),
 )
 @settings(max_examples=300, deadline=None)
 def test_no_drifting_output_ends_without_a_cause(
-    suspect_list: list[Suspect], effects: list[Any], output: str, with_stage: bool
-) -> None:
+    suspect_list: list[Suspect], effects: list[Any], output: str, with_stage: bool,
+    cpus: CpuDifference | None, same_image: bool,
+) -> None:  # fmt: skip
     """Whatever the suspects and the experiments' effects, every output gets a cause beyond
     its stage and one sentence of advice; untested suspects never claim more than 0.3."""
     from reprocheck.explain import attribute
@@ -825,8 +833,10 @@ def test_no_drifting_output_ends_without_a_cause(
             TRANSPLANT, suspect=suspect_list[0] if suspect_list else _jpeg())  # fmt: skip
         measured.append((ran, _measured(effect, one_sided)))
     stage = ("decoded", "first ...") if with_stage else None
-    found = attribute(_facts(output, stage), measured, suspect_list)
+    facts = dataclasses.replace(_facts(output, stage), cpus=cpus, same_image=same_image)
+    found = attribute(facts, measured, suspect_list)
     beyond = [c for c in found.causes if c.kind != "stage"]
+    assert (cpus is not None) == any(c.kind == "cpu" for c in found.causes)
     assert beyond
     assert all(c.confidence <= 0.3 for c in beyond if c.kind == "version")
     assert found.advice
@@ -1188,3 +1198,97 @@ def test_dist_transplant_moves_one_distributions_files(tmp_path) -> None:
     assert (new / "neighbour.py").is_file()
     assert not (tmp_path / "staged").exists()
     assert not script.exists()
+
+
+# --------------------------------------------------------------------------- two CPUs
+
+
+def _cpu_fingerprint(model: str, found: list[str], missing: list[str], core: str = "") -> Any:
+    fp: dict[str, Any] = {"cpu": {"model": model},
+                          "numpy": {"simd": {"found": found, "not_found": missing,
+                                             "dispatch": ["SSE41", "AVX2", "AVX512F"]}},
+                          "glibc": "2.36"}  # fmt: skip
+    if core:
+        fp["blas"] = {"openblas": {"/x/libscipy_openblas.so": {"corename": core}}}
+    return fp
+
+
+NATIVE = _cpu_fingerprint("Intel Xeon", ["SSE41", "AVX2", "AVX512F"], [], "SkylakeX")
+NEHALEM = _cpu_fingerprint("x86-64-v2 (qemu-user -cpu Nehalem)", ["SSE41"],
+                           ["AVX2", "AVX512F"], "Nehalem")  # fmt: skip
+
+
+def test_a_cpu_difference_is_the_models_and_the_features_numpy_found() -> None:
+    found = cpu_difference(NATIVE, NEHALEM)
+    assert found is not None
+    assert found.baseline_only == ("AVX2", "AVX512F") and found.candidate_only == ()
+    assert found.describe("a", "b") == (
+        "Intel Xeon in a, x86-64-v2 (qemu-user -cpu Nehalem) in b; numpy finds AVX2, AVX512F "
+        "only in a"
+    )
+    assert cpu_difference(NATIVE, NATIVE) is None
+    assert cpu_difference({}, {}) is None
+
+
+def test_a_feature_only_one_numpy_knows_is_no_cpu_difference() -> None:
+    """An older numpy (bullseye's) does not know AVX512_SPR: not a difference of the CPU."""
+    old = _cpu_fingerprint("Intel Xeon", ["AVX2"], ["AVX512F"])
+    new = _cpu_fingerprint("Intel Xeon", ["AVX2", "AVX512_SPR"], ["AVX512F"])
+    assert cpu_difference(old, new) is None
+    damaged = {"cpu": "not a dict", "numpy": {"simd": {"found": "AVX2"}}}
+    assert cpu_difference(damaged, damaged) is None
+
+
+def test_for_two_cpus_the_dispatch_knobs_come_first_and_openblas_gets_a_common_core() -> None:
+    names = [name for name, _b, _c in pair_knobs(NATIVE, NEHALEM, ["x/linalg/svd"])]
+    assert names[0] in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # threads fit linalg too
+    cpu_first = pair_knobs(NATIVE, NEHALEM, ["x/other"], cpus_differ=True)
+    names = [name for name, _b, _c in cpu_first]
+    assert names[:4] == ["NPY_DISABLE_CPU_FEATURES", "GLIBC_TUNABLES", "OPENBLAS_CORETYPE",
+                         "JSIMD_FORCENONE"]  # fmt: skip
+    (core,) = [(b, c) for name, b, c in cpu_first if name == "OPENBLAS_CORETYPE"]
+    assert core == ({"OPENBLAS_CORETYPE": "Nehalem"},) * 2  # the core both CPUs can run
+    reverse = {n: c for n, _b, c in pair_knobs(NEHALEM, NATIVE, [], cpus_differ=True)}
+    assert reverse["OPENBLAS_CORETYPE"] == {"OPENBLAS_CORETYPE": "Nehalem"}
+    same = [n for n, _b, _c in pair_knobs(NATIVE, NATIVE, [])]
+    assert "OPENBLAS_CORETYPE" not in same
+
+
+NUMPY_KNOB = Experiment(kind=ExperimentKind.KNOB, factor="NPY_DISABLE_CPU_FEATURES",
+                        environment="new", baseline="old",
+                        env={"NPY_DISABLE_CPU_FEATURES": "AVX2 AVX512F"},
+                        baseline_env={"NPY_DISABLE_CPU_FEATURES": "AVX2 AVX512F"},
+                        status=Status.OK)  # fmt: skip
+
+
+def test_one_image_on_two_cpus_names_the_cpu_and_the_knob_that_settles_it() -> None:
+    from reprocheck.explain import attribute
+
+    facts = dataclasses.replace(_facts("x/libm/numpy_float32"), cpus=CPUS, same_image=True)
+    found = attribute(facts, [(NUMPY_KNOB, _measured("agrees", "changed"))], [])
+    top, cpu = [c for c in found.causes if c.kind != "stage"][:2]
+    assert (top.factor, top.kind, top.confidence) == ("NPY_DISABLE_CPU_FEATURES", "knob", 0.95)
+    assert (cpu.factor, cpu.kind, cpu.confidence) == ("CPU", "cpu", 0.9)
+    assert "one image on two CPUs (Intel Xeon in old, x86-64-v2" in cpu.evidence
+    assert cpu.evidence.endswith(
+        "the code NPY_DISABLE_CPU_FEATURES chooses by CPU feature makes the difference"
+    )
+    assert found.advice == (
+        "NPY_DISABLE_CPU_FEATURES chooses code by CPU feature: set NPY_DISABLE_CPU_FEATURES="
+        "AVX2 AVX512F on every environment to compute these outputs the same on the CPUs of "
+        "old and new, or give them a tolerance that covers both"
+    )
+    assert not any(c.factor == "image" for c in found.causes)  # never "something unrecorded"
+
+
+def test_two_cpus_without_a_settling_knob_still_say_it_is_the_cpu() -> None:
+    from reprocheck.explain import attribute
+
+    facts = dataclasses.replace(_facts("x/other", None), cpus=CPUS, same_image=True)
+    found = attribute(facts, [(NUMPY_KNOB, _measured("unchanged"))], [])
+    assert [(c.factor, c.confidence) for c in found.causes] == [("CPU", 0.9)]
+    assert found.advice.startswith("the CPUs of old and new compute it differently")
+    other_images = dataclasses.replace(facts, same_image=False)
+    found = attribute(other_images, [], [_jpeg()])
+    assert [c.factor for c in found.causes] == ["libjpeg62-turbo", "CPU"]
+    assert found.causes[1].confidence == 0.15
