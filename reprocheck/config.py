@@ -406,7 +406,8 @@ class EnvironmentConfig(_Model):
             "`qemu-x86_64-static -cpu help` (`qemu-aarch64-static` for arm64) lists "
             '(`"Skylake-Client"`, `"cortex-a53"`). Not native: the pipeline runs under '
             "qemu-user in the same container (install `qemu-user-static`), bit-exact as on that "
-            "CPU and about 13x slower. `x86-64-v4` (AVX-512) cannot be emulated."
+            "CPU and 5-13x slower. AVX2 models (`x86-64-v3`, Haswell and later) need qemu 8.0 "
+            "or later. `x86-64-v4` (AVX-512) cannot be emulated."
         ),
     )
     host: str | None = Field(

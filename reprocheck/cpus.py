@@ -3,18 +3,24 @@ qemu-user's ``-cpu MODEL`` inside the same container.
 
 qemu-user emulates an x86-64 (or arm64) CPU model instruction by instruction, CPUID
 included, so numpy, OpenCV, OpenBLAS and glibc pick the code paths that CPU would. The
-static binary (``qemu-x86_64-static``, ``qemu-aarch64-static``) is mounted read-only into
-the container; no binfmt registration is needed for the host's own architecture. The
-psABI levels are reprocheck's names for a qemu model of exactly that level (qemu 7.2 has no
-``x86-64-v*`` models). AVX-512 (``x86-64-v4``) cannot be emulated: the native host stands
-for it when it has AVX-512.
+static binary (``qemu-x86_64-static`` or ``qemu-x86_64``, the newest static one on PATH) is
+mounted read-only into the container; no binfmt registration is needed for the host's own
+architecture. The psABI levels are reprocheck's names for a qemu model of exactly that level
+(qemu 7.2 has no ``x86-64-v*`` models). AVX-512 (``x86-64-v4``) cannot be emulated: the
+native host stands for it when it has AVX-512.
+
+qemu before 8.0 cannot stand for an AVX2 CPU: 7.2 (Debian bookworm's) computes AVX2/FMA code
+wrongly (numpy's float64 ``tanh`` under ``-cpu Haswell`` gives -1057.97 for -0.995; qemu 10.0
+gives the native values), and earlier ones do not emulate AVX at all.
 """
 
 from __future__ import annotations
 
 import functools
 import platform as host_platform
+import re
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +37,17 @@ LEVELS: dict[str, str] = {"x86-64-v2": "Nehalem", "x86-64-v3": "Haswell"}
 NOT_EMULATED: dict[str, str] = {
     "x86-64-v4": "AVX-512 cannot be emulated by qemu-user; run natively on a host with AVX-512",
 }
-_BINARIES = {"x86_64": "qemu-x86_64-static", "aarch64": "qemu-aarch64-static"}
+# The names a static qemu-user binary goes by (Debian bookworm: -static; trixie: plain).
+_BINARIES = {
+    "x86_64": ("qemu-x86_64-static", "qemu-x86_64"),
+    "aarch64": ("qemu-aarch64-static", "qemu-aarch64"),
+}
+# x86 models with AVX2, which qemu emulates correctly only from 8.0 on (see above).
+AVX2_MODELS = re.compile(
+    r"^(Haswell|Broadwell|Skylake|Cascadelake|Cooperlake|Icelake|SapphireRapids|GraniteRapids"
+    r"|SierraForest|ClearwaterForest|EPYC|Dhyana|YongFeng)"
+)
+AVX2_SINCE = (8, 0)
 _ARCHES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
 _SHOWN_MODELS = 12
 # Shown first when a model is unknown (the rest: ``-cpu help``).
@@ -59,6 +75,44 @@ def architecture(platform: str | None) -> str:
     return _ARCHES.get(machine, machine)
 
 
+def _static(path: Path) -> bool:
+    """An ELF program without an interpreter (static or static-pie): it runs in any image."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:  # ELF64 only
+                return False
+            order = "<" if head[5] == 1 else ">"
+            (phoff,) = struct.unpack_from(order + "Q", head, 32)
+            phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
+            handle.seek(phoff)
+            table = handle.read(phentsize * phnum)
+    except OSError:
+        return False
+    types = (struct.unpack_from(order + "I", table, i * phentsize)[0] for i in range(phnum))
+    return 3 not in types  # PT_INTERP
+
+
+@functools.lru_cache(maxsize=8)
+def qemu_version(binary: Path) -> tuple[int, ...]:
+    """``qemu-x86_64 version 10.0.13 (...)`` -> (10, 0, 13); () when it does not say."""
+    try:
+        done = subprocess.run([str(binary), "-version"], capture_output=True, text=True,
+                              timeout=30, check=False)  # fmt: skip
+    except OSError:
+        return ()
+    found = re.search(r"version (\d+)\.(\d+)(?:\.(\d+))?", done.stdout)
+    return tuple(int(n) for n in found.groups() if n is not None) if found else ()
+
+
+def find_qemu(arch: str) -> Path | None:
+    """The newest static qemu-user binary for ``arch`` on PATH (None: none is installed)."""
+    found = {Path(p).resolve() for name in _BINARIES.get(arch, ())
+             if (p := shutil.which(name)) is not None}  # fmt: skip
+    usable = [p for p in found if _static(p)]
+    return max(usable, key=lambda p: (qemu_version(p), str(p)), default=None)
+
+
 @functools.lru_cache(maxsize=8)
 def known_models(binary: Path) -> tuple[str, ...]:
     """The CPU models a qemu-user binary knows (``-cpu help``)."""
@@ -84,14 +138,14 @@ def emulation(name: str, cpu: str, platform: str | None, where: str) -> Emulatio
     if cpu in NOT_EMULATED:
         raise ConfigError(f"{field}: {NOT_EMULATED[cpu]}", fix='use "native" on such a host')
     arch = architecture(platform)
-    binary_name = _BINARIES.get(arch)
-    found = shutil.which(binary_name) if binary_name else None
-    if found is None:
+    names = _BINARIES.get(arch)
+    binary = find_qemu(arch)
+    if binary is None:
         raise ConfigError(
-            f"{field}: {binary_name or 'a qemu-user binary for ' + arch} is not installed",
+            f"{field}: {names[0] if names else 'a qemu-user binary for ' + arch} is not "
+            "installed (a static one)",
             fix="apt-get install -y qemu-user-static",
         )
-    binary = Path(found).resolve()
     model = LEVELS.get(cpu, cpu) if arch == "x86_64" else cpu
     models = known_models(binary)
     if model not in models:
@@ -102,5 +156,15 @@ def emulation(name: str, cpu: str, platform: str | None, where: str) -> Emulatio
             f"{field}: {binary.name} knows no such model (known: {levels + ', ' if levels else ''}"
             f"{shown}; all: {binary.name} -cpu help)",
             fix="name a model from that list, or native",
+        )
+    version = qemu_version(binary)
+    if arch == "x86_64" and AVX2_MODELS.match(model) and version < AVX2_SINCE:
+        said = ".".join(map(str, version)) or "of unknown version"
+        raise ConfigError(
+            f"{field}: {binary} is qemu {said}, which computes AVX2/FMA code wrongly "
+            f"under -cpu {model} (numpy's float64 tanh off by a factor of 1000, measured with "
+            "7.2)",
+            fix="install qemu-user 8.0 or later (Debian trixie's qemu-user; scripts/setup.sh "
+            "puts one in /usr/local/bin with REPROCHECK_WITH_CPUS=1)",
         )
     return Emulation(requested=cpu, model=model, binary=binary)

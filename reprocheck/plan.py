@@ -10,6 +10,8 @@ from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.cpus import NATIVE, Emulation, emulation
 from reprocheck.errors import ConfigError
 
+CPU_SEPARATOR = "@"  # a CPU model's copy of an environment: bookworm@x86-64-v2
+
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
@@ -71,8 +73,29 @@ def with_cpus(
             continue
         for cpu in dict.fromkeys(cpus):
             if cpu != NATIVE:
-                found.append(env.model_copy(update={"name": f"{env.name}@{cpu}", "cpu": cpu}))
+                name = f"{env.name}{CPU_SEPARATOR}{cpu}"
+                found.append(env.model_copy(update={"name": name, "cpu": cpu}))
     return tuple(found)
+
+
+def environment_plan(config: RunConfig, name: str, fixtures: tuple[str, ...]) -> Plan:
+    """A plan of one environment of a stored run over ``fixtures`` (explain's experiments):
+    a configured environment, or a CPU model's copy of one (``bookworm@x86-64-v2``, made by
+    ``[compare] cpus`` or ``run --cpus``), with its emulation."""
+    env = _configured(config, name)
+    found = emulation(env.name, env.cpu, env.platform, str(config.source))
+    return Plan(config=config, environments=(env,), fixtures=fixtures,
+                emulations={env.name: found} if found else {})  # fmt: skip
+
+
+def _configured(config: RunConfig, name: str) -> EnvironmentConfig:
+    base, at, cpu = name.rpartition(CPU_SEPARATOR)
+    known = {e.name: e for e in config.environments}
+    if at and name not in known and base in known:
+        copies = with_cpus((known[base],), (cpu,))
+        if len(copies) == 2:
+            return copies[1]
+    return config.environment(name)  # a ConfigError naming the known environments
 
 
 def spec_text(config: RunConfig) -> str:

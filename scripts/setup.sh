@@ -4,6 +4,8 @@
 #     for the HTML report's browser test, when REPROCHECK_WITH_CHROMIUM=1), and starts dockerd when no engine answers (no systemd needed);
 #   - with REPROCHECK_WITH_REMOTE=1, installs what the remote-engine tests start (openssh-server,
 #     docker-registry, podman); it starts none of them;
+#   - with REPROCHECK_WITH_CPUS=1, puts Debian trixie's static qemu-user (10.x) in /usr/local/bin
+#     (bookworm's 7.2 computes AVX2/FMA code wrongly, so it cannot stand for x86-64-v3);
 #   - installs reprocheck with its test extras;
 #   - builds the example's environment images (Debian bases are bootstrapped from the archive
 #     when no registry can provide them).
@@ -76,4 +78,23 @@ if [ "${REPROCHECK_SKIP_IMAGES:-}" != "1" ]; then
     echo "setup: building the arm64 image under emulation (first time: about 6 minutes)"
     $SUDO env "PATH=$PATH" reprocheck images build --config reprocheck-arm64.toml --env bookworm-arm64
   fi
+fi
+
+# A qemu-user that emulates AVX2/FMA correctly (8.0 or later) for `cpu = "x86-64-v3"`: Debian
+# trixie's qemu-user package holds static binaries; fetched once through a trixie container.
+if [ "${REPROCHECK_WITH_CPUS:-}" = "1" ] && ! /usr/local/bin/qemu-x86_64 -version 2>/dev/null \
+    | grep -qE 'version ([89]|[1-9][0-9])\.'; then
+  echo "setup: fetching Debian trixie's qemu-user (static, about 70 MB)"
+  started=$SECONDS
+  tmp=$(mktemp -d)
+  if $SUDO "$DOCKER" run --rm -v "$tmp:/out" debian:trixie sh -c \
+      'cd /out && apt-get update -qq >/dev/null && apt-get download -qq qemu-user 2>/dev/null' \
+      && dpkg-deb --fsys-tarfile "$tmp"/qemu-user_*.deb \
+        | tar -x -C "$tmp" ./usr/bin/qemu-x86_64 ./usr/bin/qemu-aarch64; then
+    $SUDO install -m 0755 "$tmp/usr/bin/qemu-x86_64" "$tmp/usr/bin/qemu-aarch64" /usr/local/bin/
+    echo "setup: $(/usr/local/bin/qemu-x86_64 -version | head -1) in $((SECONDS - started)) s"
+  else
+    echo "setup: WARNING: no newer qemu-user; x86-64-v3 environments will be refused" >&2
+  fi
+  $SUDO rm -rf "$tmp"
 fi

@@ -29,7 +29,7 @@ from reprocheck.explain.transplants import (
     transplant_files,
 )
 from reprocheck.images import EnvironmentImage
-from reprocheck.plan import Plan
+from reprocheck.plan import environment_plan
 from reprocheck.progress import ProgressCallback, ProgressEvent
 from reprocheck.run_model import USABLE, EnvironmentResult, RunResult
 from reprocheck.runner import HARNESS_DIR, Runner
@@ -131,7 +131,8 @@ class ExperimentRunner:
         """One side: ``env``'s image (with ``source``'s libraries for a transplant) and the
         side's variables."""
         variables = experiment.baseline_env if side == "baseline" else experiment.env
-        env_config = self._config.environment(env.name)
+        plan = environment_plan(self._config, env.name, tuple(fixtures))
+        (env_config,) = plan.environments
         how = experiment.suspect.how if experiment.suspect else None
         key = json_digest(side, env.name, experiment.kind, experiment.factor, env.image_id,
                           source.image_id if source else None, fixtures, dict(variables),
@@ -154,7 +155,6 @@ class ExperimentRunner:
             (folder / "done").write_text(Status.NOT_TRANSPLANTABLE)
             return SideRun(outputs_dir=None, status=Status.NOT_TRANSPLANTABLE, cached=False,
                            seconds=0)  # fmt: skip
-        plan = Plan(config=self._config, environments=(env_config,), fixtures=tuple(fixtures))
         merged = env_config.model_copy(update={"env": {**env_config.env, **variables}})
         runner = Runner(prepared.engine, plan, run_id=self._run.run_id)
         result = runner.run_in(merged, prepared.image, folder, 1)

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from test_harness_command import _harness as run_harness
 
+from reprocheck import cpus
 from reprocheck.config import load_config
-from reprocheck.cpus import LEVELS, emulation, known_models
+from reprocheck.cpus import AVX2_SINCE, LEVELS, emulation, find_qemu, known_models, qemu_version
 from reprocheck.errors import ConfigError
 from reprocheck.harness import run as harness
-from reprocheck.plan import make_plan
+from reprocheck.plan import environment_plan, make_plan
 
 CONFIG = (
     '[pipeline]\ncallable = "p.py:run"\n[fixtures]\npath = "in"\n'
@@ -27,6 +28,11 @@ CONFIG = (
 )
 QEMU = shutil.which("qemu-x86_64-static")
 needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-user-static is not installed")
+NEWEST = find_qemu("x86_64")
+# An AVX2 model (x86-64-v3, Haswell) needs qemu 8.0 or later (scripts/setup.sh installs one).
+needs_avx2_qemu = pytest.mark.skipif(
+    NEWEST is None or qemu_version(NEWEST) < AVX2_SINCE, reason="no qemu-user 8.0 or later"
+)
 
 
 @needs_qemu
@@ -37,7 +43,7 @@ def test_levels_map_to_models_qemu_knows() -> None:
     assert all(model in models for model in LEVELS.values())
 
 
-@needs_qemu
+@needs_avx2_qemu
 def test_plan_adds_one_copy_per_cpu_model(make_project) -> None:
     config = load_config(make_project(CONFIG, {"in/x": ""}))
     plan = make_plan(config, (), ("native", "x86-64-v3", "Skylake-Client"))
@@ -50,6 +56,56 @@ def test_plan_adds_one_copy_per_cpu_model(make_project) -> None:
     assert {n: e.model for n, e in plan.emulations.items()} == {
         "a@x86-64-v3": "Haswell", "a@Skylake-Client": "Skylake-Client", "b": "Nehalem"}  # fmt: skip
     assert [e.name for e in make_plan(config).environments] == ["a", "b"]
+
+
+@needs_avx2_qemu
+def test_explains_plan_of_one_environment_keeps_its_cpu_model(make_project) -> None:
+    """explain re-runs stored environments: a CPU model's copy (made by --cpus) and an
+    environment with its own cpu must run emulated again, not natively."""
+    config = load_config(make_project(CONFIG, {"in/x": ""}))
+    copy = environment_plan(config, "a@x86-64-v3", ("x",))
+    assert [(e.name, e.cpu) for e in copy.environments] == [("a@x86-64-v3", "x86-64-v3")]
+    assert {n: e.model for n, e in copy.emulations.items()} == {"a@x86-64-v3": "Haswell"}
+    assert copy.fixtures == ("x",)
+    own = environment_plan(config, "b", ())
+    assert {n: e.model for n, e in own.emulations.items()} == {"b": "Nehalem"}
+    assert environment_plan(config, "a", ()).emulations == {}
+    with pytest.raises(ConfigError, match="no environment named 'c@x86-64-v3'"):
+        environment_plan(config, "c@x86-64-v3", ())
+    with pytest.raises(ConfigError, match="no environment named 'b@Haswell'"):
+        environment_plan(config, "b@Haswell", ())  # b is emulated itself: it has no copies
+
+
+@needs_qemu
+def test_qemu_is_found_static_and_newest_first(tmp_path: Path, monkeypatch) -> None:
+    assert qemu_version(Path(str(QEMU)))[:2] >= (7, 0)
+    assert cpus._static(Path(str(QEMU))) and not cpus._static(Path(sys.executable))
+    assert not cpus._static(tmp_path / "missing") and not cpus._static(Path("/etc/hostname"))
+    found = find_qemu("x86_64")
+    assert found is not None and qemu_version(found) == max(
+        qemu_version(Path(p).resolve())
+        for name in ("qemu-x86_64-static", "qemu-x86_64")
+        if (p := shutil.which(name)) and cpus._static(Path(p).resolve())
+    )
+    monkeypatch.setenv("PATH", str(tmp_path))  # no qemu at all
+    assert find_qemu("x86_64") is None
+    with pytest.raises(ConfigError, match="qemu-x86_64-static is not installed"):
+        emulation("b", "Nehalem", None, "cfg")
+
+
+@needs_qemu
+@pytest.mark.parametrize("model", ["x86-64-v3", "Haswell", "Skylake-Client", "EPYC-Rome"])
+def test_an_avx2_model_needs_qemu_8(monkeypatch, model: str) -> None:
+    """qemu 7.2 computes AVX2/FMA code wrongly: such a model is refused, not run."""
+    monkeypatch.setattr(cpus, "qemu_version", lambda _binary: (7, 2, 22))
+    with pytest.raises(ConfigError) as error:
+        emulation("b", model, None, "cfg")
+    assert "is qemu 7.2.22, which computes AVX2/FMA code wrongly under -cpu" in str(error.value)
+    assert error.value.fix is not None and "qemu-user 8.0 or later" in error.value.fix
+    assert emulation("b", "Nehalem", None, "cfg") is not None  # no AVX: 7.2 is right there
+    monkeypatch.setattr(cpus, "qemu_version", lambda _binary: (8, 0))
+    found = emulation("b", model, None, "cfg")
+    assert found is not None and found.model == LEVELS.get(model, model)
 
 
 @needs_qemu
