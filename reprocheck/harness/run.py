@@ -276,6 +276,7 @@ class ProcessSampler:
             )
             entry["files"].update(_mapped_files(text))
             entry["executable"], entry["argv"] = executable, argv  # after an exec: the new one
+            entry["cmdline"] = argv  # as /proc shows it (a record's argv is sys.argv)
             if self.emulator is not None:  # once outside the emulator, never back in it
                 inside = executable in self.emulator
                 entry["emulated"] = inside and entry.get("emulated", True)
@@ -335,7 +336,11 @@ def left_emulator(processes: List[Any]) -> Dict[str, Any]:
     found = [p for p in processes if p.get("emulated") is False]
     found.sort(key=lambda p: (int(p.get("start") or 0), int(p.get("pid") or 0)))
     listed = [
-        {"pid": p.get("pid"), "executable": p.get("executable"), "argv": p.get("argv") or []}
+        {
+            "pid": p.get("pid"),
+            "executable": p.get("executable"),
+            "argv": p.get("cmdline") or p.get("argv") or [],
+        }
         for p in found[:LEFT_LISTED]
     ]
     return {"count": len(found), "listed": listed}
@@ -374,6 +379,7 @@ class EmulatorWatch:
                 (pid, start), {"pid": pid, "start": start, "seen": ["sampled"], "files": set()}
             )
             entry["executable"], entry["argv"] = executable, argv
+            entry["cmdline"] = argv
             entry["emulated"] = executable in emulator and entry.get("emulated", True)
 
     def __enter__(self) -> EmulatorWatch:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from remote_engines import MEASURED
-from support import REPO_ROOT
+from support import REPO_ROOT, toml_environments, write_project
 from test_cli_run import reprocheck
 
 pytestmark = [
@@ -81,3 +81,57 @@ def test_an_unknown_cpu_model_is_a_config_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert re.search(r"cpu 'Pentium9': qemu-x86_64(-static)? knows no such model", done.stderr)
     assert "Traceback" not in done.stderr
+
+
+# A command whose shell starts python3: the shell runs under the emulator, python3 (exec'd by
+# the shell) on the host CPU. The environment must say so rather than mix two CPUs quietly.
+MIXED = """
+[pipeline]
+command = ["sh", "-c", "python3 -c 'import numpy, sys, time; time.sleep(0.5); numpy.save(sys.argv[1] + \\"/v.npy\\", numpy.tanh(numpy.linspace(-3, 3, 1000, dtype=numpy.float32)))' {outputs}"]
+[fixtures]
+path = "inputs"
+"""  # noqa: E501
+# The same through a script whose #! interpreter reprocheck starts under the emulator.
+SCRIPT = """#!/usr/bin/env python3
+import sys
+import numpy
+numpy.save(sys.argv[1] + "/v.npy", numpy.tanh(numpy.linspace(-3, 3, 1000, dtype=numpy.float32)))
+"""
+
+
+def _project(tmp_path: Path, config: str, cpus: str) -> Path:
+    root = tmp_path / "project"
+    write_project(root, config + f"\n[compare]\ncpus = {cpus}\n" + toml_environments("bookworm"),
+                  {"inputs/a.txt": "a"})  # fmt: skip
+    return root
+
+
+def test_a_program_the_pipeline_execs_is_reported_as_leaving_the_emulator(tmp_path: Path) -> None:
+    root = _project(tmp_path, MIXED, '["native", "x86-64-v2"]')
+    done = reprocheck(root, "run", "--json", "report.json", "--no-cache")
+    assert done.returncode == 2, done.stdout + done.stderr  # not a clean run
+    assert "Traceback" not in done.stdout + done.stderr
+    report = json.loads((root / "report.json").read_text())
+    envs = {e["name"]: e for e in report["environments"]}
+    assert envs["bookworm"]["status"] == "ok" and envs["bookworm"]["left_emulator"] == []
+    mixed = envs["bookworm@x86-64-v2"]
+    assert mixed["status"] == "mixed_cpu"
+    assert mixed["error"].startswith("1 process(es) left the CPU emulator and ran on the host")
+    (left,) = mixed["left_emulator"]
+    assert left.startswith("/usr/bin/python3") and "time.sleep(0.5)" in left
+    assert "bookworm@x86-64-v2: 1 process(es) left the CPU emulator" in done.stdout
+    # its outputs are still compared: the host CPU computed both, so they agree
+    assert {c["verdict"] for c in report["comparisons"]} == {"identical"}
+
+
+def test_a_script_started_through_its_interpreter_stays_emulated(tmp_path: Path) -> None:
+    config = '[pipeline]\ncommand = ["./run.py", "{outputs}"]\n[fixtures]\npath = "inputs"\n'
+    root = _project(tmp_path, config, '["native", "x86-64-v2"]')
+    (root / "run.py").write_text(SCRIPT)
+    (root / "run.py").chmod(0o755)
+    done = reprocheck(root, "run", "--json", "report.json", "--no-cache")
+    assert done.returncode == 1, done.stdout + done.stderr  # tanh float32 moves on Nehalem
+    report = json.loads((root / "report.json").read_text())
+    assert {e["name"]: e["status"] for e in report["environments"]} == {
+        "bookworm": "ok", "bookworm@x86-64-v2": "ok"}  # fmt: skip
+    assert {c["verdict"] for c in report["comparisons"]} == {"drift"}
