@@ -128,6 +128,23 @@ def known_models(binary: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(models))
 
 
+def _arch_knowing(cpu: str) -> str:
+    """The architecture of an environment without a platform (its image's, which is not
+    known before it is built): the host's, unless only another architecture's qemu knows
+    the model (``cortex-a53`` for an arm64 image built FROM an arm64 base)."""
+    host = architecture(None)
+    if cpu in LEVELS or host not in _BINARIES:
+        return host
+    binary = find_qemu(host)
+    if binary is not None and cpu in known_models(binary):
+        return host
+    for arch in _BINARIES:
+        other = find_qemu(arch) if arch != host else None
+        if other is not None and cpu in known_models(other):
+            return arch
+    return host
+
+
 def emulation(name: str, cpu: str, platform: str | None, where: str) -> Emulation | None:
     """The emulation environment ``name`` asks for with ``cpu`` (None for native). A missing
     qemu, a level that cannot be emulated or a model qemu does not know is a ConfigError
@@ -137,7 +154,7 @@ def emulation(name: str, cpu: str, platform: str | None, where: str) -> Emulatio
     field = f"{where}: environment {name!r}: cpu {cpu!r}"
     if cpu in NOT_EMULATED:
         raise ConfigError(f"{field}: {NOT_EMULATED[cpu]}", fix='use "native" on such a host')
-    arch = architecture(platform)
+    arch = architecture(platform) if platform else _arch_knowing(cpu)
     names = _BINARIES.get(arch)
     binary = find_qemu(arch)
     if binary is None:

@@ -49,3 +49,27 @@ def test_architecture_drift_is_reported_where_it_happens(arm64_run: dict[str, An
     # ... while compiled floating point (FMA contraction, NEON paths) differs somewhere.
     drifting = {name.split("/", 1)[1] for name, v in verdicts.items() if v == "drift"}
     assert drifting & {"linalg/svd", "linalg/eigh", "libm/transcendental", "dnn/probabilities"}
+
+
+def test_an_arm64_image_runs_as_another_arm64_cpu(
+    docker_engine: Any, debian_bases: Any, tmp_path: Path
+) -> None:
+    """``cpu = "cortex-a53"`` on an arm64 image without a platform: the model is one only
+    qemu-aarch64 knows, so the harness re-runs itself under it (not under qemu-x86_64)."""
+    if not HANDLER.is_file():
+        pytest.skip("no qemu-aarch64 binfmt handler (apt-get install qemu-user-static)")
+    root = example_project(tmp_path / "project")
+    shutil.copy2(REPO_ROOT / "reprocheck-arm64.toml", root / "reprocheck-arm64.toml")
+    shutil.copytree(REPO_ROOT / "images", root / "images", dirs_exist_ok=True)
+    done = reprocheck(root, "run", "--config", "reprocheck-arm64.toml", "--env", "bookworm-arm64",
+                      "--cpus", "native,cortex-a53", "--json", "r.json")  # fmt: skip
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    report = load_json(root / "r.json")
+    arm, a53 = _env(report, "bookworm-arm64"), _env(report, "bookworm-arm64@cortex-a53")
+    assert arm["status"] == a53["status"] == "ok"
+    assert a53["fingerprint"]["machine"] == "aarch64"
+    assert a53["fingerprint"]["cpu_model"] == "cortex-a53 (qemu-user -cpu cortex-a53)"
+    assert arm["fingerprint"]["cpu_model"] != a53["fingerprint"]["cpu_model"]
+    # Measured: Debian bookworm's arm64 builds compute the example alike on qemu's default
+    # ("max") and on a Cortex-A53 (no runtime dispatch by CPU feature moves an output).
+    assert {c["verdict"] for c in report["comparisons"]} == {"identical"}

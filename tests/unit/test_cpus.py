@@ -267,3 +267,15 @@ def test_a_callables_subprocess_is_seen_leaving_the_emulator(tmp_path: Path, spa
         assert left["listed"][0]["argv"][-1] == "import time; time.sleep(0.4)"
     else:
         assert left == {"count": 0, "listed": []}  # the forked child is the emulator's too
+
+
+@pytest.mark.skipif(find_qemu("aarch64") is None, reason="no static qemu-aarch64")
+@needs_qemu
+def test_an_arm64_model_without_a_platform_runs_under_qemu_aarch64() -> None:
+    found = emulation("arm", "cortex-a53", None, "cfg")
+    assert found is not None and found.binary == find_qemu("aarch64")
+    assert found.model == "cortex-a53"
+    native_arch = emulation("x", "Nehalem", None, "cfg")
+    assert native_arch is not None and native_arch.binary == find_qemu("x86_64")
+    with pytest.raises(ConfigError, match="knows no such model"):
+        emulation("x", "cortex-a53", "linux/amd64", "cfg")  # a platform says which qemu
