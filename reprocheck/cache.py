@@ -439,6 +439,7 @@ class RunCache:
         self._read = read
         self._enabled = enabled
         self._hashes = FileHashes(folder / HASHES_FILE if enabled else None)
+        self.hashes = self._hashes  # the data plane of a remote engine hashes inputs with it
         self._lock = threading.Lock()
         self._trees: dict[tuple[Path, frozenset[Path]], str] = {}
         self._store_failed = False

@@ -24,7 +24,7 @@ from rich.console import Console
 from reprocheck import __version__
 from reprocheck.cache import CACHE_DIR, DEFAULT_PRUNE_DAYS, RunCache
 from reprocheck.cache import prune as prune_cache
-from reprocheck.config import RunConfig, load_config, registry_prefix
+from reprocheck.config import EXPLAIN_MAX_EXPERIMENTS, RunConfig, load_config, registry_prefix
 from reprocheck.engine import BUILD_ENGINE, ContainerEngine, ImageInfo, get_engine
 from reprocheck.engine.targets import connect_target, target_of
 from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
@@ -356,7 +356,8 @@ def merge(
 @config_option
 @click.option("--run", "run_ref", default=None, help="Run id or folder (default: latest).")
 @click.option("--output", "glob", default="*", help="Explain only outputs matching this glob.")
-@click.option("--max-experiments", default=16, show_default=True, help="Budget per pair.")
+@click.option("--max-experiments", default=EXPLAIN_MAX_EXPERIMENTS, show_default=True,
+              help="Budget per pair.")  # fmt: skip
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
 @report_options
 @handled

@@ -31,6 +31,10 @@ from pydantic_core import ErrorDetails
 from reprocheck.compose import ComposeService, is_compose, load_service
 from reprocheck.errors import ConfigError
 
+# explain's experiments per drifting pair by default: the likely transplants and every knob
+# of a cross-release pair take about 16, the combinations after them a few more.
+EXPLAIN_MAX_EXPERIMENTS = 24
+
 CONFIG_NAMES = ("reprocheck.toml", "pyproject.toml")
 INJECTED_KEYS = ("root", "source")  # RunConfig fields load_config sets; not keys of the file
 _REFERENCE = "docs/config.md"

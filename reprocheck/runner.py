@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -39,7 +40,7 @@ from reprocheck.engine import (
     Mount,
     container_labels,
 )
-from reprocheck.engine.targets import Engines, EngineTarget, target_of
+from reprocheck.engine.targets import Engines, EngineTarget, connect_target, target_of
 from reprocheck.errors import ConfigError, ReprocheckError, UnsafeFileError
 from reprocheck.images import EnvironmentImage, ImageBuilder, ca_bundle
 from reprocheck.output_store import write_store
@@ -138,7 +139,10 @@ class Runner:
         engines: Engines | None = None,
     ) -> None:  # fmt: skip
         self._engine = engine
-        self._engines = engines or Engines(default=engine)
+        # an engine on another machine hashes inputs with the project's remembered hashes
+        self._engines = engines or Engines(
+            default=engine, connect=functools.partial(connect_target, hashes=cache.hashes)
+        )
         self._hosts: dict[EngineTarget, dict[str, Any]] = {}
         self._cache = cache
         self._plan = plan

@@ -17,6 +17,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from reprocheck.cache import FileHashes
 from reprocheck.engine.base import (
     LABEL,
     OWNER_LABEL,
@@ -66,16 +67,17 @@ class DockerEngine:
     so mounts are bind mounts; else they travel through volumes (:mod:`.transfer`)."""
 
     def __init__(
-        self, client: Any, *, name: str = "docker", where: str = "docker", local: bool = True
-    ) -> None:
+        self, client: Any, *, name: str = "docker", where: str = "docker", local: bool = True,
+        hashes: FileHashes | None = None,
+    ) -> None:  # fmt: skip
         self._client = client
         self.name = name
         self.where = where
         self.local = local
-        self._plane = None if local else VolumePlane(client)
+        self._plane = None if local else VolumePlane(client, hashes)
 
     @classmethod
-    def connect(cls, target: EngineTarget) -> DockerEngine:
+    def connect(cls, target: EngineTarget, hashes: FileHashes | None = None) -> DockerEngine:
         """The engine at ``target``, answering; one-line errors naming the address."""
         if target.default:
             return cls.from_env()
@@ -99,7 +101,8 @@ class DockerEngine:
                 fix=hint,
             ) from exc
         local = base_url.startswith("unix://")
-        return cls(client, name=target.kind, where=target.describe(), local=local)
+        return cls(client, name=target.kind, where=target.describe(), local=local,
+                   hashes=hashes)  # fmt: skip
 
     def host_info(self) -> dict[str, Any]:
         """What the engine says of its machine: for fingerprints and cache keys."""

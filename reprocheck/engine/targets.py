@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from reprocheck.cache import FileHashes
 from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.engine.base import ContainerEngine
 from reprocheck.errors import ConfigError
@@ -84,11 +85,12 @@ class Engines:
             return list(self._engines.values())
 
 
-def connect_target(target: EngineTarget) -> ContainerEngine:
+def connect_target(target: EngineTarget, hashes: FileHashes | None = None) -> ContainerEngine:
     """A connected engine for ``target``; EngineUnavailableError (one line) when it does not
-    answer."""
+    answer. ``hashes``: the project's remembered file hashes, which an engine on another
+    machine's data plane uses (instead of hashing every input again)."""
     if target.kind not in (DOCKER, PODMAN):
         raise ConfigError(f"unknown engine {target.kind!r}", fix="use docker or podman")
     from reprocheck.engine.docker_engine import DockerEngine
 
-    return DockerEngine.connect(target)
+    return DockerEngine.connect(target, hashes)

@@ -123,11 +123,11 @@ def experiment_causes(
 ) -> list[tuple[Cause, tuple[Experiment, Measurement]]]:
     """Causes from experiments: single factors first; a combination only where no single
     factor settles the output."""
-    singles = [m for m in measured if not m[0].extra]
+    singles = [m for m in measured if not m[0].combined]
     found = [(c, m) for m in singles if (c := experiment_cause(m[0], m[1], base)) is not None]
     if settled([c for c, _ in found]):
         return found
-    combined = [m for m in measured if m[0].extra]
+    combined = [m for m in measured if m[0].combined]
     return found + [
         (c, m) for m in combined if (c := experiment_cause(m[0], m[1], base)) is not None
     ]
@@ -142,6 +142,8 @@ def experiment_cause(ran: Experiment, measured: Measurement, base: str) -> Cause
     kind = CauseKind.PACKAGE if ran.kind is ExperimentKind.TRANSPLANT else CauseKind.KNOB
     match measured.effect:
         case Effect.FOLLOWS:
+            if ran.knob:
+                base = f"{base} with {ran.knob}"
             evidence = f"{what}: the output becomes {measured.agreement} to {base}'s"
             if measured.agreement != "bit-identical":
                 evidence = f"{what}: the output becomes {measured.agreement} of {base}'s"
@@ -171,7 +173,7 @@ def _one_sided(effect: Effect, base: str) -> str:
 
 
 def _tested(suspect: Suspect, measured: Sequence[Measured]) -> Measured | None:
-    return next(((r, m) for r, m in measured if r.suspect == suspect and not r.extra), None)
+    return next(((r, m) for r, m in measured if r.suspect == suspect and not r.combined), None)
 
 
 def _why_untested(suspect: Suspect, tried: Measured | None) -> str:
@@ -284,6 +286,8 @@ def advise(
         _, (ran, measured) = winner
         if ran.kind is ExperimentKind.KNOB:
             return _knob_advice(ran, measured, base, cand, cpus=facts.cpus is not None)
+        if measured.effect is Effect.FOLLOWS and ran.knob:
+            return _mixed_advice(ran, base, cand)
         if measured.effect is Effect.FOLLOWS:
             return _transplant_advice(ran, base, cand)
         return (f"{ran.factor} moves these outputs without settling them: pin it together with "
@@ -316,6 +320,19 @@ def _transplant_advice(ran: Experiment, base: str, cand: str) -> str:
                 "baseline")  # fmt: skip
     return (f"pin {_pins(ran.suspects, base)} to get {base}'s outputs in {cand}, "
             f"or accept {cand}'s as the new baseline")  # fmt: skip
+
+
+def _mixed_advice(ran: Experiment, base: str, cand: str) -> str:
+    """Two causes together: a package (or glibc) and the code a knob switches."""
+    variables = ", ".join(f"{k}={v}" for k, v in ran.env.items())
+    suspect = ran.suspect
+    if suspect is not None and suspect.how is Transplant.GLIBC:
+        first = "build every image on one glibc (one Debian release)"
+    else:
+        first = f"pin {_pins(ran.suspects, base)}"
+    return (f"two causes together ({ran.factor}): {first} and set {variables} on every image "
+            f"to get the same outputs in {base} and {cand}, or accept {cand}'s as the new "
+            "baseline")  # fmt: skip
 
 
 def _in(version: str | None, environment: str) -> str:

@@ -49,7 +49,8 @@ class EffectMeter:
     ) -> Measurement:
         if ran.outputs_dir is None or not ran.status.ran:
             return FAILED
-        memo = (ran.outputs_dir, ran.baseline_outputs_dir, base.name, output)
+        memo = (ran.outputs_dir, ran.baseline_outputs_dir or ran.reference_outputs_dir,
+                base.name, output)  # fmt: skip
         if memo not in self._memo:
             self._memo[memo] = self._measure(ran, base, cand, output)
         return self._memo[memo]
@@ -65,7 +66,10 @@ class EffectMeter:
         # the side the experiment changed (b) and the side it should come to equal (a): the
         # baseline's libraries in the candidate, or the candidate's glibc under the baseline
         reference, changed = (cand, base) if ran.target is Sides.BASELINE else (base, cand)
-        a = self._outputs.load(reference.outputs_dir, output)
+        # with a knob, the other side as it ran with the knob too
+        if ran.knob and ran.reference_outputs_dir is None:
+            return FAILED
+        a = self._outputs.load(ran.reference_outputs_dir or reference.outputs_dir, output)
         b = self._outputs.load(changed.outputs_dir, output)
         follows = self._agreement(a, new, tolerance)
         if follows:

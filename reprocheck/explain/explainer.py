@@ -20,6 +20,7 @@ import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from reprocheck.config import EXPLAIN_MAX_EXPERIMENTS as MAX_EXPERIMENTS
 from reprocheck.config import RunConfig
 from reprocheck.engine import ContainerEngine
 from reprocheck.explain.attribute import Measured, OutputFacts, attribute
@@ -58,6 +59,8 @@ from reprocheck.run_model import EnvironmentResult, RunResult
 SETTLING = (Effect.FOLLOWS, Effect.AGREES)
 # At most this many transplants that each moved an output are combined.
 COMBINED_AT_MOST = 3
+# At most this many (transplant, knob) pairs that each moved one output are run together.
+MIXED_AT_MOST = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +87,7 @@ class Explainer:
         config: RunConfig,
         run: RunResult,
         *,
-        max_experiments: int = 16,
+        max_experiments: int = MAX_EXPERIMENTS,
         progress: ProgressCallback = silent,
     ) -> None:
         self._config = config
@@ -196,13 +199,38 @@ class Explainer:
             and e.suspect.how is Transplant.LIBRARIES
             and any(self._effect(pair, e, o) is Effect.CHANGED for o in open_outputs)
         ][:COMBINED_AT_MOST]  # fmt: skip
-        if len(movers) < 2:
-            return []
-        chosen = [s for e in movers for s in e.suspects]
-        return [Experiment(kind=ExperimentKind.TRANSPLANT,
-                           factor=" + ".join(sorted(s.package for s in chosen)),
-                           environment=pair.cand.name, baseline=pair.base.name,
-                           suspect=chosen[0], extra=tuple(chosen[1:]))]  # fmt: skip
+        found = []
+        if len(movers) >= 2:
+            chosen = [s for e in movers for s in e.suspects]
+            found.append(Experiment(kind=ExperimentKind.TRANSPLANT,
+                                    factor=" + ".join(sorted(s.package for s in chosen)),
+                                    environment=pair.cand.name, baseline=pair.base.name,
+                                    suspect=chosen[0], extra=tuple(chosen[1:])))  # fmt: skip
+        return found + self._mixed(pair, done, open_outputs)
+
+    def _mixed(
+        self, pair: Pair, done: Sequence[Experiment], open_outputs: list[str]
+    ) -> list[Experiment]:
+        """A transplant and a knob that each moved the same unsettled outputs, run together
+        (the knob on both sides): glibc's libm and numpy's own SIMD can share one output."""
+        transplants = [e for e in done if e.kind is ExperimentKind.TRANSPLANT
+                       and e.suspect is not None and not e.combined]  # fmt: skip
+        knobs = [e for e in done if e.kind is ExperimentKind.KNOB]
+        scored = []
+        for t in transplants:
+            moved = {o for o in open_outputs if self._effect(pair, t, o) is Effect.CHANGED}
+            for k in knobs if moved else ():
+                both = {o for o in moved if self._meter.measure(
+                    k, pair.base, pair.cand, o).one_sided is Effect.CHANGED}  # fmt: skip
+                if both:
+                    scored.append((len(both), t, k))
+        scored.sort(key=lambda s: -s[0])  # stable: earlier (likelier) experiments first
+        return [
+            dataclasses.replace(t, factor=f"{t.factor} + {k.factor}", knob=k.factor, env=k.env,
+                                baseline_env=k.baseline_env, outputs_dir=None,
+                                status=Status.PLANNED, cached=False, seconds=0.0)
+            for _n, t, k in scored[:MIXED_AT_MOST]
+        ]  # fmt: skip
 
     # ----------------------------------------------------------------------- attribution
 

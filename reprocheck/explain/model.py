@@ -178,6 +178,15 @@ class Experiment:
     target: Sides = Sides.CANDIDATE
     # what a transplant moved, in words: the glibc version and libraries moved forward
     moved: str = ""
+    # a transplant run together with a knob set on both sides (``env``/``baseline_env``):
+    # the knob's name, and where the other side ran with it
+    knob: str = ""
+    reference_outputs_dir: Path | None = None
+
+    @property
+    def combined(self) -> bool:
+        """More than one factor: several packages, or a transplant with a knob."""
+        return bool(self.extra) or bool(self.knob)
 
     @property
     def sides(self) -> Sides:
@@ -198,6 +207,12 @@ class Experiment:
         return () if self.suspect is None else (self.suspect, *self.extra)
 
     def describe(self) -> str:
+        text = self._describe()
+        if self.knob:
+            text += f", and {self.knob} on both sides ({_assignments(self.env)})"
+        return text
+
+    def _describe(self) -> str:
         if self.kind is ExperimentKind.TRANSPLANT and self.suspect is not None:
             match self.suspect.how:
                 case Transplant.GLIBC:

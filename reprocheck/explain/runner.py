@@ -109,8 +109,10 @@ class ExperimentRunner:
         if experiment.sides is not Sides.BOTH:  # a transplant: one side, from the other
             changed, other = (base, cand) if experiment.sides is Sides.BASELINE else (cand, base)
             ran = self._side(experiment.sides, experiment, changed, other, fixtures)
-            return dataclasses.replace(experiment, outputs_dir=ran.outputs_dir, status=ran.status,
-                                       cached=ran.cached, seconds=ran.seconds)  # fmt: skip
+            found = dataclasses.replace(experiment, outputs_dir=ran.outputs_dir,
+                                        status=ran.status, cached=ran.cached,
+                                        seconds=ran.seconds)  # fmt: skip
+            return self._with_knob(found, other, fixtures) if experiment.knob else found
         theirs = self._side("baseline", experiment, base, None, fixtures)
         mine = self._side("candidate", experiment, cand, None, fixtures)
         return dataclasses.replace(
@@ -119,6 +121,24 @@ class ExperimentRunner:
             status=mine.status, cached=mine.cached and theirs.cached,
             seconds=mine.seconds + theirs.seconds,
         )  # fmt: skip
+
+    def _with_knob(
+        self, experiment: Experiment, other: EnvironmentResult, fixtures: list[str]
+    ) -> Experiment:
+        """A transplant with a knob: the other side runs with the knob too (as the knob's own
+        experiment ran it, so that run is reused)."""
+        knob = Experiment(kind=ExperimentKind.KNOB, factor=experiment.knob,
+                          environment=experiment.environment, baseline=experiment.baseline,
+                          env=experiment.env, baseline_env=experiment.baseline_env)  # fmt: skip
+        side = Sides.CANDIDATE if experiment.sides is Sides.BASELINE else Sides.BASELINE
+        theirs = self._side(side, knob, other, None, fixtures)
+        return dataclasses.replace(
+            experiment,
+            reference_outputs_dir=theirs.outputs_dir if theirs.status.ran else None,
+            status=experiment.status if theirs.status.ran else theirs.status,
+            cached=experiment.cached and theirs.cached,
+            seconds=experiment.seconds + theirs.seconds,
+        )
 
     def _side(
         self,

@@ -538,3 +538,29 @@ def podman_host() -> Iterator[str]:
             yield address
     finally:
         _remove_tree(folder)
+
+
+# The start of the in-container scripts of the remote-engine tests: hashes of files as the
+# harness computes them, and what a folder holds (links by target; folders as "dir" when the
+# script sets FOLDERS before calling seen).
+PROBE_PRELUDE = r"""
+import hashlib, json, os
+
+def sha(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+def seen(root):
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                found[path] = "link:" + os.readlink(path)
+            elif os.path.isdir(path):
+                if FOLDERS:
+                    found[path] = "dir"
+            elif os.path.isfile(path):
+                found[path] = sha(path)
+    return found
+"""

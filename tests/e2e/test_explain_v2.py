@@ -246,3 +246,39 @@ def test_a_pip_distribution_transplant_is_the_top_cause(pip_explained) -> None:
     assert "bit-identical to numpy126's" in top["evidence"]
     assert item["advice"].startswith("pin numpy==1.26.4 (as in numpy126)")
     print(f"pip explain {pip_explained['seconds']:.1f} s")
+
+
+@pytest.fixture(scope="module")
+def two_causes(docker_engine, debian_bases, tmp_path_factory) -> dict[str, Any]:
+    """The example from bullseye to bookworm on one photo: ``libm/transcendental`` stacks
+    numpy ufuncs of which some run numpy's own SIMD (exp, log, sin, cos) and the others
+    glibc's libm (log10, expm1, tan, tanh, ...); both changed between the releases."""
+    root = tmp_path_factory.mktemp("two_causes") / "project"
+    config = (
+        '[pipeline]\ncallable = "example/pipeline.py:run"\n[fixtures]\npath = "inputs"\n'
+        + toml_environments("bullseye", "bookworm")
+    )
+    write_project(root, config)
+    shutil.copytree(REPO_ROOT / "example", root / "example")
+    (root / "inputs").mkdir()
+    shutil.copy2(REPO_ROOT / "fixtures" / "photo_baseline.jpg", root / "inputs")
+    ok(reprocheck(root, "run", "-q"), 1)
+    started = time.monotonic()
+    ok(reprocheck(root, "explain", "--output", "*/libm/transcendental", "--json", "e.json"), 0)
+    return {"explain": json.loads((root / "e.json").read_text()),
+            "seconds": time.monotonic() - started}  # fmt: skip
+
+
+def test_two_causes_of_one_output_are_found_together(two_causes) -> None:
+    (item,) = two_causes["explain"]["attributions"]
+    top = item["causes"][0]
+    assert (top["factor"], top["kind"]) == ("libc6 + NPY_DISABLE_CPU_FEATURES", "package"), item
+    assert top["confidence"] >= 0.9
+    assert "under bookworm's glibc" in top["evidence"]
+    assert "and NPY_DISABLE_CPU_FEATURES on both sides" in top["evidence"]
+    # each alone moved the output without settling it
+    alone = {c["factor"]: c["confidence"] for c in item["causes"]}
+    assert alone.get("libc6") == 0.5
+    assert item["advice"].startswith(
+        "two causes together (libc6 + NPY_DISABLE_CPU_FEATURES): build every image on one glibc"
+    )

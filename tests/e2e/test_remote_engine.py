@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from remote_engines import MEASURED, example_image, load_image
+from remote_engines import MEASURED, PROBE_PRELUDE, example_image, load_image
 
 from reprocheck.engine.base import ContainerSpec, Mount
 from reprocheck.engine.targets import EngineTarget, connect_target
@@ -37,23 +37,11 @@ ALL_CASES = (*VOLUME_CASES, "podman-local")
 
 # What the container does: report what it sees, write outputs (files, a nested folder,
 # links inside and outside the folder), then hash its outputs as the harness does.
-PROBE = r"""
-import errno, hashlib, json, os, socket, sys
-
-def sha(path):
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
-
-def seen(root):
-    found = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            if os.path.islink(path):
-                found[path] = "link:" + os.readlink(path)
-            elif os.path.isfile(path):
-                found[path] = sha(path)
-    return found
+PROBE = (
+    PROBE_PRELUDE
+    + r"""
+import errno, socket, sys
+FOLDERS = False
 
 def error_of(action):
     try:
@@ -121,6 +109,7 @@ if manifest:
     with open(manifest, "w") as handle:
         json.dump({"files": files}, handle)
 """
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from remote_engines import example_image, load_image
+from remote_engines import PROBE_PRELUDE, example_image, load_image
 
 from reprocheck.engine.base import ContainerSpec, Mount
 from reprocheck.engine.targets import EngineTarget, connect_target
@@ -59,25 +59,11 @@ DEEP = os.path.join(*[f"{i:02d}" + "d" * 58 for i in range(40)])  # 2,440 bytes 
 
 # The container's side: what the pipeline does (spec.json's "scenario"), then the harness's
 # own hashes of what it left, as harness/run.py main() does after the pipeline.
-PROBE = r"""
-import contextlib, hashlib, json, os, socket, stat, sys
-
-def sha(path):
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
-
-def seen(root):
-    found = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            if os.path.islink(path):
-                found[path] = "link:" + os.readlink(path)
-            elif os.path.isdir(path):
-                found[path] = "dir"
-            elif os.path.isfile(path):
-                found[path] = sha(path)
-    return found
+PROBE = (
+    PROBE_PRELUDE
+    + r"""
+import contextlib, socket, stat, sys
+FOLDERS = True
 
 def attempt(action):
     try:
@@ -162,6 +148,7 @@ if late is not None:
         with open(target, "w") as handle:
             handle.write(late)
 """
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -476,20 +476,28 @@ def _engine(follows: str | None) -> LibraryEngine:
     """How 'new' comes to match 'old': in the hybrid image ('transplant'); with a knob set in
     'new' ('knob VARIABLE'); with the knob set on both sides, which moves both to the same
     pixels ('both VARIABLE'), to pixels within an atol of 1 ('near VARIABLE'), or moves only
-    'old' to 'new's pixels ('base VARIABLE'); or never (None)."""
+    'old' to 'new's pixels ('base VARIABLE'); only in the hybrid image with the knob set on both
+    sides, each of them alone moving 'new' elsewhere ('mixed VARIABLE'); or never (None)."""
     engine = LibraryEngine()
     engine.library = _host_library()[1].read_bytes()
     mode, _, variable = (follows or "").partition(" ")
 
     def old(box: Mounted) -> Any:
         knob = bool(variable) and variable in box.spec.env
-        pixels = {"both": KNOB_PIXELS, "near": KNOB_PIXELS, "base": NEW_PIXELS}.get(mode)
+        pixels = {"both": KNOB_PIXELS, "near": KNOB_PIXELS, "base": NEW_PIXELS,
+                  "mixed": KNOB_PIXELS}.get(mode)  # fmt: skip
         _harness(box, BASE, pixels if knob and pixels is not None else OLD_PIXELS)
         return outcome(0)
 
     def new(box: Mounted) -> Any:
-        transplanted = mode == "transplant" and box.spec.image in engine.hybrids()
         knob = bool(variable) and variable in box.spec.env
+        if mode == "mixed":
+            hybrid = box.spec.image in engine.hybrids()
+            moved = {(True, True): KNOB_PIXELS, (True, False): NEW_PIXELS + np.uint8(2),
+                     (False, True): NEW_PIXELS + np.uint8(3)}  # fmt: skip
+            _harness(box, CAND, moved.get((hybrid, knob), NEW_PIXELS))
+            return outcome(0)
+        transplanted = mode == "transplant" and box.spec.image in engine.hybrids()
         pixels = {"knob": OLD_PIXELS, "both": KNOB_PIXELS, "near": NEAR_PIXELS}.get(mode)
         chosen = OLD_PIXELS if transplanted else pixels if knob and pixels is not None else None
         _harness(box, CAND, NEW_PIXELS if chosen is None else chosen)
@@ -1292,3 +1300,33 @@ def test_two_cpus_without_a_settling_knob_still_say_it_is_the_cpu() -> None:
     found = attribute(other_images, [], [_jpeg()])
     assert [c.factor for c in found.causes] == ["libjpeg62-turbo", "CPU"]
     assert found.causes[1].confidence == 0.15
+
+
+def test_a_transplant_and_a_knob_that_each_moved_an_output_run_together(explained) -> None:
+    """Two causes of one output (glibc's libm and numpy's own SIMD, say): each experiment
+    alone moves it without settling it; the transplant with the knob on both sides settles."""
+    explainer, engine, _ = explained("mixed JSIMD_FORCENONE")
+    explanation = explainer.explain()
+    mixed = [e for e in explanation.experiments if e.knob]
+    assert [e.factor for e in mixed][:1] == ["libjpeg62-turbo + JSIMD_FORCENONE"]
+    ran = mixed[0]
+    assert ran.status == "ok" and ran.reference_outputs_dir is not None
+    assert ran.describe().endswith(", and JSIMD_FORCENONE on both sides (JSIMD_FORCENONE=1)")
+    (attribution,) = explanation.attributions
+    top = attribution.causes[0]
+    assert (top.factor, top.kind, top.confidence) == (
+        "libjpeg62-turbo + JSIMD_FORCENONE", "package", 0.95)  # fmt: skip
+    assert "the output becomes bit-identical to old with JSIMD_FORCENONE's" in top.evidence
+    assert attribution.advice.startswith(
+        "two causes together (libjpeg62-turbo + JSIMD_FORCENONE): pin libjpeg62-turbo at "
+        "1:2.0.6-4 (as in old) and set JSIMD_FORCENONE=1 on every image"
+    )
+    singles = {c.factor: c.confidence for c in attribution.causes if "+" not in c.factor}
+    assert singles["libjpeg62-turbo"] == 0.5 and singles["JSIMD_FORCENONE"] == 0.5
+    # the other side with the knob is the knob experiment's own run, reused
+    knob_runs = [
+        r
+        for r in engine.runs
+        if "JSIMD_FORCENONE" in r.env and r.labels["io.reprocheck.environment"] == "old"
+    ]
+    assert len(knob_runs) == 1  # fmt: skip
