@@ -49,7 +49,7 @@ from reprocheck.explain.stages import (
     loaded_at,
     stage_words,
 )
-from reprocheck.explain.suspects import cpu_difference, glibc_version
+from reprocheck.explain.suspects import cpu_difference, fit, glibc_version
 from reprocheck.explain.suspects import suspects as find_suspects
 from reprocheck.matrix import OutputComparison, build_matrix, tolerance_rules
 from reprocheck.progress import ProgressCallback, silent
@@ -57,8 +57,9 @@ from reprocheck.run_model import EnvironmentResult, RunResult
 
 # Effects that settle an output: no further experiment is needed for it.
 SETTLING = (Effect.FOLLOWS, Effect.AGREES)
-# At most this many transplants that each moved an output are combined.
+# At most this many transplants are combined, in at most this many combinations.
 COMBINED_AT_MOST = 3
+COMBINATIONS_AT_MOST = 2
 # At most this many (transplant, knob) pairs that each moved one output are run together.
 MIXED_AT_MOST = 2
 
@@ -188,24 +189,45 @@ class Explainer:
         return self._meter.measure(ran, pair.base, pair.cand, output).effect
 
     def _combination(self, pair: Pair, done: Sequence[Experiment]) -> list[Experiment]:
-        """The transplants that each moved a still unsettled output, together."""
+        """Per still unsettled output, the library transplants that each moved it, together;
+        then those movers with one library fitting the output whose transplant alone did not
+        run (LAPACK without the BLAS it was built with). The sets most outputs share first, at
+        most :data:`COMBINATIONS_AT_MOST`. Then a transplant with a knob (:meth:`_mixed`)."""
         open_outputs = [
             f.output for f in pair.facts
             if not any(self._effect(pair, e, f.output) in SETTLING for e in done)
         ]  # fmt: skip
-        movers = [
+        libraries = [
             e for e in done
-            if e.kind is ExperimentKind.TRANSPLANT and e.suspect is not None
-            and e.suspect.how is Transplant.LIBRARIES
-            and any(self._effect(pair, e, o) is Effect.CHANGED for o in open_outputs)
-        ][:COMBINED_AT_MOST]  # fmt: skip
-        found = []
-        if len(movers) >= 2:
-            chosen = [s for e in movers for s in e.suspects]
-            found.append(Experiment(kind=ExperimentKind.TRANSPLANT,
-                                    factor=" + ".join(sorted(s.package for s in chosen)),
-                                    environment=pair.cand.name, baseline=pair.base.name,
-                                    suspect=chosen[0], extra=tuple(chosen[1:])))  # fmt: skip
+            if e.kind is ExperimentKind.TRANSPLANT and not e.combined
+            and e.suspect is not None and e.suspect.how is Transplant.LIBRARIES
+        ]  # fmt: skip
+        facts = {f.output: f for f in pair.facts}
+        ranked: dict[tuple[str, ...], list[int]] = {}  # packages -> [kind, outputs]
+        chosen: dict[tuple[str, ...], list[Suspect]] = {}
+
+        def count(kind: int, experiments: list[Experiment]) -> None:
+            together = [s for e in experiments[:COMBINED_AT_MOST] for s in e.suspects]
+            if len(together) >= 2:
+                key = tuple(sorted(s.package for s in together))
+                ranked.setdefault(key, [kind, 0])[1] += 1
+                chosen.setdefault(key, together)
+
+        for output in open_outputs:
+            movers = [e for e in libraries if self._effect(pair, e, output) is Effect.CHANGED]
+            if not movers:
+                continue
+            count(0, movers)
+            f = facts[output]
+            for broken in libraries:
+                if not broken.status.ran and broken.suspect is not None and fit(
+                        broken.suspect, [f.words], [f.loads], pair.suspects) > 0:  # fmt: skip
+                    count(1, [*movers[: COMBINED_AT_MOST - 1], broken])
+        best = sorted(ranked, key=lambda k: (ranked[k][0], -ranked[k][1]))
+        found = [Experiment(kind=ExperimentKind.TRANSPLANT, factor=" + ".join(key),
+                            environment=pair.cand.name, baseline=pair.base.name,
+                            suspect=chosen[key][0], extra=tuple(chosen[key][1:]))
+                 for key in best[:COMBINATIONS_AT_MOST]]  # fmt: skip
         return found + self._mixed(pair, done, open_outputs)
 
     def _mixed(

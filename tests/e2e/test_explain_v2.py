@@ -250,35 +250,48 @@ def test_a_pip_distribution_transplant_is_the_top_cause(pip_explained) -> None:
 
 @pytest.fixture(scope="module")
 def two_causes(docker_engine, debian_bases, tmp_path_factory) -> dict[str, Any]:
-    """The example from bullseye to bookworm on one photo: ``libm/transcendental`` stacks
-    numpy ufuncs of which some run numpy's own SIMD (exp, log, sin, cos) and the others
-    glibc's libm (log10, expm1, tan, tanh, ...); both changed between the releases."""
+    """The example on one photo from bullseye to bookworm and trixie. ``libm/transcendental``
+    stacks numpy ufuncs of which some run numpy's own SIMD (exp, log, sin, cos) and the others
+    glibc's libm (log10, expm1, tan, tanh, ...); both changed between the releases.
+    ``linalg/svd`` moves with LAPACK, whose bullseye build needs bullseye's BLAS next to it."""
     root = tmp_path_factory.mktemp("two_causes") / "project"
     config = (
         '[pipeline]\ncallable = "example/pipeline.py:run"\n[fixtures]\npath = "inputs"\n'
-        + toml_environments("bullseye", "bookworm")
+        + toml_environments("bullseye", "bookworm", "trixie")
     )
     write_project(root, config)
     shutil.copytree(REPO_ROOT / "example", root / "example")
     (root / "inputs").mkdir()
     shutil.copy2(REPO_ROOT / "fixtures" / "photo_baseline.jpg", root / "inputs")
     ok(reprocheck(root, "run", "-q"), 1)
-    started = time.monotonic()
-    ok(reprocheck(root, "explain", "--output", "*/libm/transcendental", "--json", "e.json"), 0)
-    return {"explain": json.loads((root / "e.json").read_text()),
-            "seconds": time.monotonic() - started}  # fmt: skip
+    found = {}
+    for output in ("libm/transcendental", "linalg/svd"):
+        ok(reprocheck(root, "explain", "--output", f"*/{output}", "--json", "e.json"), 0)
+        for item in json.loads((root / "e.json").read_text())["attributions"]:
+            found[item["candidate"], output] = item
+    return found
 
 
-def test_two_causes_of_one_output_are_found_together(two_causes) -> None:
-    (item,) = two_causes["explain"]["attributions"]
+@pytest.mark.parametrize("candidate", ["bookworm", "trixie"])
+def test_two_causes_of_one_output_are_found_together(two_causes, candidate) -> None:
+    item = two_causes[candidate, "libm/transcendental"]
     top = item["causes"][0]
     assert (top["factor"], top["kind"]) == ("libc6 + NPY_DISABLE_CPU_FEATURES", "package"), item
     assert top["confidence"] >= 0.9
-    assert "under bookworm's glibc" in top["evidence"]
+    assert f"under {candidate}'s glibc" in top["evidence"]
     assert "and NPY_DISABLE_CPU_FEATURES on both sides" in top["evidence"]
-    # each alone moved the output without settling it
     alone = {c["factor"]: c["confidence"] for c in item["causes"]}
-    assert alone.get("libc6") == 0.5
+    assert alone.get("libc6") == 0.5  # glibc alone moved the output without settling it
     assert item["advice"].startswith(
         "two causes together (libc6 + NPY_DISABLE_CPU_FEATURES): build every image on one glibc"
     )
+
+
+def test_a_library_is_transplanted_with_the_companion_it_needs(two_causes) -> None:
+    """bullseye's LAPACK alone in trixie moves the singular values without matching; its BLAS
+    alone does not run; the two together give bullseye's values."""
+    item = two_causes["trixie", "linalg/svd"]
+    top = item["causes"][0]
+    assert (top["factor"], top["kind"], top["confidence"]) == (
+        "libblas3 + liblapack3", "package", 0.95), item  # fmt: skip
+    assert {c["factor"]: c["confidence"] for c in item["causes"]}.get("liblapack3") == 0.5
