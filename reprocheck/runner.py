@@ -152,6 +152,7 @@ class Runner:
         self._run_id = run_id
         self._done = 0  # container runs finished, for progress
         self._lock = threading.Lock()
+        self._indexing = threading.Lock()  # output stores are built one at a time
         self._total = len(plan.environments) * plan.config.run.repeat
         self._cancel = threading.Event()
         self._run_dir: Path | None = None
@@ -382,9 +383,12 @@ class Runner:
 
     def _index(self, label: str, outputs: Path) -> None:
         """Write the output store now, while other environments still run; if that fails,
-        comparing builds it again (and says why here)."""
+        comparing builds it again (and says why here). One store at a time: building one
+        holds every output's row (a million outputs: hundreds of MB), and the work holds
+        the GIL anyway, so building them together would only add up their memory."""
         try:
-            write_store(outputs, self._config.outputs)
+            with self._indexing:
+                write_store(outputs, self._config.outputs)
         except Exception as exc:  # the outputs are kept; only the index is missing
             self._emit(label, f"warning: outputs not indexed: {type(exc).__name__}: {exc}")
 
