@@ -42,7 +42,7 @@ from reprocheck.engine import (
 )
 from reprocheck.engine.targets import Engines, EngineTarget, connect_target, target_of
 from reprocheck.errors import ConfigError, ReprocheckError, UnsafeFileError
-from reprocheck.images import EnvironmentImage, ImageBuilder, ca_bundle
+from reprocheck.images import EnvironmentImage, ImageBuilder, ca_bundle, is_digest_reference
 from reprocheck.output_store import write_store
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
@@ -230,14 +230,18 @@ class Runner:
 
     def _placements(self, env: EnvironmentConfig) -> list[Placement]:
         """The engine and image of each host ``env`` runs on (its ``hosts``, else one): the
-        image resolved here, and on another engine delivered there by digest."""
-        local = self._images.resolve(env)
+        image resolved here, and on another engine delivered there by digest. An image given
+        by digest that only other engines run is not resolved (nor pulled) here."""
+        targets = [target_of(self._config, env, host) for host in env.hosts or (None,)]
+        here = any(t.default for t in targets) or not is_digest_reference(env.image)
+        local = self._images.resolve(env) if here else None
         places = []
-        for host in env.hosts or (None,):
-            target = target_of(self._config, env, host)
+        for target in targets:
             engine = self._engines.get(target)
-            image = local
-            if not target.default:
+            if target.default:
+                assert local is not None
+                image = local
+            else:
                 from reprocheck.registry import deliver  # only runs on other engines need it
 
                 image = deliver(self._config, local, env, engine, self._engine, self._progress)

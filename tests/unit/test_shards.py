@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakeEngine, Mounted, all_ok, outcome
+from fakes import FakeEngine, Mounted, all_ok, image_info, outcome
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -169,3 +169,27 @@ def test_every_shard_failing_alike_is_that_failure(
     assert env.status == "crash"
     assert "SIGSEGV" in (env.error or "")
     assert {f.status for f in env.fixtures} == {"error"}
+
+
+def test_an_image_by_digest_that_only_another_engine_runs_is_not_pulled_here(
+    make_project, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    from reprocheck.engine.targets import Engines, EngineTarget
+
+    pinned = "127.0.0.1:5000/reprocheck/tool@sha256:" + "d" * 64
+    registry = {pinned: image_info("tool", "sha256:" + "7" * 64)}
+    remote = FakeEngine(where="docker at ssh://a", local=False, registry=registry)
+
+    def connect(target: EngineTarget) -> FakeEngine:
+        return remote
+
+    text = ('[pipeline]\ncallable = "p.py:run"\n[fixtures]\npath = "inputs"\n'
+            f'[[environments]]\nname = "one"\nimage = "{pinned}"\nhost = "ssh://a"\n')  # fmt: skip
+    config = load_config(make_project(text, FIXTURES))
+    fake_engine.registry.update(registry)
+    engines = Engines(default=fake_engine, connect=connect)
+    result = Runner(fake_engine, make_plan(config), run_id="r", engines=engines).run(tmp_path / "r")
+    env = result.environments[0]
+    assert env.status == "ok" and env.image_ref == pinned
+    assert remote.pulls == [pinned] and len(remote.runs) == 1
+    assert fake_engine.pulls == [] and pinned not in fake_engine.present  # nothing here
