@@ -55,7 +55,7 @@ from reprocheck.run_model import (
     RunResult,
 )
 from reprocheck.safe_files import read_json_object
-from reprocheck.shards import SHARDS_DIR, join, split
+from reprocheck.shards import SHARDS_DIR, join, joined_fixtures, split
 
 HARNESS_DIR = Path(__file__).parent / "harness"
 CONTAINER_CA = "/run/reprocheck/host-ca.crt"
@@ -301,15 +301,7 @@ class Runner:
             path.mkdir(parents=True, exist_ok=True)
         join(folder, [r.outputs_dir.parent for _part, r in parts],
              self._spec_json(self._plan.fixtures))  # fmt: skip
-        fixtures: list[FixtureResult] = []
-        for part, result in parts:
-            known = {f.fixture: f for f in result.fixtures}
-            for name in part:
-                fixture = known.get(name)
-                if fixture is None or (result.status in _RETRIED and fixture.status == "not_run"):
-                    why = f"its shard failed: {result.error}"[:300]
-                    fixture = FixtureResult(fixture=name, status="error", error=why)
-                fixtures.append(fixture)
+        fixtures = joined_fixtures(parts, _RETRIED)
         if self._cancel.is_set() and any(r.status == "interrupted" for _p, r in parts):
             return _interrupted(env, folder, place.image, repeat)
         error = _failures(fixtures)

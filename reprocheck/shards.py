@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reprocheck.run_model import EnvironmentResult, FixtureResult
 from reprocheck.safe_files import read_json_object
 
 SHARDS_DIR = "shards"
@@ -104,6 +105,24 @@ def _join_status(status: dict[str, Any], part: dict[str, Any], k: int) -> None:
 
 def _stable(fingerprint: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fingerprint.items() if k not in _VOLATILE}
+
+
+def joined_fixtures(
+    parts: Sequence[tuple[Sequence[str], EnvironmentResult]], failed: frozenset[str]
+) -> list[FixtureResult]:
+    """Every fixture's result, shard by shard: as its shard reported it, but an error naming
+    the shard's failure when the shard ended in a ``failed`` status before running it (or
+    said nothing of it)."""
+    fixtures: list[FixtureResult] = []
+    for part, result in parts:
+        known = {f.fixture: f for f in result.fixtures}
+        for name in part:
+            fixture = known.get(name)
+            if fixture is None or (result.status in failed and fixture.status == "not_run"):
+                why = f"its shard failed: {result.error}"[:300]
+                fixture = FixtureResult(fixture=name, status="error", error=why)
+            fixtures.append(fixture)
+    return fixtures
 
 
 def remove(folder: Path) -> None:
