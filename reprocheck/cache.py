@@ -439,7 +439,6 @@ class RunCache:
         self._read = read
         self._enabled = enabled
         self._hashes = FileHashes(folder / HASHES_FILE if enabled else None)
-        self.hashes = self._hashes  # the data plane of a remote engine hashes inputs with it
         self._lock = threading.Lock()
         self._trees: dict[tuple[Path, frozenset[Path]], str] = {}
         self._store_failed = False
@@ -477,6 +476,11 @@ class RunCache:
                            type(exc).__name__, exc)  # fmt: skip
             return CacheEntry(cache=None, key="", spec=spec, plan=plan)
         return CacheEntry(cache=self, key=key, spec=spec, plan=plan)
+
+    @property
+    def hashes(self) -> FileHashes:
+        """The project's remembered file hashes (a remote engine's data plane uses them)."""
+        return self._hashes
 
     def key(self, spec: ContainerSpec, plan: Plan, *, fresh: bool = False) -> str:
         """The key of a run of ``spec`` over ``plan``; ``fresh`` hashes the trees again

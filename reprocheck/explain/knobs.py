@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from reprocheck.explain.suspects import numpy_features
+
 # Which knobs plausibly explain which outputs and stages; a knob without an entry fits none.
 KNOB_HINTS: dict[str, str] = {
     "OMP_NUM_THREADS": r"linalg|svd|eig|solve|gemm|blas|dot|matmul|kmeans|cluster",
@@ -90,20 +92,14 @@ def _openblas_core(fingerprint: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _features(fingerprint: Mapping[str, Any]) -> int:
-    numpy = fingerprint.get("numpy")
-    simd = numpy.get("simd") if isinstance(numpy, Mapping) else None
-    found = simd.get("found") if isinstance(simd, Mapping) else None
-    return len(found) if isinstance(found, list) else 0
-
-
 def coretype(base: Mapping[str, Any], cand: Mapping[str, Any]) -> dict[str, str] | None:
     """OPENBLAS_CORETYPE for both sides when their OpenBLAS chose different cores: the core of
     the side whose CPU has fewer features (numpy's count), which both can run."""
     cores = _openblas_core(base), _openblas_core(cand)
     if cores[0] is None or cores[1] is None or cores[0] == cores[1]:
         return None
-    return {"OPENBLAS_CORETYPE": cores[0] if _features(base) <= _features(cand) else cores[1]}
+    fewer = len(numpy_features(base)[0]) <= len(numpy_features(cand)[0])
+    return {"OPENBLAS_CORETYPE": cores[0] if fewer else cores[1]}
 
 
 def pair_knobs(

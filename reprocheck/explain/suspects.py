@@ -331,7 +331,7 @@ def _cpu_model(fingerprint: Mapping[str, Any]) -> str:
     return str(cpu.get("model") or "unknown") if isinstance(cpu, Mapping) else "unknown"
 
 
-def _numpy_features(fingerprint: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+def numpy_features(fingerprint: Mapping[str, Any]) -> tuple[set[str], set[str]]:
     """The CPU features numpy found, and every feature it knows (found or not)."""
     numpy = fingerprint.get("numpy")
     simd = numpy.get("simd") if isinstance(numpy, Mapping) else None
@@ -348,7 +348,7 @@ def cpu_difference(base: Mapping[str, Any], cand: Mapping[str, Any]) -> CpuDiffe
     records, an emulated one included, and the CPU features numpy found, of those both
     sides' numpy know), or None when they are one CPU."""
     models = _cpu_model(base), _cpu_model(cand)
-    (found_a, known_a), (found_b, known_b) = _numpy_features(base), _numpy_features(cand)
+    (found_a, known_a), (found_b, known_b) = numpy_features(base), numpy_features(cand)
     known = known_a & known_b
     only_a, only_b = (found_a - found_b) & known, (found_b - found_a) & known
     if models[0] == models[1] and not only_a and not only_b:

@@ -256,17 +256,23 @@ class ProcessSampler:
     record at exit); a library mapped and unmapped between two samples too. Under a CPU
     model's emulator each process also gets ``emulated``: whether its program, as the kernel
     sees it (another process's /proc entry is not the emulator's to answer), is the
-    emulator; a program a process exec'd runs on the host CPU, outside it."""
+    emulator; a program a process exec'd runs on the host CPU, outside it. ``maps=False``
+    reads only each process's program and arguments; ``with_root=False`` leaves ``root``
+    itself out (the harness watching its own children)."""
 
-    def __init__(self, root: int) -> None:
+    def __init__(self, root: int, *, maps: bool = True, with_root: bool = True) -> None:
         self.root = root
+        self.maps = maps
+        self.with_root = with_root
         self.seen: Dict[Tuple[int, str], Dict[str, Any]] = {}
         self.emulator = _emulator()
 
     def sample(self) -> None:
         for pid, start in _descendants(self.root):
+            if pid == self.root and not self.with_root:
+                continue
             try:
-                text = _read(f"/proc/{pid}/maps")
+                text = _read(f"/proc/{pid}/maps") if self.maps else ""
                 executable = os.readlink(f"/proc/{pid}/exe")
                 argv = _argv(pid)
             except OSError:  # gone, or not ours to read
@@ -353,7 +359,7 @@ class EmulatorWatch:
     (every 5 ms at first, at most every 0.25 s) is missed."""
 
     def __init__(self) -> None:
-        self.sampler = ProcessSampler(os.getpid())
+        self.sampler = ProcessSampler(os.getpid(), maps=False, with_root=False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -361,26 +367,8 @@ class EmulatorWatch:
         interval = SAMPLE_FIRST
         while not self._stop.wait(interval):
             with contextlib.suppress(Exception):
-                self._sample()
+                self.sampler.sample()
             interval = min(interval * SAMPLE_GROWTH, SAMPLE_LONGEST)
-
-    def _sample(self) -> None:
-        me = os.getpid()
-        emulator = self.sampler.emulator or ()
-        for pid, start in _descendants(me):
-            if pid == me:
-                continue
-            try:
-                executable = os.readlink(f"/proc/{pid}/exe")
-                argv = _argv(pid)
-            except OSError:
-                continue
-            entry = self.sampler.seen.setdefault(
-                (pid, start), {"pid": pid, "start": start, "seen": ["sampled"], "files": set()}
-            )
-            entry["executable"], entry["argv"] = executable, argv
-            entry["cmdline"] = argv
-            entry["emulated"] = executable in emulator and entry.get("emulated", True)
 
     def __enter__(self) -> EmulatorWatch:
         self._thread.start()

@@ -41,6 +41,8 @@ from typing import Any
 
 import pytest
 
+from reprocheck.engine.base import ContainerSpec
+
 REGISTRY = "127.0.0.1:5000"
 SSH_PORT = 2222
 BRIDGES = tuple(f"rcbr{i}" for i in range(10))  # the second daemon's own bridge: first free
@@ -564,3 +566,11 @@ def seen(root):
                 found[path] = sha(path)
     return found
 """
+
+
+def probe_spec(image: str, probe: str, mounts: Any, **extra: Any) -> ContainerSpec:
+    """The container spec the remote-engine tests run ``probe`` (a ``python3 -c`` script) in,
+    with the runner's limits."""
+    return ContainerSpec(image=image, command=("python3", "-c", probe), mounts=mounts,
+                         env={"PYTHONDONTWRITEBYTECODE": "1"}, workdir="/project",
+                         memory="1g", pids_limit=256, timeout=300, **extra)  # fmt: skip

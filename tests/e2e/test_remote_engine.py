@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from remote_engines import MEASURED, PROBE_PRELUDE, example_image, load_image
+from remote_engines import MEASURED, PROBE_PRELUDE, example_image, load_image, probe_spec
 
 from reprocheck.engine.base import ContainerSpec, Mount
 from reprocheck.engine.targets import EngineTarget, connect_target
@@ -188,17 +188,7 @@ def _spec(case: Case, project: dict, **spec: Any) -> ContainerSpec:
     project["out"].mkdir()
     project["out"].chmod(0o777)
     (project["out"] / "spec.json").write_text(json.dumps({"copy": "a.bin", **spec}))
-    return ContainerSpec(
-        image=case.image,
-        command=("python3", "-c", PROBE),
-        mounts=project["mounts"],
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
-        workdir="/project",
-        memory="1g",
-        pids_limit=256,
-        timeout=300,
-        masked=("/project/reports",),
-    )
+    return probe_spec(case.image, PROBE, project["mounts"], masked=("/project/reports",))
 
 
 def _run(case: Case, spec: ContainerSpec) -> Any:

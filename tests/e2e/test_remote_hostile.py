@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from remote_engines import PROBE_PRELUDE, example_image, load_image
+from remote_engines import PROBE_PRELUDE, example_image, load_image, probe_spec
 
 from reprocheck.engine.base import ContainerSpec, Mount
 from reprocheck.engine.targets import EngineTarget, connect_target
@@ -233,16 +233,7 @@ def _spec(case: Case, layout: dict[str, Any], scenario: str, **spec: Any) -> Con
         folder.mkdir()
         folder.chmod(0o777)  # as the runner does: the container's user writes there
     (layout["meta"] / "spec.json").write_text(json.dumps({"scenario": scenario, **spec}))
-    return ContainerSpec(
-        image=case.image,
-        command=("python3", "-c", PROBE),
-        mounts=layout["mounts"],
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
-        workdir="/project",
-        memory="1g",
-        pids_limit=256,
-        timeout=300,
-    )
+    return probe_spec(case.image, PROBE, layout["mounts"])
 
 
 def _run(case: Case, spec: ContainerSpec) -> Any:
