@@ -39,13 +39,17 @@ from reprocheck.compare.dtypes import flat
 from reprocheck.compare.totals import nan_count
 from reprocheck.config import OutputsConfig
 from reprocheck.errors import OutputError
+from reprocheck.npy_format import Columns, Located, columns, map_file
 from reprocheck.outputs import (
-    Located,
     OutputReader,
     OutputRef,
-    _walk,
+    add_ref,
+    bad_name,
+    file_problem,
+    file_refs,
     index_outputs,
     open_regular,
+    walk,
 )
 from reprocheck.plan import matches
 from reprocheck.safe_files import utf8_text
@@ -82,7 +86,7 @@ def listing_digest(folder: Path) -> str:
     """What the folder holds, by name, type, size and modification time (no byte read)."""
     hasher = hashlib.blake2b(digest_size=16)
     if folder.is_dir() and not folder.is_symlink():
-        for path, info in _walk(folder):
+        for path, info in walk(folder):
             rel = os.fsencode(path.relative_to(folder))
             if isinstance(info, OSError):
                 hasher.update(rel + b"\0error\n")
@@ -231,21 +235,35 @@ class _Builder:
         u8: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], dtype: np.dtype[Any],
         shape: tuple[int, ...], nbytes: int,
     ) -> list[_Row]:  # fmt: skip
-        prefix, code = _prefix(dtype, shape), dtype.str
-        elements = math.prod(shape) * (2 if dtype.kind == "c" else 1)
-        step = max(1, _GATHER_BYTES // max(nbytes, 1))
-        columns = np.arange(nbytes, dtype=np.int64)
-        rows = []
-        for start in range(0, len(offsets), step):
-            block = u8[offsets[start : start + step, None] + columns]  # one array per row
-            nans = np.zeros(len(block), dtype=np.int64)
-            if dtype.kind in "fc" and nbytes:
-                real = np.empty(0, dtype=dtype).real.dtype
-                nans = np.isnan(block.view(real)).sum(axis=1)
-            for row, count in zip(block, nans.tolist(), strict=True):
-                rows.append(_Row(dtype=code, shape=shape, size=elements, nans=count,
-                                 digest=_digest(prefix, row)))  # fmt: skip
-        return rows
+        code, elements = dtype.str, _elements(dtype, shape)
+        nans, digests = _block_digests(u8, offsets, dtype, shape, nbytes)
+        return [_Row(dtype=code, shape=shape, size=elements, nans=count, digest=value)
+                for count, value in zip(nans.tolist(), digests, strict=True)]  # fmt: skip
+
+
+def _elements(dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
+    """Elements as compare counts them: complex as real and imaginary parts."""
+    return math.prod(shape) * (2 if dtype.kind == "c" else 1)
+
+
+def _block_digests(
+    u8: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], dtype: np.dtype[Any],
+    shape: tuple[int, ...], nbytes: int,
+) -> tuple[npt.NDArray[np.int64], list[bytes]]:  # fmt: skip
+    """NaN count and digest of each small C-order array of one dtype and shape whose bytes
+    start at ``offsets``, gathered a block of rows at a time."""
+    prefix = _prefix(dtype, shape)
+    step = max(1, _GATHER_BYTES // max(nbytes, 1))
+    columns = np.arange(nbytes, dtype=np.int64)
+    nans = np.zeros(len(offsets), dtype=np.int64)
+    digests: list[bytes] = []
+    for start in range(0, len(offsets), step):
+        block = u8[offsets[start : start + step, None] + columns]  # one array per row
+        if dtype.kind in "fc" and nbytes:
+            real = np.empty(0, dtype=dtype).real.dtype
+            nans[start : start + len(block)] = np.isnan(block.view(real)).sum(axis=1)
+        digests.extend(_digest(prefix, row) for row in block)
+    return nans, digests
 
 
 _BLOCK_ARRAY_BYTES = 1 << 16  # larger arrays are hashed in place, one by one
@@ -259,16 +277,39 @@ def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
 def build_store(folder: Path, spec: OutputsConfig = _DEFAULTS) -> pa.Table:
     """Index every output under ``folder`` (no include/exclude: those apply when reading)
     and read each array once for its digest. Outputs that cannot be read are rows with an
-    ``error``, as :func:`index_outputs` makes them."""
+    ``error``, as :func:`index_outputs` makes them. A plain per-sample archive is read as
+    columns (:func:`reprocheck.npy_format.columns`), everything else output by output."""
     meta = _metadata(folder, spec)
-    refs = index_outputs(folder, max_file_bytes=spec.max_file_bytes,
-                         max_array_bytes=spec.max_array_bytes)  # fmt: skip
+    tables: list[pa.Table] = []
+    found: dict[str, OutputRef] = {}
+    if folder.is_dir() and not folder.is_symlink():
+        for path, info in walk(folder):
+            rel = path.relative_to(folder).as_posix()
+            table = _archive_table(folder, path, info, rel, spec)
+            if table is not None:
+                tables.append(table)
+                continue
+            for ref in file_refs(path, info, rel, spec):
+                add_ref(found, ref)
+    tables.append(_refs_table(folder, list(found.values()), spec))
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if len(tables) > 1 and pc.count_distinct(table["name"]).as_py() != len(table):
+        # two files give one output name: index_outputs says so of each, as for any folder
+        refs = index_outputs(folder, max_file_bytes=spec.max_file_bytes,
+                             max_array_bytes=spec.max_array_bytes)  # fmt: skip
+        table = _refs_table(folder, list(refs.values()), spec)
+    table = table.take(pc.sort_indices(table, [("name", "ascending")]))
+    return table.replace_schema_metadata(meta)
+
+
+def _refs_table(folder: Path, refs: list[OutputRef], spec: OutputsConfig) -> pa.Table:
+    """The store's rows of ``refs``, each array read through :class:`_Builder`."""
     columns: dict[str, list[Any]] = {field.name: [] for field in SCHEMA}
     relative: dict[Path, bytes] = {}
     builder = _Builder(spec)
     try:
-        described = builder.describe_all(list(refs.values()))
-        for ref, row in zip(refs.values(), described, strict=True):
+        described = builder.describe_all(refs)
+        for ref, row in zip(refs, described, strict=True):
             located = ref.located
             if ref.file not in relative:
                 relative[ref.file] = os.fsencode(ref.file.relative_to(folder))
@@ -289,8 +330,90 @@ def build_store(folder: Path, spec: OutputsConfig = _DEFAULTS) -> pa.Table:
             columns["error"].append(row.error)
     finally:
         builder.close()
-    table = pa.Table.from_pydict(columns, schema=SCHEMA)
-    return table.replace_schema_metadata(meta)
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def _archive_table(
+    folder: Path, path: Path, info: os.stat_result | OSError, rel: str, spec: OutputsConfig
+) -> pa.Table | None:
+    """The rows of a plain ``.npz`` archive built as columns, or None when the archive
+    needs reading member by member (see :func:`reprocheck.npy_format.columns`)."""
+    stem, _, suffix = rel.rpartition(".")
+    if suffix != "npz" or bad_name(stem) or file_problem(path, info, rel, spec):
+        return None
+    if isinstance(info, OSError) or not info.st_size:
+        return None
+    try:
+        with open_regular(path) as handle, map_file(handle) as data:
+            found = columns(data, spec.max_array_bytes)
+            if found is None or int(found.key_offsets[-1]) >= 1 << 31:
+                return None
+            nans, digests = _archive_digests(data, found)
+    except (OutputError, OSError, ValueError):
+        return None  # read member by member, which says what is wrong
+    count = len(found.offset)
+    keys = pa.StringArray.from_buffers(count, pa.py_buffer(found.key_offsets.astype(np.int32)),
+                                       pa.py_buffer(found.key_bytes))  # fmt: skip
+    layouts = [header for header, _nbytes in found.layouts]
+    ids = pa.array(found.layout)
+    fortran = pa.array([order for _shape, order, _dtype in layouts], pa.bool_())
+    dtypes = pa.array([dtype.str for _shape, _order, dtype in layouts], pa.string())
+    shapes = pa.array([list(shape) for shape, _order, _dtype in layouts], pa.list_(pa.int64()))
+    sizes = pa.array([_elements(dtype, shape) for shape, _order, dtype in layouts], pa.int64())
+    digest = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(DIGEST_BYTES), count, [None, pa.py_buffer(digests)]
+    )
+    return pa.Table.from_arrays(
+        [
+            pc.binary_join_element_wise(stem, keys, "/"),
+            pa.repeat(pa.scalar(os.fsencode(rel), pa.binary()), count),
+            pa.repeat(pa.scalar("npz"), count),
+            keys,
+            pa.array(found.offset),
+            fortran.take(ids),
+            dtypes.take(ids),
+            shapes.take(ids),
+            sizes.take(ids),
+            pa.array(nans),
+            digest,
+            pa.nulls(count, pa.string()),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def _archive_digests(
+    data: mmap.mmap, found: Columns
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """NaN count and digest (as rows of bytes) of every member :func:`columns` located."""
+    count = len(found.offset)
+    nans = np.zeros(count, dtype=np.int64)
+    digests = np.zeros((count, DIGEST_BYTES), dtype=np.uint8)
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    try:
+        for layout, ((shape, fortran, dtype), nbytes) in enumerate(found.layouts):
+            members = np.flatnonzero(found.layout == layout)
+            offsets = found.offset[members]
+            if not fortran and nbytes <= _BLOCK_ARRAY_BYTES:
+                counts, values = _block_digests(u8, offsets, dtype, shape, nbytes)
+            else:
+                rows = [_row(_array_at(u8, offset, dtype, shape, fortran))
+                        for offset in offsets.tolist()]  # fmt: skip
+                counts = np.array([row.nans for row in rows], dtype=np.int64)
+                values = [row.digest or b"" for row in rows]
+            nans[members] = counts
+            digests[members] = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(
+                -1, DIGEST_BYTES)  # fmt: skip
+    finally:
+        del u8  # no view of the map may outlive the call: the caller closes it
+    return nans, digests
+
+
+def _array_at(u8: npt.NDArray[np.uint8], offset: int, dtype: np.dtype[Any],
+              shape: tuple[int, ...], fortran: bool) -> np.ndarray:  # fmt: skip
+    """A copy of the array whose bytes start at ``offset`` (a large or Fortran-order one)."""
+    values = np.frombuffer(u8[offset : offset + _nbytes(shape, dtype)].tobytes(), dtype=dtype)
+    return values.reshape(shape, order="F" if fortran else "C")
 
 
 def write_store(outputs_dir: Path, spec: OutputsConfig = _DEFAULTS) -> Path:

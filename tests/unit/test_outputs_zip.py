@@ -13,25 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reprocheck.outputs import (
-    ARCHIVE_ERRORS,
-    _locate,
-    _locate_all,
-    _Member,
-    _members,
-    index_outputs,
-)
+from reprocheck.npy_format import Member, directory_members, locate, locate_all
+from reprocheck.outputs import ARCHIVE_ERRORS, index_outputs
 
 
-def _read(data: bytes) -> list[_Member] | None:
+def _read(data: bytes) -> list[Member] | None:
     with mmap.mmap(-1, len(data)) as mapped:
         mapped.write(data)
-        return _members(mapped)
+        return directory_members(mapped)
 
 
-def _zipfile(data: bytes) -> list[_Member]:
+def _zipfile(data: bytes) -> list[Member]:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        return [_Member.of(info) for info in archive.infolist()]
+        return [Member.of(info) for info in archive.infolist()]
 
 
 def _savez(arrays: dict[str, np.ndarray], compressed: bool = False) -> bytes:
@@ -97,15 +91,15 @@ def test_index_is_the_same_through_either_reader(tmp_path: Path, monkeypatch) ->
     np.savez(out / "f.npz", **{f"k{i}": np.full(3, i, np.float32) for i in range(20)})
     np.savez_compressed(out / "c.npz", z=np.arange(5))
     fast = index_outputs(out)
-    monkeypatch.setattr("reprocheck.outputs._members", lambda _data: None)
+    monkeypatch.setattr("reprocheck.outputs.directory_members", lambda _data: None)
     assert index_outputs(out) == fast
 
 
-def _locate_each(data: mmap.mmap, members: list[_Member], limit: int) -> list[object]:
+def _locate_each(data: mmap.mmap, members: list[Member], limit: int) -> list[object]:
     found: list[object] = []
     for member in members:
         try:
-            found.append(_locate(data, member, limit))
+            found.append(locate(data, member, limit))
         except (ValueError, OSError, EOFError):
             found.append("error")
     return found
@@ -133,7 +127,7 @@ def test_locating_all_members_at_once_equals_one_by_one(dtypes, fortran, flips, 
             members = _zipfile(bytes(data))
         except ARCHIVE_ERRORS:
             return
-        at_once = _locate_all(mapped, members, limit)
+        at_once = locate_all(mapped, members, limit)
         one_by_one = _locate_each(mapped, members, limit)
     for fast, slow in zip(at_once, one_by_one, strict=True):
         assert fast is None or fast == slow
