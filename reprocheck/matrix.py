@@ -21,6 +21,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from reprocheck.agreement import Agreement
+from reprocheck.agreement import agreement as agreement_of
 from reprocheck.compare import (
     ArrayComparison,
     DecisionRule,
@@ -55,7 +57,7 @@ class Noise:
 class Matrix:
     pairs: tuple[tuple[str, str], ...]
     comparisons: Comparisons  # any sequence of OutputComparison is taken and converted
-    agreement: Mapping[str, list[list[str]]]
+    agreement: Agreement  # any mapping of output -> classes is taken and converted
     noise: tuple[Noise, ...] = ()
     references: tuple[EnvironmentResult, ...] = ()  # stored environments compared with the run
     # Scalar outputs (0-d, or declared in [metrics]): their value per environment and how
@@ -65,6 +67,7 @@ class Matrix:
     def __post_init__(self) -> None:
         if not isinstance(self.comparisons, Comparisons):  # a plain sequence of comparisons
             object.__setattr__(self, "comparisons", Comparisons.of(self.comparisons))
+        object.__setattr__(self, "agreement", Agreement.of(self.agreement))
 
     def counts(self) -> dict[str, int]:
         return self.comparisons.counts()
@@ -144,10 +147,6 @@ class _Aligned:
         """Both have the output, digested, with equal digests."""
         equal: npt.NDArray[np.bool_] = (self.digest == other.digest).all(axis=1)
         return equal & self.known & other.known
-
-    def key(self, i: int) -> tuple[int, int] | None:
-        """Output ``i``'s digest as a hashable value (None: absent or unreadable)."""
-        return (int(self.digest[i, 0]), int(self.digest[i, 1])) if self.known[i] else None
 
 
 def _align(store: OutputStore, outputs: list[str], same: bool) -> _Aligned:
@@ -252,7 +251,8 @@ def build_matrix(
                      b=aligned[cand])  # fmt: skip
         tables.extend(_compare_pair_outputs(pair, outputs, rules, noisy))
     ordered = _in_output_order(tables) if outputs else table_of(_failed_pairs(sides, pairs))
-    agreement = _agreement(outputs, {name: aligned[name] for name in own})
+    agreement = agreement_of(outputs, list(own), [aligned[name].digest for name in own],
+                             [aligned[name].known for name in own])  # fmt: skip
     metrics = _metric_values(config, outputs, sides)
     for side in sides.values():
         side.store.close()
@@ -372,18 +372,14 @@ _IMAGE_DTYPES = pa.array(["|u1", "<u2", ">u2"], type=pa.string())
 def _identical_rows(pair: _Pair, at: npt.NDArray[np.intp], rules: _Rules) -> pa.Table:
     """What compare_arrays returns for bit-identical arrays, as columns: every element
     equal, metrics 0 where any element is comparable (not NaN), PSNR inf for images."""
-    source = pair.base.store.table.take(pa.array(pair.a.row[at]))
+    table = pair.base.store.table.select(["name", "dtype", "shape", "size", "nans"])
+    source = table.take(pa.array(pair.a.row[at]))  # only the columns used: a take copies
     n = len(at)
     comparable = pc.greater(pc.subtract(source["size"], source["nans"]), 0)
     zero = pc.if_else(comparable, 0.0, pa.scalar(None, pa.float64()))
-    ndim = pc.list_value_length(source["shape"])
-    channels = pc.list_element(
-        pc.if_else(pc.equal(ndim, 3), source["shape"], pa.scalar([0, 0, 0], pa.list_(pa.int64()))),
-        2,
-    )
-    image = pc.and_(pc.is_in(source["dtype"], _IMAGE_DTYPES),
-                    pc.or_(pc.equal(ndim, 2), pc.and_(pc.greater_equal(channels, 1),
-                                                      pc.less_equal(channels, 4))))  # fmt: skip
+    ndim, channels = _ndim_and_channels(source["shape"].combine_chunks())
+    pictures = (ndim == 2) | ((ndim == 3) & (channels >= 1) & (channels <= 4))
+    image = pc.and_(pc.is_in(source["dtype"], _IMAGE_DTYPES), pa.array(pictures))
     patterns = pa.array([t.pattern for t in rules.distinct], pa.string())
     zeros = np.zeros(n, dtype=np.int64)  # shared by the columns that are all 0
     columns = {
@@ -415,6 +411,19 @@ def _identical_rows(pair: _Pair, at: npt.NDArray[np.intp], rules: _Rules) -> pa.
         "decision": pa.nulls(n, SCHEMA.field("decision").type),
     }
     return pa.table(columns, schema=SCHEMA)
+
+
+def _ndim_and_channels(
+    shapes: pa.ListArray,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Each shape's length and, for three dimensions, its last one (0 otherwise), read from
+    the list's offsets and values (a list-valued if_else copies every list)."""
+    offsets = np.asarray(shapes.offsets.to_numpy(), dtype=np.int64)
+    values = np.asarray(shapes.values.to_numpy(zero_copy_only=False), dtype=np.int64)
+    ndim = np.diff(offsets)
+    third = np.minimum(offsets[:-1] + 2, max(len(values) - 1, 0))
+    channels = values[third] if len(values) else np.zeros(len(ndim), dtype=np.int64)
+    return ndim, np.where(ndim == 3, channels, 0)
 
 
 def _dtype_names(column: pa.ChunkedArray) -> pa.Array:
@@ -502,37 +511,6 @@ def _scalar(side: _Side, output: str, row: int) -> float | None:
     if array is None or array.size != 1 or array.dtype.kind not in "biuf":
         return None
     return float(array.reshape(-1)[0])
-
-
-def _agreement(outputs: list[str], sides: Mapping[str, _Aligned]) -> dict[str, list[list[str]]]:
-    """Per output, the environments grouped by bit-identical arrays (by digest); an absent or
-    unreadable array is a class of its own. One shared list for outputs on which all agree."""
-    names = list(sides)
-    if not names:
-        return {}
-    first = sides[names[0]]
-    agree = first.known.copy()
-    for name in names[1:]:
-        agree &= first.same_as(sides[name])
-    everyone = [names]
-    found: dict[str, list[list[str]]] = {}
-    for i, (output, agreed) in enumerate(zip(outputs, agree.tolist(), strict=True)):
-        if agreed:
-            found[output] = everyone
-            continue
-        classes: dict[object, list[str]] = {}
-        groups: list[list[str]] = []
-        for name in names:
-            key = sides[name].key(i)
-            if key is None:
-                groups.append([name])
-            elif key in classes:
-                classes[key].append(name)
-            else:
-                classes[key] = [name]
-                groups.append(classes[key])
-        found[output] = groups
-    return found
 
 
 def _mark_noise(item: OutputComparison, noisy: Mapping[tuple[str, str], Noise]) -> OutputComparison:

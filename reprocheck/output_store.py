@@ -661,12 +661,33 @@ def _factorized_layouts(
         owner = np.repeat(np.arange(n), ndim)
         key[owner, 2 + np.arange(flat_dims.size) - starts[owner]] = flat_dims
     readable &= dtype_id >= 0
-    distinct, inverse = np.unique(key[readable], axis=0, return_inverse=True)
+    distinct, inverse = _distinct_rows(key[readable])
     ids = np.full(n, -1, dtype=np.int32)
-    ids[readable] = inverse.reshape(-1)
+    ids[readable] = inverse
     codes = dtypes.dictionary.to_pylist()
     layouts = [(str(codes[k[0]]), tuple(int(d) for d in k[2 : 2 + k[1]])) for k in distinct]
     return ids, layouts
+
+
+def _distinct_rows(
+    key: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+    """``np.unique(key, axis=0, return_inverse=True)`` by hashing (Arrow's dictionary
+    encoding, column by column) rather than sorting every row: a million rows of a few
+    layouts take milliseconds instead of seconds. The distinct rows come sorted."""
+    if not len(key):
+        return key, np.zeros(0, dtype=np.int32)
+    code = np.zeros(len(key), dtype=np.int64)
+    for column in key.T:
+        encoded = pc.dictionary_encode(pa.array(column))
+        code = code * len(encoded.dictionary) + encoded.indices.to_numpy().astype(np.int64)
+        code = pc.dictionary_encode(pa.array(code)).indices.to_numpy().astype(np.int64)
+    _codes, first = np.unique(code, return_index=True)
+    rows = key[first]  # one row per code, in code order
+    order = np.lexsort(rows.T[::-1])  # sorted as np.unique sorts rows
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return rows[order], rank[code]
 
 
 def open_store(outputs_dir: Path, spec: OutputsConfig = _DEFAULTS) -> OutputStore:

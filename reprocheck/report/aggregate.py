@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -107,40 +107,6 @@ def _ranks(severity: pa.Array) -> npt.NDArray[np.int64]:
     ranks = np.empty(len(order), dtype=np.int64)
     ranks[order] = np.arange(len(order), dtype=np.int64)
     return ranks
-
-
-def pattern(classes: Sequence[Sequence[str]]) -> str:
-    return " | ".join("{" + ", ".join(c) + "}" for c in classes)
-
-
-def agreement_patterns(agreement: Mapping[str, list[list[str]]]) -> list[dict[str, Any]]:
-    """Agreement patterns and how many outputs share each, commonest first."""
-    counts: Counter[str] = Counter()
-    classes_of: dict[str, list[list[str]]] = {}
-    by_identity: dict[int, str] = {}  # outputs on which all agree share one list object
-    for classes in agreement.values():
-        key = by_identity.get(id(classes))
-        if key is None:
-            key = pattern(classes)
-            by_identity[id(classes)] = key
-            classes_of[key] = classes
-        counts[key] += 1
-    return [{"classes": classes_of[key], "outputs": n} for key, n in counts.most_common()]
-
-
-def listed_agreement(
-    agreement: Mapping[str, list[list[str]]], limit: int | None = None
-) -> list[dict[str, Any]]:
-    """Per output, its agreement classes: all of them up to ``limit`` (:data:`LISTED`),
-    else the outputs that split the environments first."""
-    limit = LISTED if limit is None else limit
-    if len(agreement) <= limit:
-        return [{"output": o, "classes": c} for o, c in agreement.items()]
-    split = [(o, c) for o, c in agreement.items() if len(c) > 1]
-    chosen = split[:limit]
-    if len(chosen) < limit:
-        chosen += [(o, c) for o, c in agreement.items() if len(c) == 1][: limit - len(chosen)]
-    return [{"output": o, "classes": c} for o, c in chosen]
 
 
 def decisions(comparisons: Comparisons, fixtures: Sequence[str]) -> list[dict[str, Any]]:

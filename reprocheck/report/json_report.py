@@ -107,7 +107,7 @@ def report_dict(
                        for f in env.fixtures}, key=len, reverse=True)  # fmt: skip
     listed = aggregate.listed_comparisons(comparisons)
     groups = aggregate.groups(comparisons, fixtures)
-    agreement = aggregate.listed_agreement(matrix.agreement)
+    agreement = matrix.agreement.listed(aggregate.LISTED)
     pair_counts = comparisons.pair_counts()
     return {
         "schema_version": SCHEMA_VERSION,
@@ -134,7 +134,7 @@ def report_dict(
         "comparisons": [comparison_json(item) for item in listed],
         "groups": [dict(g, worst=comparison_json(g["worst"])) for g in groups],
         "agreement": agreement,
-        "agreement_patterns": aggregate.agreement_patterns(matrix.agreement),
+        "agreement_patterns": matrix.agreement.patterns(),
         "decisions": aggregate.decisions(comparisons, fixtures),
         "metrics": [
             {
