@@ -31,13 +31,14 @@ from reprocheck.compare import (
     ToleranceRules,
     compare_arrays,
 )
-from reprocheck.compare.batch import compare_batch
+from reprocheck.compare.batch import batch_columns
 from reprocheck.compare.dtypes import value_kind
 from reprocheck.comparisons import FAILING, SCHEMA, Comparisons, OutputComparison, table_of
 from reprocheck.config import DecisionConfig, RunConfig
 from reprocheck.errors import OutputError
 from reprocheck.output_store import OutputStore, empty_store, open_store
 from reprocheck.run_model import EnvironmentResult, RunResult
+from reprocheck.safe_files import utf8_text
 
 __all__ = ["FAILING", "Matrix", "Noise", "OutputComparison", "build_matrix"]
 
@@ -273,7 +274,7 @@ def _compare_pair_outputs(
     pair: _Pair, outputs: list[str], rules: _Rules, noisy: Mapping[tuple[str, str], Noise]
 ) -> Iterable[pa.Table]:
     """This pair's comparisons as tables with the output's position (``_at``) for sorting:
-    bit-identical outputs in bulk, the others one by one."""
+    bit-identical outputs in bulk, small ones of one layout in batches, the rest one by one."""
     base_ids, layouts = pair.base.store.layout_ids()
     numeric = np.array([_numeric(dtype) for dtype, _shape in layouts] + [False], dtype=bool)
     base_layout = np.append(base_ids, -1)[pair.a.row]  # row -1 (absent) picks the -1
@@ -291,7 +292,11 @@ def _compare_pair_outputs(
         step = max(1, BATCH_BYTES // max(1, math.prod(shape) * np.dtype(dtype).itemsize))
         for start in range(0, len(members), step):
             chunk = members[start : start + step]
-            found |= _compare_batch(pair, outputs, chunk, tolerance)
+            batch = _compare_batch(pair, outputs, chunk, tolerance)
+            if isinstance(batch, dict):
+                found |= batch
+            else:
+                yield _mark_noise_in(batch, noisy).append_column("_at", pa.array(chunk, pa.int64()))
     if found:
         at = sorted(found)
         items = [_mark_noise(found[i], noisy) for i in at]
@@ -334,20 +339,54 @@ def _fits_batch(dtype: str, shape: tuple[int, ...]) -> bool:
 
 def _compare_batch(
     pair: _Pair, outputs: list[str], at: list[int], tolerance: Tolerance
-) -> dict[int, OutputComparison]:
-    """Outputs of one dtype, shape and tolerance compared as the rows of two arrays; if
-    they cannot be read together, one by one (each then says what is wrong)."""
+) -> pa.Table | dict[int, OutputComparison]:
+    """Outputs of one dtype, shape and tolerance compared as the rows of two arrays, as a
+    table; if they cannot be read together, one by one (each then says what is wrong)."""
     try:
         a = pair.base.store.load_rows(pair.a.row[at].tolist())
         b = pair.cand.store.load_rows(pair.b.row[at].tolist())
-        results = compare_batch(a, b, tolerance)
+        columns = batch_columns(a, b, tolerance)
     except OutputError:
         return {i: _compare_one(outputs[i], pair, i, tolerance, None) for i in at}
-    return {
-        i: OutputComparison(output=outputs[i], baseline=pair.base.env.name,
-                            candidate=pair.cand.env.name, verdict=m.verdict, metrics=m)
-        for i, m in zip(at, results, strict=True)
+    count = len(at)
+    names = [outputs[i] for i in at]
+    dtype, shape = columns.pop("dtype"), columns.pop("shape")
+    columns |= {
+        "output": pa.array([utf8_text(name)[0] for name in names], pa.string()),
+        "baseline": pa.repeat(pa.scalar(pair.base.env.name, pa.string()), count),
+        "candidate": pa.repeat(pa.scalar(pair.cand.env.name, pa.string()), count),
+        "note": pa.nulls(count, pa.string()),
+        "rule": columns.pop("rule"),
+        "dtype_baseline": [d for d, _ in dtype], "dtype_candidate": [d for _, d in dtype],
+        "shape_baseline": [list(s) for s, _ in shape],
+        "shape_candidate": [list(s) for _, s in shape],
+        "rows": pa.nulls(count, SCHEMA.field("rows").type),
+        "decision": pa.nulls(count, SCHEMA.field("decision").type),
     }  # fmt: skip
+    return pa.table({field.name: columns[field.name] for field in SCHEMA}, schema=SCHEMA)
+
+
+def _mark_noise_in(table: pa.Table, noisy: Mapping[tuple[str, str], Noise]) -> pa.Table:
+    """:func:`_mark_noise` over a table's rows (only the drifting rows of noisy outputs
+    become objects)."""
+    if not noisy:
+        return table
+    outputs = pa.array(sorted({output for output, _env in noisy}), pa.string())
+    suspect = pc.and_(pc.equal(table["verdict"], "drift"), pc.is_in(table["output"], outputs))
+    rows = np.flatnonzero(suspect.to_numpy(zero_copy_only=False))
+    if not rows.size:
+        return table
+    verdicts, notes = table["verdict"].to_pylist(), table["note"].to_pylist()
+    for row in rows.tolist():
+        item = _mark_noise(OutputComparison(output=table["output"][row].as_py(),
+                                            baseline=table["baseline"][row].as_py(),
+                                            candidate=table["candidate"][row].as_py(),
+                                            verdict="drift"), noisy)  # fmt: skip
+        verdicts[row], notes[row] = item.verdict, item.note
+    for name, values in (("verdict", verdicts), ("note", notes)):
+        column = pa.array(values, pa.string())
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
 
 
 @functools.lru_cache(maxsize=256)

@@ -23,7 +23,9 @@ compare_arrays one row at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -211,40 +213,57 @@ def _some(values: list[Any], comparable: list[int]) -> list[Any]:
     return [value if count > 0 else None for value, count in zip(values, comparable, strict=True)]
 
 
-def _pictures(metrics: _Metrics) -> list[dict[str, Any]]:
-    """The image fields of each row: none (their defaults) but for images."""
-    if metrics.psnr is None or metrics.differing_pixels is None:
-        return [{}] * len(metrics.outside)
-    pictures = zip(metrics.psnr, metrics.differing_pixels, strict=True)
-    return [{"psnr": psnr, "differing_pixels": pixels} for psnr, pixels in pictures]
-
-
 def _results(layout: _Layout, metrics: _Metrics) -> list[ArrayComparison]:
     """The results of the differing rows. Building them is most of the cost of a differing
     row (the frozen dataclass's __init__, some 3 us), and every keyword adds to it: fields
     left at their defaults are not passed (bit_identical=False; psnr and differing_pixels
     but for images)."""
-    comparable = [layout.size - count for count in metrics.nan_positions]
-    mean_abs = [s / count if count > 0 else None for s, count in zip(
-        metrics.sum_abs, comparable, strict=True)]  # fmt: skip
-    rows = zip(
-        metrics.outside, metrics.mismatched, _some(metrics.max_abs, comparable), mean_abs,
-        _some(metrics.max_rel, comparable), _some(metrics.max_ulp, comparable), metrics.worst,
-        metrics.nan_mismatch, metrics.inf_mismatch, _pictures(metrics), strict=True,
-    )  # fmt: skip
-    limit, rule, dtype, shape = layout.limit, layout.tolerance.pattern, layout.dtype, layout.shape
-    drift: Verdict = "drift"
-    within: Verdict = "within_tolerance"
+    c = _differing_columns(layout, metrics)
+    pictures: list[dict[str, Any]] = [{}] * len(metrics.outside)
+    if metrics.psnr is not None and metrics.differing_pixels is not None:
+        pairs = zip(c["psnr"], c["differing_pixels"], strict=True)
+        pictures = [{"psnr": psnr, "differing_pixels": pixels} for psnr, pixels in pairs]
+    rows = zip(c["verdict"], c["mismatched"], c["max_abs"], c["mean_abs"], c["max_rel"],
+               c["max_ulp"], c["worst_indices"], c["nan_mismatch"], c["inf_mismatch"],
+               pictures, strict=True)  # fmt: skip
+    rule, dtype, shape, total = layout.tolerance.pattern, layout.dtype, layout.shape, layout.size
     return [
         ArrayComparison(
-            verdict=within if outside <= limit else drift, rule=rule, dtype=dtype, shape=shape,
-            total=layout.size, mismatched=mismatched, max_abs=max_abs, mean_abs=mean,
-            max_rel=max_rel, max_ulp=max_ulp, worst_indices=worst, nan_mismatch=nan_x,
-            inf_mismatch=inf_x, **picture,
+            verdict=verdict, rule=rule, dtype=dtype, shape=shape, total=total,
+            mismatched=mismatched, max_abs=max_abs, mean_abs=mean, max_rel=max_rel,
+            max_ulp=max_ulp, worst_indices=worst, nan_mismatch=nan_x, inf_mismatch=inf_x,
+            **picture,
         )
-        for outside, mismatched, max_abs, mean, max_rel, max_ulp, worst, nan_x, inf_x, picture
+        for verdict, mismatched, max_abs, mean, max_rel, max_ulp, worst, nan_x, inf_x, picture
         in rows
     ]  # fmt: skip
+
+
+def _differing_columns(layout: _Layout, metrics: _Metrics) -> dict[str, list[Any]]:
+    """The fields of the differing rows that differ from an identical row's, by column."""
+    count = len(metrics.outside)
+    comparable = [layout.size - nans for nans in metrics.nan_positions]
+    psnr: list[Any] = [None] * count if metrics.psnr is None else metrics.psnr
+    pixels: list[Any] = [None] * count if metrics.differing_pixels is None else (
+        metrics.differing_pixels)  # fmt: skip
+    mean_abs = [s / n if n > 0 else None
+                for s, n in zip(metrics.sum_abs, comparable, strict=True)]  # fmt: skip
+    verdicts: list[Verdict] = ["within_tolerance" if outside <= layout.limit else "drift"
+                               for outside in metrics.outside]  # fmt: skip
+    return {
+        "verdict": verdicts,
+        "bit_identical": [False] * count,
+        "mismatched": metrics.mismatched,
+        "max_abs": _some(metrics.max_abs, comparable),
+        "mean_abs": mean_abs,
+        "max_rel": _some(metrics.max_rel, comparable),
+        "max_ulp": _some(metrics.max_ulp, comparable),
+        "worst_indices": metrics.worst,
+        "nan_mismatch": metrics.nan_mismatch,
+        "inf_mismatch": metrics.inf_mismatch,
+        "psnr": psnr,
+        "differing_pixels": pixels,
+    }
 
 
 # --------------------------------------------------------------------------- shared
@@ -447,28 +466,45 @@ def _nan_counts(layout: _Layout, flat_a: AnyArray) -> list[int]:
     return _count(np.isnan(flat_a))
 
 
-def _compare_chunk(
-    layout: _Layout, a: AnyArray, b: AnyArray, same: dict[int, ArrayComparison]
-) -> list[ArrayComparison]:
+@dataclass(frozen=True, kw_only=True)
+class _Chunk:
+    """A chunk of rows compared: every row's NaN count, and the metrics of those whose bits
+    differ (the others are bit-identical)."""
+
+    nans: list[int]
+    rows: list[int]  # the differing rows, ascending
+    metrics: _Metrics | None
+
+
+def _compare_chunk(layout: _Layout, a: AnyArray, b: AnyArray) -> _Chunk:
     flat_a, flat_b = _flat(layout, a), _flat(layout, b)
     bits = BITS_VIEW[layout.values.itemsize]
     differs = flat_a.view(bits) != flat_b.view(bits)
     counts = np.count_nonzero(differs, axis=1)
-    results = []
-    for nans in _nan_counts(layout, flat_a):
-        if nans not in same:
-            same[nans] = _identical(layout, nans)
-        results.append(same[nans])
+    nans = _nan_counts(layout, flat_a)
     rows = np.flatnonzero(counts)
     if rows.size == 0:
-        return results
+        return _Chunk(nans=nans, rows=[], metrics=None)
     if layout.kind == "float":
         metrics = _float_metrics(layout, flat_a[rows], flat_b[rows], differs[rows], counts[rows])
     else:
         metrics = _int_metrics(layout, flat_a[rows], flat_b[rows])
-    for row, result in zip(rows.tolist(), _results(layout, metrics), strict=True):
-        results[row] = result
-    return results
+    return _Chunk(nans=nans, rows=rows.tolist(), metrics=metrics)
+
+
+def _chunks(layout: _Layout, a: AnyArray, b: AnyArray) -> Iterator[_Chunk]:
+    step = max(1, CHUNK_ELEMENTS // max(1, layout.size))
+    for start in range(0, int(a.shape[0]), step):
+        rows = slice(start, start + step)
+        yield _compare_chunk(layout, a[rows], b[rows])
+
+
+def _checked_layout(a: AnyArray, b: AnyArray, tolerance: Tolerance) -> _Layout | None:
+    if a.ndim == 0 or b.ndim == 0 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"cannot compare rows of arrays shaped {a.shape} and {b.shape}")
+    value_kind(a.dtype)
+    value_kind(b.dtype)
+    return _layout(a, b, tolerance) if a.shape[0] else None
 
 
 def compare_batch(a: AnyArray, b: AnyArray, tolerance: Tolerance = _EXACT) -> list[ArrayComparison]:
@@ -480,20 +516,53 @@ def compare_batch(a: AnyArray, b: AnyArray, tolerance: Tolerance = _EXACT) -> li
     that does not compare (as compare_arrays), ValueError when ``a`` and ``b`` are 0-d or
     hold different counts of rows.
     """
-    if a.ndim == 0 or b.ndim == 0 or a.shape[0] != b.shape[0]:
-        raise ValueError(f"cannot compare rows of arrays shaped {a.shape} and {b.shape}")
-    count = int(a.shape[0])
+    count = int(a.shape[0]) if a.ndim else 0
+    layout = _checked_layout(a, b, tolerance)
     if count == 0:
         return []
-    value_kind(a.dtype)
-    value_kind(b.dtype)
-    layout = _layout(a, b, tolerance)
     if layout is None:
         return [compare_arrays(a[i], b[i], tolerance) for i in range(count)]
-    step = max(1, CHUNK_ELEMENTS // max(1, layout.size))
     same: dict[int, ArrayComparison] = {}
     results: list[ArrayComparison] = []
-    for start in range(0, count, step):
-        rows = slice(start, start + step)
-        results.extend(_compare_chunk(layout, a[rows], b[rows], same))
+    for chunk in _chunks(layout, a, b):
+        start = len(results)
+        for nans in chunk.nans:
+            if nans not in same:
+                same[nans] = _identical(layout, nans)
+            results.append(same[nans])
+        if chunk.metrics is not None:
+            for row, result in zip(chunk.rows, _results(layout, chunk.metrics), strict=True):
+                results[start + row] = result
     return results
+
+
+def batch_columns(a: AnyArray, b: AnyArray, tolerance: Tolerance = _EXACT) -> dict[str, list[Any]]:
+    """:func:`compare_batch`'s results as columns: per field of ArrayComparison, a list
+    with a value per row (``dtype`` and ``shape`` as pairs), made without an object per
+    row; what a run of many differing outputs writes as a table."""
+    count = int(a.shape[0]) if a.ndim else 0
+    layout = _checked_layout(a, b, tolerance)
+    if layout is None:
+        results = [compare_arrays(a[i], b[i], tolerance) for i in range(count)]
+        return {name: [getattr(r, name) for r in results] for name in _FIELDS}
+    columns: dict[str, list[Any]] = {name: [] for name in _FIELDS}
+    for chunk in _chunks(layout, a, b):
+        _chunk_columns(layout, chunk, columns)
+    return columns
+
+
+_FIELDS = [field.name for field in dataclasses.fields(ArrayComparison)]
+
+
+def _chunk_columns(layout: _Layout, chunk: _Chunk, columns: dict[str, list[Any]]) -> None:
+    """Append a chunk's rows to ``columns``: the identical ones as :func:`_identical` makes
+    them, the differing ones as :func:`_results` does."""
+    same = {nans: _identical(layout, nans) for nans in set(chunk.nans)}
+    fields = {name: [getattr(same[nans], name) for nans in chunk.nans] for name in _FIELDS}
+    if chunk.metrics is not None:
+        for name, values in _differing_columns(layout, chunk.metrics).items():
+            column = fields[name]
+            for row, value in zip(chunk.rows, values, strict=True):
+                column[row] = value
+    for name in _FIELDS:
+        columns[name].extend(fields[name])

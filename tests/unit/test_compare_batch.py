@@ -9,6 +9,7 @@ in every element; random tolerances; chunks of rows of any size.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tracemalloc
 from unittest import mock
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from reprocheck.compare import ArrayComparison, Tolerance, compare_arrays, compare_batch
 from reprocheck.compare import batch as batch_module
+from reprocheck.compare.batch import batch_columns
 from reprocheck.errors import OutputError
 
 FLOATS = [np.dtype(t) for t in (np.float16, np.float32, np.float64)]
@@ -57,6 +59,10 @@ def assert_rows_equal(a: np.ndarray, b: np.ndarray, tolerance: Tolerance = EXACT
         assert row == reference, f"row {i}: {a[i]!r} vs {b[i]!r}"
         # == on floats treats 0.0 and -0.0 alike; the text of the results does not
         assert repr(row) == repr(reference), f"row {i}"
+    columns = batch_columns(a, b, tolerance)  # the same results, column by column
+    for field in dataclasses.fields(ArrayComparison):
+        values = [getattr(reference, field.name) for reference in want]
+        assert repr(columns[field.name]) == repr(values), field.name
 
 
 # --------------------------------------------------------------------------- generators

@@ -51,12 +51,13 @@ def test_drift_without_noise_stays_drift() -> None:
 
 def test_repeats_that_vary_make_drift_nondeterministic(make_project, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3), "w": np.ones(2)}})
-    b = stored_env(run_dir, "b", {"x": {"v": np.full(3, 0.5), "w": np.full(2, 2.0)}})
+    # v and w share a dtype and shape: compared in one batch, one of them noisy
+    a = stored_env(run_dir, "a", {"x": {"v": np.zeros(3), "w": np.ones(3)}})
+    b = stored_env(run_dir, "b", {"x": {"v": np.full(3, 0.5), "w": np.full(3, 2.0)}})
     again = stored_env(
         run_dir,
         "b",
-        {"x": {"v": np.full(3, 0.75), "w": np.full(2, 2.0)}},
+        {"x": {"v": np.full(3, 0.75), "w": np.full(3, 2.0)}},
         folder=run_dir / "environments/b/repeats/2",
         repeat=2,
     )
@@ -64,6 +65,8 @@ def test_repeats_that_vary_make_drift_nondeterministic(make_project, tmp_path) -
     matrix = build_matrix(config, stored_run(run_dir, (a, b), repeats=(again,)))
     verdicts = {c.output: c.verdict for c in matrix.comparisons}
     assert verdicts == {"x/v": "nondeterministic", "x/w": "drift"}
+    notes = {c.output: c.note for c in matrix.comparisons}
+    assert notes == {"x/v": "varies within b across 2 runs (max_abs 0.25)", "x/w": None}
     (noise,) = matrix.noise
     assert (noise.output, noise.environment, noise.repeats) == ("x/v", "b", 2)
     assert noise.max_abs == 0.25
