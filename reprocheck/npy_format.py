@@ -382,7 +382,7 @@ def _columns(u8: npt.NDArray[np.uint8], count: int, start: int, end: int,
     nbytes = np.array([n for _header, n in layouts], dtype=np.int64)[layout]
     if (length + nbytes > size).any() or (header + size > len(u8)).any():
         return None
-    return Columns(key_bytes.copy(), key_offsets, header + length, layout, layouts)
+    return Columns(key_bytes, key_offsets, header + length, layout, layouts)  # copies of the map
 
 
 def _directory_entries(
