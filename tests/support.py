@@ -70,3 +70,13 @@ def fingerprint_errors(value: Any, path: str = "") -> list[str]:
     if isinstance(value, list):
         return [e for i, v in enumerate(value) for e in fingerprint_errors(v, f"{path}/{i}")]
     return []
+
+
+def host_avx512() -> bool:
+    """numpy's AVX512_SKX group is there natively (the flags it needs, as Linux lists them)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set(next((line for line in text.splitlines() if line.startswith("flags")), "").split())
+    return {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= flags

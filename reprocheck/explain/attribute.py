@@ -348,7 +348,8 @@ def _knob_advice(
 ) -> str:
     variables = ", ".join(f"{k}={v}" for k, v in ran.env.items())
     if measured.effect is Effect.AGREES and cpus:
-        return (f"{ran.factor} chooses code by CPU feature: set {variables} on every "
+        verb = "choose" if " + " in ran.factor else "chooses"
+        return (f"{ran.factor} {verb} code by CPU feature: set {variables} on every "
                 f"environment to compute these outputs the same on the CPUs of {base} and "
                 f"{cand}, or give them a tolerance that covers both")  # fmt: skip
     if measured.effect is Effect.AGREES:

@@ -83,6 +83,21 @@ class EffectMeter:
                 return Measurement(effect=Effect.AGREES, one_sided=one_sided, agreement=agrees)
         return Measurement(effect=one_sided, one_sided=one_sided)
 
+    def moved(
+        self, ran: Experiment, base: EnvironmentResult, cand: EnvironmentResult, output: str
+    ) -> bool:
+        """Whether a knob changed the output on either side, bit for bit (one CPU's side
+        may not move: a feature it lacks cannot be turned off)."""
+        if self.measure(ran, base, cand, output).one_sided is Effect.CHANGED:
+            return True
+        if ran.baseline_outputs_dir is None or not ran.status.ran:
+            return False
+        theirs = self._outputs.load(ran.baseline_outputs_dir, output)
+        before = self._outputs.load(base.outputs_dir, output)
+        if theirs is None or before is None:
+            return False
+        return self._agreement(before, theirs, Tolerance()) != BIT_IDENTICAL
+
     @staticmethod
     def _agreement(a: np.ndarray | None, b: np.ndarray, tolerance: Tolerance) -> str:
         """'bit-identical', 'within tolerance', or '' (they differ, or ``a`` is missing)."""

@@ -25,7 +25,7 @@ from reprocheck.config import RunConfig
 from reprocheck.engine import ContainerEngine
 from reprocheck.explain.attribute import Measured, OutputFacts, attribute
 from reprocheck.explain.effects import EffectMeter
-from reprocheck.explain.knobs import pair_knobs
+from reprocheck.explain.knobs import DISPATCH_KNOBS, pair_knobs
 from reprocheck.explain.model import (
     Attribution,
     CpuDifference,
@@ -192,7 +192,8 @@ class Explainer:
         """Per still unsettled output, the library transplants that each moved it, together;
         then those movers with one library fitting the output whose transplant alone did not
         run (LAPACK without the BLAS it was built with). The sets most outputs share first, at
-        most :data:`COMBINATIONS_AT_MOST`. Then a transplant with a knob (:meth:`_mixed`)."""
+        most :data:`COMBINATIONS_AT_MOST`. Then a transplant with a knob (:meth:`_mixed`), and
+        two dispatch knobs together (:meth:`_knobs_together`)."""
         open_outputs = [
             f.output for f in pair.facts
             if not any(self._effect(pair, e, f.output) in SETTLING for e in done)
@@ -228,7 +229,8 @@ class Explainer:
                             environment=pair.cand.name, baseline=pair.base.name,
                             suspect=chosen[key][0], extra=tuple(chosen[key][1:]))
                  for key in best[:COMBINATIONS_AT_MOST]]  # fmt: skip
-        return found + self._mixed(pair, done, open_outputs)
+        together = self._knobs_together(pair, done, open_outputs)
+        return found + self._mixed(pair, done, open_outputs) + together
 
     def _mixed(
         self, pair: Pair, done: Sequence[Experiment], open_outputs: list[str]
@@ -252,6 +254,34 @@ class Explainer:
                                 baseline_env=k.baseline_env, outputs_dir=None,
                                 status=Status.PLANNED, cached=False, seconds=0.0)
             for _n, t, k in scored[:MIXED_AT_MOST]
+        ]  # fmt: skip
+
+    def _knobs_together(
+        self, pair: Pair, done: Sequence[Experiment], open_outputs: list[str]
+    ) -> list[Experiment]:
+        """For a pair whose CPUs differ: a dispatch knob that moved an unsettled output,
+        together with another dispatch knob (both on both sides). numpy's own SIMD and
+        glibc's libm can both choose code by CPU feature in one output: with numpy's AVX-512
+        turned off, numpy hands ``exp`` to glibc, which picks its FMA code on its own."""
+        if pair.cpus is None:
+            return []
+        knobs = {e.factor: e for e in done if e.kind is ExperimentKind.KNOB and e.status.ran
+                 and e.factor in DISPATCH_KNOBS}  # fmt: skip
+        scored: dict[tuple[str, str], int] = {}
+        for output in open_outputs:
+            for moved in knobs.values():
+                if not self._meter.moved(moved, pair.base, pair.cand, output):
+                    continue
+                for other in knobs:
+                    if other != moved.factor:
+                        a, b = sorted((moved.factor, other), key=DISPATCH_KNOBS.index)
+                        scored[a, b] = scored.get((a, b), 0) + 1
+        best = sorted(scored, key=lambda key: -scored[key])[:MIXED_AT_MOST]
+        return [
+            Experiment(kind=ExperimentKind.KNOB, factor=f"{a} + {b}", environment=pair.cand.name,
+                       baseline=pair.base.name, env={**knobs[a].env, **knobs[b].env},
+                       baseline_env={**knobs[a].baseline_env, **knobs[b].baseline_env})
+            for a, b in best
         ]  # fmt: skip
 
     # ----------------------------------------------------------------------- attribution
