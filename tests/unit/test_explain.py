@@ -1289,6 +1289,28 @@ def test_one_image_on_two_cpus_names_the_cpu_and_the_knob_that_settles_it() -> N
     assert not any(c.factor == "image" for c in found.causes)  # never "something unrecorded"
 
 
+def test_two_dispatch_knobs_together_are_named_together() -> None:
+    """numpy's AVX-512 off hands float64 exp to glibc, which picks FMA on its own: only both
+    knobs together settle it, and the cause and advice name both."""
+    from reprocheck.explain import attribute
+
+    both = dataclasses.replace(
+        NUMPY_KNOB, factor="NPY_DISABLE_CPU_FEATURES + GLIBC_TUNABLES",
+        env={**NUMPY_KNOB.env, "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2_Usable"},
+        baseline_env={**NUMPY_KNOB.baseline_env, "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2_Usable"},
+    )  # fmt: skip
+    facts = dataclasses.replace(_facts("x/libm/exp_f64"), cpus=CPUS, same_image=True)
+    found = attribute(facts, [(NUMPY_KNOB, _measured("changed")),
+                              (both, _measured("agrees", "changed"))], [])  # fmt: skip
+    top = found.causes[0]
+    assert (top.factor, top.kind, top.confidence) == (both.factor, "knob", 0.95)
+    assert found.advice.startswith(
+        "NPY_DISABLE_CPU_FEATURES + GLIBC_TUNABLES choose code by CPU feature: set "
+        "NPY_DISABLE_CPU_FEATURES=AVX2 AVX512F, GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2_Usable on "
+        "every environment"
+    )
+
+
 def test_two_cpus_without_a_settling_knob_still_say_it_is_the_cpu() -> None:
     from reprocheck.explain import attribute
 
