@@ -20,6 +20,8 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _MAX_HEADER = 10_000  # bytes of an npy header (numpy's own default limit)
 
@@ -341,7 +343,7 @@ def columns(data: mmap.mmap, limit: int) -> Columns | None:
         del u8  # the caller closes the map; no view of it may outlive this call
 
 
-_MAX_LAYOUTS = 64  # distinct npy header texts per archive read as columns
+_MAX_LAYOUTS = 4096  # distinct npy header texts per archive read as columns
 
 
 def _columns(u8: npt.NDArray[np.uint8], count: int, start: int, end: int,
@@ -421,26 +423,33 @@ def _layouts(
     limit: int,
 ) -> tuple[npt.NDArray[np.int64], list[tuple[Header, int]]] | None:  # fmt: skip
     """Each member's npy header text, grouped: an id per member and the parsed header and
-    array size per id. Members are compared with each text found, a block at a time, so an
-    archive of one dtype and shape costs one pass over its headers."""
+    array size per id. The texts of one length are gathered a block at a time and grouped
+    by hashing (Arrow's dictionary encoding), so an archive of many shapes (boxes per image,
+    a variable count each) costs one pass over its headers, and each text is parsed once."""
     layout = np.full(len(start), -1, dtype=np.int64)
     layouts: list[tuple[Header, int]] = []
+    ids: dict[bytes, int] = {}
     for size in np.unique(length).tolist():
         members = np.flatnonzero(length == size)
         columns = np.arange(size, dtype=np.int64)
-        while len(members):
-            if len(layouts) == _MAX_LAYOUTS:
-                return None
-            first = int(start[members[0]])
-            text = u8[first : first + size]
-            layouts.append(_header_of(text.tobytes(), limit))
-            same = np.zeros(len(members), dtype=bool)
-            step = max(1, _HEADER_BLOCK // size)
-            for i in range(0, len(members), step):
-                block = u8[start[members[i : i + step], None] + columns]
-                same[i : i + step] = (block == text).all(axis=1)
-            layout[members[same]] = len(layouts) - 1
-            members = members[~same]
+        step = max(1, _HEADER_BLOCK // size)
+        for i in range(0, len(members), step):
+            chunk = members[i : i + step]
+            block = np.ascontiguousarray(u8[start[chunk, None] + columns])
+            texts = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(size), len(chunk), [None, pa.py_buffer(block)]
+            )
+            encoded = pc.dictionary_encode(texts)
+            local = []
+            for text in encoded.dictionary.to_pylist():
+                if text not in ids:
+                    if len(layouts) == _MAX_LAYOUTS:
+                        return None
+                    ids[text] = len(layouts)
+                    layouts.append(_header_of(text, limit))
+                local.append(ids[text])
+            indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+            layout[chunk] = np.array(local, dtype=np.int64)[indices]
     return layout, layouts
 
 

@@ -391,8 +391,10 @@ def _archive_digests(
     digests = np.zeros((count, DIGEST_BYTES), dtype=np.uint8)
     u8 = np.frombuffer(data, dtype=np.uint8)
     try:
+        order = np.argsort(found.layout, kind="stable")  # members grouped by layout
+        bounds = np.searchsorted(found.layout[order], np.arange(len(found.layouts) + 1))
         for layout, ((shape, fortran, dtype), nbytes) in enumerate(found.layouts):
-            members = np.flatnonzero(found.layout == layout)
+            members = order[bounds[layout] : bounds[layout + 1]]
             offsets = found.offset[members]
             if not fortran and nbytes <= _BLOCK_ARRAY_BYTES:
                 counts, values = _block_digests(u8, offsets, dtype, shape, nbytes)

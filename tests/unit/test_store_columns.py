@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import reprocheck.output_store as output_store
+from reprocheck import npy_format
 from reprocheck.npy_format import columns, map_file
 from reprocheck.output_store import build_store
 
@@ -124,3 +125,19 @@ def test_layouts_are_grouped_as_numpy_unique_groups_them(key) -> None:
     rows, ids = output_store._distinct_rows(key)
     expected, inverse = np.unique(key, axis=0, return_inverse=True)
     assert np.array_equal(rows, expected) and np.array_equal(ids, inverse.reshape(-1))
+
+
+@pytest.mark.parametrize("shapes", [300, npy_format._MAX_LAYOUTS + 1])
+def test_many_shapes_in_one_archive(tmp_path: Path, monkeypatch, shapes: int) -> None:
+    """Boxes per image, a variable count each: one npy header text per count. Up to the
+    limit they are grouped by hashing on the column path; beyond it the archive is read
+    member by member. Either way the rows are the same."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rng = np.random.default_rng(shapes)
+    np.savez(out / "boxes.npz", **{f"s{i:05d}": rng.random((i % shapes, 4), dtype=np.float32)
+                                   for i in range(shapes + 50)})  # fmt: skip
+    with open(out / "boxes.npz", "rb") as handle, map_file(handle) as data:
+        found = columns(data, 1 << 30)
+    assert (found is not None) == (shapes <= npy_format._MAX_LAYOUTS)
+    assert build_store(out).to_pylist() == _slow(out, monkeypatch).to_pylist()
