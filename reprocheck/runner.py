@@ -683,8 +683,9 @@ def _mixed_cpu(
         return state, error
     shown = "; ".join(left[:LEFT_NAMED])
     more = f"; and {count - LEFT_NAMED} more" if count > LEFT_NAMED else ""
-    why = (f"{count} process(es) left the CPU emulator and ran on the host CPU "
-           f"(a program the pipeline exec'd): {shown}{more}")  # fmt: skip
+    why = (f"{count} process(es) left the CPU emulator (a program the pipeline exec'd runs on "
+           f"the host CPU, or under the system's binfmt emulator at its default CPU): "
+           f"{shown}{more}")  # fmt: skip
     return "mixed_cpu", why if error is None else f"{error}; {why}"
 
 

@@ -337,9 +337,15 @@ def pipeline_processes(sampled: Dict[Tuple[int, str], Dict[str, Any]], records: 
 
 
 def left_emulator(processes: List[Any]) -> Dict[str, Any]:
-    """The processes seen running on the host CPU while the pipeline was to run under a CPU
-    model's emulator (status.json's ``left_emulator``): how many, and the first few."""
-    found = [p for p in processes if p.get("emulated") is False]
+    """The processes that left the CPU model's emulator and loaded code that computes
+    (status.json's ``left_emulator``): how many, and the first few. A program a process
+    exec'd runs outside the emulator: on the host CPU, or for another architecture under the
+    system's binfmt emulator at its default CPU. Such a program counts when it mapped a shared
+    library besides the dynamic loader and libc (libm, libpython, BLAS, ...); a static tool
+    or a shell that used libc alone (``ldconfig -p`` run by ``ctypes.util.find_library``,
+    ``sleep``) computed nothing an output holds. Every process stays listed, with
+    ``emulated``, in the fingerprint's ``pipeline_processes``."""
+    found = [p for p in processes if p.get("emulated") is False and _computes(p)]
     found.sort(key=lambda p: (int(p.get("start") or 0), int(p.get("pid") or 0)))
     listed = [
         {
@@ -352,14 +358,27 @@ def left_emulator(processes: List[Any]) -> Dict[str, Any]:
     return {"count": len(found), "listed": listed}
 
 
+_SYSTEM_ONLY = re.compile(r"(ld-linux.*|ld-musl.*|libc\.so(\..*)?|libc-[0-9.]+\.so)")
+
+
+def _computes(process: Dict[str, Any]) -> bool:
+    """Whether the process mapped a shared library besides the dynamic loader and libc."""
+    for path in process.get("files") or ():
+        name = os.path.basename(str(path))
+        if ".so" in name and not _SYSTEM_ONLY.fullmatch(name):
+            return True
+    return False
+
+
 class EmulatorWatch:
     """While a callable pipeline runs under a CPU model's emulator: the processes it starts
     (a subprocess, multiprocessing with spawn or forkserver) sampled from /proc in a thread;
     one that exec'd a program left the emulator. A process that ends between two samples
-    (every 5 ms at first, at most every 0.25 s) is missed."""
+    (every 5 ms at first, at most every 0.25 s) is missed. What each maps is read too: a
+    program that loaded no library but libc computed nothing (:func:`left_emulator`)."""
 
     def __init__(self) -> None:
-        self.sampler = ProcessSampler(os.getpid(), maps=False, with_root=False)
+        self.sampler = ProcessSampler(os.getpid(), with_root=False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 

@@ -355,7 +355,7 @@ def test_processes_that_left_the_emulator_make_the_environment_mixed_cpu(
         "?",
     )
     assert two.error is not None and two.error.startswith(
-        "5 process(es) left the CPU emulator and ran on the host CPU"
+        "5 process(es) left the CPU emulator (a program the pipeline exec'd runs on the host CPU"
     )
     assert two.error.endswith("; and 2 more")
     matrix = build_matrix(load_config(result.config_source), result)
