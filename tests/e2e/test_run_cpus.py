@@ -116,7 +116,7 @@ def test_a_program_the_pipeline_execs_is_reported_as_leaving_the_emulator(tmp_pa
     assert envs["bookworm"]["status"] == "ok" and envs["bookworm"]["left_emulator"] == []
     mixed = envs["bookworm@x86-64-v2"]
     assert mixed["status"] == "mixed_cpu"
-    assert mixed["error"].startswith("1 process(es) left the CPU emulator and ran on the host")
+    assert mixed["error"].startswith("1 process(es) left the CPU emulator (a program the pipeline")
     (left,) = mixed["left_emulator"]
     assert left.startswith("/usr/bin/python3") and "time.sleep(0.5)" in left
     assert "bookworm@x86-64-v2: 1 process(es) left the CPU emulator" in done.stdout
