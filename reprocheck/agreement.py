@@ -8,7 +8,7 @@ builds an output's lists only when asked for them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,7 +75,8 @@ class Agreement(Mapping[str, Classes]):
                 for i in chosen.tolist()]  # fmt: skip
 
 
-def pattern(classes: Sequence[Sequence[str]]) -> str:
+def pattern(classes: Iterable[Iterable[str]]) -> str:
+    """Agreement classes as text: '{a, b} | {c}'."""
     return " | ".join("{" + ", ".join(c) + "}" for c in classes)
 
 

@@ -39,7 +39,7 @@ from reprocheck.compare.dtypes import flat
 from reprocheck.compare.totals import nan_count
 from reprocheck.config import OutputsConfig
 from reprocheck.errors import OutputError
-from reprocheck.npy_format import Columns, Located, columns, map_file
+from reprocheck.npy_format import Columns, Located, array_nbytes, columns, map_file
 from reprocheck.outputs import (
     OutputReader,
     OutputRef,
@@ -203,24 +203,18 @@ class _Builder:
     def _map(self, path: Path) -> mmap.mmap:
         if path not in self._maps:
             with open_regular(path) as handle:
-                self._maps[path] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                self._maps[path] = map_file(handle)
         return self._maps[path]
 
     def _located(self, path: Path, where: Located) -> _Row:
         data = memoryview(self._map(path))[where.offset : where.offset + where.nbytes]
-        if len(data) != where.nbytes:
-            raise ValueError("the array is cut short")
-        size, nans = math.prod(where.shape), 0
-        if where.dtype.kind in "fc":
-            size, nans = _counts(np.frombuffer(data, dtype=where.dtype))
-        return _Row(dtype=where.dtype.str, shape=where.shape, size=size, nans=nans,
-                    digest=_digest(_prefix(where.dtype, where.shape), data))  # fmt: skip
+        return _located_row(data, where)
 
     def _block(
         self, path: Path, dtype: np.dtype[Any], shape: tuple[int, ...], refs: list[OutputRef]
     ) -> list[_Row]:
         data = self._map(path)
-        nbytes = _nbytes(shape, dtype)
+        nbytes = array_nbytes(shape, dtype)
         offsets = np.array([ref.located.offset for ref in refs if ref.located], dtype=np.int64)
         if len(offsets) != len(refs) or int(offsets.max()) + nbytes > len(data):
             raise ValueError("an array is cut short")
@@ -239,6 +233,20 @@ class _Builder:
         nans, digests = _block_digests(u8, offsets, dtype, shape, nbytes)
         return [_Row(dtype=code, shape=shape, size=elements, nans=count, digest=value)
                 for count, value in zip(nans.tolist(), digests, strict=True)]  # fmt: skip
+
+
+def _located_row(data: Any, where: Located) -> _Row:
+    """The row of the array ``where`` describes, whose bytes are ``data`` (a slice of the
+    mapped archive): a C-order one is digested in place, without a copy."""
+    if len(data) != where.nbytes:
+        raise ValueError("the array is cut short")
+    if where.fortran:
+        return _row(np.frombuffer(data, dtype=where.dtype).reshape(where.shape, order="F"))
+    size, nans = math.prod(where.shape), 0
+    if where.dtype.kind in "fc":
+        size, nans = _counts(np.frombuffer(data, dtype=where.dtype))
+    return _Row(dtype=where.dtype.str, shape=where.shape, size=size, nans=nans,
+                digest=_digest(_prefix(where.dtype, where.shape), data))  # fmt: skip
 
 
 def _elements(dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
@@ -268,10 +276,6 @@ def _block_digests(
 
 _BLOCK_ARRAY_BYTES = 1 << 16  # larger arrays are hashed in place, one by one
 _GATHER_BYTES = 1 << 21  # bytes gathered per block (the index array is 8 times that)
-
-
-def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
-    return math.prod(shape) * dtype.itemsize
 
 
 def build_store(folder: Path, spec: OutputsConfig = _DEFAULTS) -> pa.Table:
@@ -399,7 +403,8 @@ def _archive_digests(
             if not fortran and nbytes <= _BLOCK_ARRAY_BYTES:
                 counts, values = _block_digests(u8, offsets, dtype, shape, nbytes)
             else:
-                rows = [_row(_array_at(u8, offset, dtype, shape, fortran))
+                rows = [_located_row(u8[offset : offset + nbytes], Located(
+                            offset=offset, dtype=dtype, shape=shape, fortran=fortran))
                         for offset in offsets.tolist()]  # fmt: skip
                 counts = np.array([row.nans for row in rows], dtype=np.int64)
                 values = [row.digest or b"" for row in rows]
@@ -409,13 +414,6 @@ def _archive_digests(
     finally:
         del u8  # no view of the map may outlive the call: the caller closes it
     return nans, digests
-
-
-def _array_at(u8: npt.NDArray[np.uint8], offset: int, dtype: np.dtype[Any],
-              shape: tuple[int, ...], fortran: bool) -> np.ndarray:  # fmt: skip
-    """A copy of the array whose bytes start at ``offset`` (a large or Fortran-order one)."""
-    values = np.frombuffer(u8[offset : offset + _nbytes(shape, dtype)].tobytes(), dtype=dtype)
-    return values.reshape(shape, order="F" if fortran else "C")
 
 
 def write_store(outputs_dir: Path, spec: OutputsConfig = _DEFAULTS) -> Path:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from reprocheck.agreement import pattern
 from reprocheck.comparisons import FAILING
 
 __all__ = ["FAILING"]  # and everything defined below
@@ -195,15 +196,11 @@ def agreement_groups(report: Report) -> list[tuple[str, int]]:
     """Agreement patterns ('{a, b} | {c}') and how many outputs share each, commonest first."""
     patterns = report.get("agreement_patterns")
     if isinstance(patterns, list):
-        return [(_pattern(p.get("classes") or []), int(p.get("outputs") or 0)) for p in patterns]
+        return [(pattern(p.get("classes") or []), int(p.get("outputs") or 0)) for p in patterns]
     groups: Counter[str] = Counter()
     for entry in report.get("agreement") or []:
-        groups[_pattern(entry.get("classes") or [])] += 1
+        groups[pattern(entry.get("classes") or [])] += 1
     return groups.most_common()
-
-
-def _pattern(classes: Iterable[Iterable[str]]) -> str:
-    return " | ".join("{" + ", ".join(c) + "}" for c in classes)
 
 
 def fingerprint(environment: Mapping[str, Any]) -> Mapping[str, Any]:
