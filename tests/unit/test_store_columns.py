@@ -141,3 +141,21 @@ def test_many_shapes_in_one_archive(tmp_path: Path, monkeypatch, shapes: int) ->
         found = columns(data, 1 << 30)
     assert (found is not None) == (shapes <= npy_format._MAX_LAYOUTS)
     assert build_store(out).to_pylist() == _slow(out, monkeypatch).to_pylist()
+
+
+def test_links_fifos_and_empty_archives_beside_a_plain_one(tmp_path: Path, monkeypatch) -> None:
+    """The column path takes only regular, non-empty files: a link, a FIFO and an empty
+    .npz are errors of their own, as member by member, and the plain archive is read."""
+    out = tmp_path / "out"
+    out.mkdir()
+    np.savez(tmp_path / "real.npz", a=np.zeros(2))
+    (out / "link.npz").symlink_to(tmp_path / "real.npz")
+    (out / "empty.npz").write_bytes(b"")
+    os.mkfifo(out / "fifo.npz")
+    np.savez(out / "ok.npz", a=np.ones(2))
+    fast = build_store(out)
+    assert fast.to_pylist() == _slow(out, monkeypatch).to_pylist()
+    errors = dict(zip(fast["name"].to_pylist(), fast["error"].to_pylist(), strict=True))
+    assert errors["ok/a"] is None
+    assert "symbolic link" in errors["link"] and "not a regular file" in errors["fifo"]
+    assert "empty file" in errors["empty"]
