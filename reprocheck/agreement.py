@@ -8,11 +8,13 @@ builds an output's lists only when asked for them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from reprocheck.vocabulary import pattern
 
 Classes = list[list[str]]
 
@@ -73,11 +75,6 @@ class Agreement(Mapping[str, Classes]):
             [np.flatnonzero(divided)[:limit], np.flatnonzero(~divided)])[:limit]  # fmt: skip
         return [{"output": self._outputs[i], "classes": self._patterns[int(self._ids[i])]}
                 for i in chosen.tolist()]  # fmt: skip
-
-
-def pattern(classes: Iterable[Iterable[str]]) -> str:
-    """Agreement classes as text: '{a, b} | {c}'."""
-    return " | ".join("{" + ", ".join(c) + "}" for c in classes)
 
 
 def agreement(

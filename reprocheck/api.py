@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from reprocheck.cache import RunCache
 from reprocheck.compare import ArrayComparison, DecisionRule, Tolerance, compare_arrays
-from reprocheck.comparisons import FAILING, OutputComparison, item_of, severity_order
+from reprocheck.comparisons import OutputComparison, item_of, severity_order
 from reprocheck.config import OutputsConfig, RunConfig, load_config
 from reprocheck.engine import BUILD_ENGINE, ContainerEngine, get_engine
 from reprocheck.errors import (
@@ -53,6 +53,7 @@ from reprocheck.runner import Runner
 from reprocheck.stages import REPORT_FILE, matrix_for, write_run_files
 from reprocheck.store import MANIFEST, find_run, load_run, save_run
 from reprocheck.stored import load_baseline
+from reprocheck.vocabulary import FAILING
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -442,6 +442,12 @@ class RunCache:
         self._lock = threading.Lock()
         self._trees: dict[tuple[Path, frozenset[Path]], str] = {}
         self._store_failed = False
+        # What this run's containers came to: restored or stored under a key, or neither
+        # (not cacheable, not "ok", not stored); see :meth:`settled`.
+        self._restored: set[str] = set()
+        self._stored: set[str] = set()
+        self._entries = self._settled = 0  # keyed entries handed out, and restored or stored
+        self._unsettled = False
 
     @classmethod
     def open(
@@ -468,14 +474,33 @@ class RunCache:
         when ``[run] repeat`` > 1, the first one too) or have network access are not cached."""
         noise = repeat > 1 or plan.config.run.repeat > 1
         if not self._enabled or noise or spec.network != "none":
+            self.unsettled()
             return CacheEntry(cache=None, key="", spec=spec, plan=plan)
         try:
             key = self.key(spec, plan)
         except Exception as exc:  # the cache is an optimisation: it never fails a run
             logger.warning("result cache: cannot compute the key (%s: %s); running without it",
                            type(exc).__name__, exc)  # fmt: skip
+            self.unsettled()
             return CacheEntry(cache=None, key="", spec=spec, plan=plan)
+        with self._lock:
+            self._entries += 1
         return CacheEntry(cache=self, key=key, spec=spec, plan=plan)
+
+    def unsettled(self) -> None:
+        """A container of this run whose result is neither restored nor stored."""
+        with self._lock:
+            self._unsettled = True
+
+    def settled(self) -> Settled | None:
+        """The keys of every container result this run restored or stored; None when one
+        was neither, or when nothing was cached. What decides whether a run is one already
+        reported (see reprocheck.reuse)."""
+        with self._lock:
+            if self._unsettled or self._settled != self._entries or not self._entries:
+                return None
+            return Settled(keys=tuple(sorted(self._restored | self._stored)),
+                           all_restored=not self._stored)  # fmt: skip
 
     @property
     def hashes(self) -> FileHashes:
@@ -528,16 +553,21 @@ class RunCache:
         _swap(staging, folder)
         with contextlib.suppress(OSError):
             os.utime(entry)  # last used, for prune
+        with self._lock:
+            self._restored.add(key)
+            self._settled += 1
         return manifest
 
     def store(self, entry: CacheEntry, folder: Path, result: EnvironmentResult) -> None:
         """Store ``folder`` (an environment's outputs, meta, log and output store) under the
         entry's key, unless what the key covers changed while the container ran."""
         if self._store_failed:
+            self.unsettled()
             return
         if entry.key != self.key(entry.spec, entry.plan, fresh=True):
             logger.warning("result cache: files changed while %s ran: its result is not cached",
                            result.name)  # fmt: skip
+            self.unsettled()
             return
         staging = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{entry.key[:SHORT_KEY]}-",
                                         dir=self.runs))  # fmt: skip
@@ -548,11 +578,15 @@ class RunCache:
             _publish(staging, self.runs / entry.key, replace=not self._read)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        with self._lock:
+            self._stored.add(entry.key)
+            self._settled += 1
 
     def failed_store(self, environment: str, exc: BaseException) -> None:
         """A result that could not be stored: a warning. When the cache folder itself failed
         (full, read-only) it is the only one: nothing more is stored in this run."""
         ours = _within(exc, self.folder)
+        self.unsettled()
         with self._lock:
             if self._store_failed:
                 return
@@ -602,6 +636,14 @@ def _publish(staging: Path, final: Path, *, replace: bool) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Settled:
+    """The cache keys of a run's container results (sorted), all of them restored or stored."""
+
+    keys: tuple[str, ...]
+    all_restored: bool  # no container ran: every result came from the cache
+
+
+@dataclass(frozen=True, kw_only=True)
 class CacheEntry:
     """One environment run's place in the cache (``cache`` None: not cached)."""
 
@@ -638,7 +680,10 @@ class CacheEntry:
 
     def store(self, folder: Path, result: EnvironmentResult) -> None:
         """Keep a successful result for later runs (others are not cached)."""
-        if self.cache is None or result.status != "ok":
+        if self.cache is None:
+            return
+        if result.status != "ok":
+            self.cache.unsettled()
             return
         try:
             self.cache.store(self, folder, result)

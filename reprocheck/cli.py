@@ -16,19 +16,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
-from reprocheck import __version__
+from reprocheck import __version__, reuse
 from reprocheck.cache import CACHE_DIR, DEFAULT_PRUNE_DAYS, RunCache
 from reprocheck.cache import prune as prune_cache
 from reprocheck.config import EXPLAIN_MAX_EXPERIMENTS, RunConfig, load_config, registry_prefix
 from reprocheck.engine import BUILD_ENGINE, ContainerEngine, ImageInfo, get_engine
 from reprocheck.engine.targets import connect_target, target_of
 from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
-from reprocheck.history import config_name, history_file, load_history, run_lines, trend_png
 from reprocheck.images import (
     LABEL_COMPOSE,
     LABEL_CONTEXT,
@@ -39,7 +38,6 @@ from reprocheck.images import (
     bootstrap_debian,
     project_contexts,
 )
-from reprocheck.matrix import Matrix, build_matrix
 from reprocheck.plan import make_plan
 from reprocheck.refresh import recorder
 from reprocheck.registry import lock_path, push_images, pushed_references
@@ -50,18 +48,9 @@ from reprocheck.render import (
     print_images,
     print_summary,
 )
-from reprocheck.report.json_report import report_dict, write_json
-from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
+from reprocheck.report.paths import NO_EXTRA_REPORTS, ReportPaths
 from reprocheck.run_model import RunResult, new_run_id
 from reprocheck.runner import Runner, raise_interrupt
-from reprocheck.stages import (
-    REPORT_FILE,
-    derived_run,
-    exit_code,
-    matrix_for,
-    trend_of,
-    write_run_files,
-)
 from reprocheck.store import find_run, load_run, save_run, write_bytes_atomic
 from reprocheck.stored import (
     baselines_dir,
@@ -73,6 +62,12 @@ from reprocheck.stored import (
     require_runs,
     save_baseline,
 )
+
+if TYPE_CHECKING:
+    from reprocheck.matrix import Matrix
+
+# Comparing, the history and report.json are imported by the commands that use them: they
+# bring pandas (0.4 s), which a run that repeats an earlier one (reprocheck.reuse) never needs.
 
 # Piped output (CI logs) gets wide lines instead of rich's 80-column default.
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
@@ -239,13 +234,46 @@ def run(
         runner = Runner(engine, plan, progress, run_id=run_id, cache=cache,
                         rebuild=rebuild or refresh)  # fmt: skip
         result = refreshed(runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1))
+    # A run of its own (not --out, --baseline, --rebuild, --refresh) may repeat an earlier one.
+    own = out_dir is None and golden is None and not (rebuild or refresh)
+    key = reuse.run_key(config, cache, result, models) if own else None
+    repeated = reuse.find(config, key) if key and reuse.all_restored(cache) else None
+    if repeated is not None:
+        reuse.adopt(repeated, result.run_dir)
+        sys.exit(_repeat(repeated, json_path, quiet, report_paths(reports)))
     save_run(result, latest=run_dir.parent == config.reports_dir.resolve())
     if result.interrupted:
         _exit_interrupted(result)
+    from reprocheck.stages import matrix_for
+
     with _stored_run_guard(result.run_dir):
         matrix = matrix_for(config, result, golden, baseline)
         code = _finish(config, result, matrix, json_path, quiet, report_paths(reports))
+    if key is not None:
+        reuse.record(config, key, result.run_dir, code)
     sys.exit(code)
+
+
+def _repeat(
+    repeated: reuse.Reused, json_path: Path | None, quiet: bool, paths: ReportPaths
+) -> int:  # fmt: skip
+    """Nothing changed since an earlier run: its reports stand (copied where asked)."""
+    folder = repeated.run_dir
+    err.print(f"nothing changed since run {escape(folder.name)} (every environment cached, "
+              f"the same config and reprocheck): its reports stand; --no-cache runs again",
+              soft_wrap=True)  # fmt: skip
+    copies = [(json_path, "report.json"), (paths.md, "report.md"), (paths.html, "report.html")]
+    for target, name in copies:
+        if target is not None:
+            write_bytes_atomic(target, (folder / name).read_bytes())
+    if paths.junit is not None:
+        from reprocheck.report.junit import render_junit
+
+        write_bytes_atomic(paths.junit, render_junit(repeated.report).encode())
+    print_summary(out, repeated.report, quiet=quiet)
+    out.print(f"report: {folder / 'report.json'}")
+    out.print(f"html: {paths.html or folder / 'report.html'}")
+    return repeated.exit_code
 
 
 def _exit_interrupted(result: RunResult) -> None:
@@ -263,6 +291,8 @@ def _finish(
     config: RunConfig, result: RunResult, matrix: Matrix, json_path: Path | None, quiet: bool,
     paths: ReportPaths = NO_EXTRA_REPORTS,
 ) -> int:  # fmt: skip
+    from reprocheck.stages import REPORT_FILE, exit_code, write_run_files
+
     files = write_run_files(config, result, matrix, _stage_warning(result.run_dir), paths,
                             json_path)  # fmt: skip
     print_summary(out, files.data, quiet=quiet)
@@ -298,6 +328,9 @@ def compare(
     """Compare a stored run again (for example after changing tolerances). With another
     config than the run's, the reports go to a derived run under the run's ``derived/``
     folder; the stored run's own reports and history rows stay as they were."""
+    from reprocheck.matrix import build_matrix
+    from reprocheck.stages import derived_run
+
     config = load_config(config_path)
     result = derived_run(config, load_run(find_run(config.reports_dir, run_ref)))
     with _stored_run_guard(result.run_dir):
@@ -315,6 +348,10 @@ def compare(
 def diff(config_path: Path | None, run_a: str, run_b: str, json_path: Path | None) -> None:
     """Compare two stored runs: each environment of RUN_A with the same one in RUN_B
     (or, when each run has a single environment, those two)."""
+    from reprocheck.matrix import build_matrix
+    from reprocheck.report.json_report import report_dict, write_json
+    from reprocheck.stages import exit_code
+
     config = load_config(config_path)
     first = load_run(find_run(config.reports_dir, run_a))
     second = load_run(find_run(config.reports_dir, run_b))
@@ -346,6 +383,8 @@ def merge(
     json_path: Path | None, **reports: Path | None,
 ) -> None:  # fmt: skip
     """Join runs of different environments (split across CI jobs or machines) into one."""
+    from reprocheck.matrix import build_matrix
+
     config = load_config(config_path)
     result = merge_runs(config, require_runs(list(run_dirs)), out_dir)
     matrix = build_matrix(config, result)
@@ -368,6 +407,10 @@ def explain(
     """Attribute each drifting output to a stage and a cause, by experiment. With another
     config than the run's, explain.json and the attributions go to the derived run (as
     ``compare`` writes it)."""
+    from reprocheck.matrix import build_matrix
+    from reprocheck.report.json_report import write_json
+    from reprocheck.stages import REPORT_FILE, derived_run, write_run_files
+
     config = load_config(config_path)
     stored = load_run(find_run(config.reports_dir, run_ref))
     result = derived_run(config, stored)  # another config: never rewrite the stored run
@@ -413,6 +456,10 @@ def _attach_attributions(
     """Merge the attributions into the run's report.json (an output explained again replaces
     its earlier attribution; explains of other outputs are kept) and re-render the reports
     with them, keeping the trend plot the run's HTML had."""
+    from reprocheck.report.json_report import write_json
+    from reprocheck.report.writers import write_reports
+    from reprocheck.stages import trend_of
+
     report_path = result.run_dir / "report.json"
     if not report_path.is_file():
         return None
@@ -463,6 +510,8 @@ def baseline_list(config_path: Path | None) -> None:
 @handled
 def history(config_path: Path | None, png_path: Path | None) -> None:
     """One line per stored run: date, environments, drift counts, worst output."""
+    from reprocheck.history import config_name, history_file, load_history, run_lines, trend_png
+
     config = load_config(config_path)
     path = history_file(config)
     lines = run_lines(load_history(path), config_name(config))  # this config's runs only
@@ -500,6 +549,8 @@ def cache_prune(config_path: Path | None, everything: bool, days: float) -> None
     why = ", ".join(f"{count} {what}" for count, what in causes if count)
     out.print(f"removed {done.removed} cache entries{f' ({why})' if why else ''}, freed "
               f"{done.freed_bytes / 1e6:.1f} MB; {done.kept} kept in {folder}")  # fmt: skip
+    if records := reuse.prune(folder, everything=everything):
+        out.print(f"removed {records} records of runs that no longer stand for their inputs")
 
 
 def _image_check(config: RunConfig) -> Callable[[str], bool] | None:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from reprocheck.compare import ArrayComparison, DecisionComparison, RowMatch, Verdict
 from reprocheck.safe_files import utf8_text
 from reprocheck.store import write_bytes_atomic
+from reprocheck.vocabulary import FAILING
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,9 +204,6 @@ class Comparisons(Sequence[OutputComparison]):
         sink = pa.BufferOutputStream()
         pq.write_table(self.table, sink, compression="zstd")
         write_bytes_atomic(path, sink.getvalue().to_pybytes())
-
-
-FAILING: frozenset[str] = frozenset({"drift", "incomparable", "missing"})
 
 
 def severity_order(table: pa.Table) -> pa.Array:

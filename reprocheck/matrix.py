@@ -33,12 +33,13 @@ from reprocheck.compare import (
 )
 from reprocheck.compare.batch import batch_columns
 from reprocheck.compare.dtypes import value_kind
-from reprocheck.comparisons import FAILING, SCHEMA, Comparisons, OutputComparison, table_of
+from reprocheck.comparisons import SCHEMA, Comparisons, OutputComparison, table_of
 from reprocheck.config import DecisionConfig, RunConfig
 from reprocheck.errors import OutputError
 from reprocheck.output_store import OutputStore, empty_store, open_store
 from reprocheck.run_model import EnvironmentResult, RunResult
 from reprocheck.safe_files import utf8_text
+from reprocheck.vocabulary import FAILING
 
 __all__ = ["FAILING", "Matrix", "Noise", "OutputComparison", "build_matrix"]
 

@@ -405,7 +405,7 @@ class EnvironmentRegression:
 
 
 def _failing() -> frozenset[str]:
-    from reprocheck.comparisons import FAILING
+    from reprocheck.vocabulary import FAILING
 
     return FAILING | {"error"}
 

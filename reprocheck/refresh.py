@@ -15,8 +15,13 @@ from pathlib import Path
 
 from reprocheck.errors import ReprocheckError
 from reprocheck.plan import Plan
-from reprocheck.report.json_report import flat_packages
-from reprocheck.run_model import EnvironmentResult, ImageChange, PackageChange, RunResult
+from reprocheck.run_model import (
+    EnvironmentResult,
+    ImageChange,
+    PackageChange,
+    RunResult,
+    flat_packages,
+)
 from reprocheck.store import MANIFEST, load_run
 
 _SCANNED_RUNS = 200  # stored runs looked at, newest first, for an environment's last result

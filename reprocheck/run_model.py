@@ -95,3 +95,18 @@ class RunResult:
 def new_run_id(now: datetime | None = None) -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def fingerprint_section(fingerprint: dict[str, Any], key: str) -> dict[str, Any]:
+    """A section of a fingerprint (empty when missing or not an object)."""
+    value = fingerprint.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def flat_packages(fingerprint: dict[str, Any]) -> dict[str, str]:
+    """Debian packages by name, then pip distributions (prefixed ``pip:`` on a name clash)."""
+    packages = fingerprint_section(fingerprint, "packages")
+    flat = {str(k): str(v) for k, v in fingerprint_section(packages, "dpkg").items()}
+    for name, version in fingerprint_section(packages, "pip").items():
+        flat["pip:" + name if name in flat else str(name)] = str(version)
+    return flat

@@ -43,7 +43,6 @@ from reprocheck.engine import (
 from reprocheck.engine.targets import Engines, EngineTarget, connect_target, target_of
 from reprocheck.errors import ConfigError, ReprocheckError, UnsafeFileError
 from reprocheck.images import EnvironmentImage, ImageBuilder, ca_bundle, is_digest_reference
-from reprocheck.output_store import write_store
 from reprocheck.plan import Plan
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
 from reprocheck.run_model import (
@@ -382,6 +381,8 @@ class Runner:
         comparing builds it again (and says why here). One store at a time: building one
         holds every output's row (a million outputs: hundreds of MB), and the work holds
         the GIL anyway, so building them together would only add up their memory."""
+        from reprocheck.output_store import write_store  # numpy, pyarrow: once a container ran
+
         try:
             with self._indexing:
                 write_store(outputs, self._config.outputs)

@@ -21,8 +21,10 @@ from reprocheck.history import (
 )
 from reprocheck.matrix import Matrix, build_matrix, environment_pairs
 from reprocheck.report.json_report import COMPARISONS_FILE, report_dict, write_json
+from reprocheck.report.paths import NO_EXTRA_REPORTS, ReportPaths
 from reprocheck.report.trend import trend_svg
-from reprocheck.report.writers import NO_EXTRA_REPORTS, ReportPaths, write_reports
+from reprocheck.report.writers import write_reports
+from reprocheck.reuse import forget
 from reprocheck.run_model import RunResult
 from reprocheck.stored import reference_pairs, renamed
 
@@ -81,6 +83,7 @@ def write_run_files(
     """report.json and comparisons.parquet (these must succeed), then the history row and
     the other report files, each on its own: a broken history file (a folder, a FIFO) must
     not cost the HTML report."""
+    forget(result.run_dir)  # reports written anew no longer stand for the run's reuse key
     data = report_dict(result, matrix, references=matrix.references)
     matrix.comparisons.write_parquet(result.run_dir / COMPARISONS_FILE)
     write_json(result.run_dir / REPORT_FILE, data)

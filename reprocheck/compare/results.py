@@ -7,16 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-Verdict = Literal[
-    "identical",
-    "within_tolerance",
-    "drift",
-    "incomparable",
-    "missing",
-    "error",
-    "nondeterministic",
-    "new",  # made by the candidate only (see [compare] new_outputs)
-]
+from reprocheck.vocabulary import Verdict as Verdict  # where the comparisons' results take it
 
 
 def _json_float(value: float | None) -> float | str | None:

@@ -16,7 +16,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from reprocheck.comparisons import FAILING, Comparisons, item_of
+from reprocheck.comparisons import Comparisons, item_of
+from reprocheck.vocabulary import FAILING
 
 # Comparisons, groups and agreement entries listed in report.json; every comparison is in
 # comparisons.parquet. At this size report.json stays around a few MB.

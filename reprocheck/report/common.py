@@ -13,8 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reprocheck.agreement import pattern
-from reprocheck.comparisons import FAILING
+from reprocheck.vocabulary import FAILING, pattern
 
 __all__ = ["FAILING"]  # and everything defined below
 

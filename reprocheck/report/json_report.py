@@ -11,7 +11,8 @@ from reprocheck.compare.results import _json_float
 from reprocheck.comparisons import OutputComparison
 from reprocheck.matrix import Matrix
 from reprocheck.report import aggregate
-from reprocheck.run_model import EnvironmentResult, RunResult
+from reprocheck.run_model import EnvironmentResult, RunResult, flat_packages
+from reprocheck.run_model import fingerprint_section as _section
 from reprocheck.store import write_atomic
 
 SCHEMA_VERSION = 2
@@ -20,20 +21,6 @@ COMPARISONS_FILE = "comparisons.parquet"  # every comparison, next to report.jso
 
 def _version(section: Any) -> str | None:
     return section.get("version") if isinstance(section, dict) else None
-
-
-def _section(fingerprint: dict[str, Any], key: str) -> dict[str, Any]:
-    value = fingerprint.get(key)
-    return value if isinstance(value, dict) else {}
-
-
-def flat_packages(fingerprint: dict[str, Any]) -> dict[str, str]:
-    """Debian packages by name, then pip distributions (prefixed ``pip:`` on a name clash)."""
-    packages = _section(fingerprint, "packages")
-    flat = {str(k): str(v) for k, v in _section(packages, "dpkg").items()}
-    for name, version in _section(packages, "pip").items():
-        flat["pip:" + name if name in flat else str(name)] = str(version)
-    return flat
 
 
 def fingerprint_summary(env: EnvironmentResult) -> dict[str, Any]:

@@ -3,23 +3,14 @@ files asked for on the command line. Every file is written atomically."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from reprocheck.report.common import Report
 from reprocheck.report.html import render_html
 from reprocheck.report.junit import render_junit
 from reprocheck.report.markdown import render_markdown
+from reprocheck.report.paths import ReportPaths
 from reprocheck.store import write_atomic
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReportPaths:
-    """Extra report files (--md, --junit, --html); None means not asked for."""
-
-    md: Path | None = None
-    junit: Path | None = None
-    html: Path | None = None
 
 
 def write_reports(
@@ -39,6 +30,3 @@ def write_reports(
         if path is not None:
             write_atomic(path, text)
     return run_dir / "report.html"
-
-
-NO_EXTRA_REPORTS = ReportPaths()

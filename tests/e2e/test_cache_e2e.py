@@ -139,3 +139,48 @@ def test_prune_all_empties_the_cache(runs: dict[str, Run], docker_client, projec
     assert proc.returncode == 0, proc.stderr
     assert "removed 4 cache entries" in proc.stdout  # both environments, before and after
     assert run(docker_client, project, "after-prune").containers == 2
+
+
+HEAVY = ("numpy", "pyarrow", "pandas")  # what comparing needs and a repeated run does not
+
+
+def _imported(stderr: str) -> set[str]:
+    """Top-level packages named by ``python -X importtime``'s lines."""
+    return {line.split("|")[-1].strip().split(".")[0] for line in stderr.splitlines()
+            if line.startswith("import time:")}  # fmt: skip
+
+
+def test_a_run_that_changed_nothing_repeats_the_earlier_one(
+    docker_client, debian_bases, tmp_path
+) -> None:
+    """Without --out: the second run starts no container, compares nothing, imports none of
+    numpy, pyarrow and pandas, and points at the first run (its reports and exit code)."""
+    root = tmp_path / "project"
+    write_project(root, CONFIG + toml_environments("bookworm", "trixie"),
+                  {"inputs/a.bin": "abc", "pipelines/p.py": PIPELINE})  # fmt: skip
+    first = reprocheck(root, "run")
+    assert first.returncode == 1, first.stderr[-2000:]
+    (run_id,) = [p.name for p in (root / "reports").iterdir() if p.name[0].isdigit()]
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    started = time.time()
+    command = [sys.executable, "-X", "importtime", "-m", "reprocheck.cli", "run", "--json",
+               "again.json"]  # fmt: skip
+    second = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": path}, check=False)  # fmt: skip
+    seconds = time.time() - started
+    events = docker_client.events(since=int(started) - 1, until=int(time.time()) + 1,
+                                  filters={"type": "container", "event": "create",
+                                           "label": "io.reprocheck.run"}, decode=True)  # fmt: skip
+    print(f"repeated run: {seconds:.2f} s (with -X importtime)")
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert f"nothing changed since run {run_id}" in second.stderr
+    assert sum(1 for _ in events) == 0
+    assert _imported(second.stderr) & set(HEAVY) == set()
+    assert "Traceback" not in second.stdout + second.stderr
+    assert [p.name for p in (root / "reports").iterdir() if p.name[0].isdigit()] == [run_id]
+    report = root / "reports" / run_id / "report.json"
+    assert (root / "again.json").read_bytes() == report.read_bytes()
+    (root / "inputs" / "a.bin").write_text("abd")  # a changed fixture: a run of its own
+    third = reprocheck(root, "run")
+    assert third.returncode == 1 and "nothing changed" not in third.stderr, third.stderr[-2000:]
+    assert len([p for p in (root / "reports").iterdir() if p.name[0].isdigit()]) == 2

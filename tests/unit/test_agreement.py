@@ -9,7 +9,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reprocheck.agreement import Agreement, agreement, pattern
+from reprocheck.agreement import Agreement, agreement
+from reprocheck.vocabulary import pattern
 
 
 def _one_by_one(names, digests, known, count):

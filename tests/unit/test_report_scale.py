@@ -27,7 +27,8 @@ from reprocheck.report.common import headline, output_key
 from reprocheck.report.json_report import report_dict
 from reprocheck.report.junit import render_junit
 from reprocheck.report.markdown import render_markdown
-from reprocheck.report.writers import ReportPaths, write_reports
+from reprocheck.report.paths import ReportPaths
+from reprocheck.report.writers import write_reports
 
 ENVS = '[[environments]]\nname = "a"\nimage = "i"\n[[environments]]\nname = "b"\nimage = "j"\n'
 CONFIG = '[pipeline]\ncallable = "p.py:run"\n' + ENVS

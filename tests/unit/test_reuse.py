@@ -1,0 +1,220 @@
+"""A run that changed nothing is the run it repeats (reprocheck.reuse), through the CLI with
+the fake engine: what it prints and writes, what keeps it from reusing, damage, prune."""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from fakes import FakeEngine, Mounted, all_ok, outcome
+
+from reprocheck import cli
+from reprocheck.cache import RunCache
+from reprocheck.config import RunConfig, load_config
+from reprocheck.engine import ContainerOutcome
+from reprocheck.history import history_file
+from reprocheck.plan import make_plan
+from reprocheck.reuse import REUSE_DIR, REUSE_FILE, prune
+from reprocheck.runner import Runner
+
+FILES = {"inputs/a.png": "aaaa", "inputs/b.png": "bbbb", "p.py": "def run(path):\n    pass\n"}
+OLD = 1_000_000_000  # far in the past: file hashes are remembered
+NOTE = "nothing changed since run "
+
+
+@pytest.fixture(autouse=True)
+def _no_host_ca(no_host_ca: None) -> None:
+    """No CA bundle from the environment."""
+
+
+def _drifting(box: Mounted) -> ContainerOutcome:
+    """Like all_ok, with the value moved: the pair drifts (exit 1)."""
+    fixtures = box.plan["fixtures"]
+    for fixture in fixtures:
+        box.write_outputs(fixture, value=np.arange(3) + 0.5)
+    box.write_status({f: {"status": "ok", "seconds": 0.1} for f in fixtures})
+    box.write_fingerprint()
+    return outcome(0)
+
+
+def _crash(box: Mounted) -> ContainerOutcome:
+    box.write_status({f: {"status": "running"} for f in box.plan["fixtures"]})
+    return outcome(139, log="Segmentation fault")
+
+
+@pytest.fixture
+def project(make_project, fake_engine: FakeEngine, monkeypatch) -> RunConfig:
+    text = ('[pipeline]\ncallable = "p.py:run"\n[fixtures]\npath = "inputs"\n'
+            + "".join(f'[[environments]]\nname = "{n}"\nimage = "img/{n}:1"\n'
+                      for n in ("one", "two")))  # fmt: skip
+    config = load_config(make_project(text, FILES))
+    for path in config.root.rglob("*"):
+        os.utime(path, ns=(OLD, OLD), follow_symlinks=False)
+    for env in config.environments:
+        fake_engine.add(env.image)
+    fake_engine.behaviours["two"] = _drifting
+    monkeypatch.setattr(cli, "get_engine", lambda _name: fake_engine)
+    monkeypatch.chdir(config.root)
+    return config
+
+
+def _run(*args: str) -> Result:
+    return CliRunner().invoke(cli.main, ["run", *args], catch_exceptions=False)
+
+
+def _runs(config: RunConfig) -> list[str]:
+    return sorted(p.name for p in config.reports_dir.iterdir() if p.name[0].isdigit())
+
+
+def _latest(config: RunConfig) -> str:
+    return os.readlink(config.reports_dir / "latest")
+
+
+def _full_then_repeated(config: RunConfig, *args: str) -> tuple[Result, Result, str]:
+    first = _run(*args)
+    assert first.exit_code == 1, first.output
+    (run_id,) = _runs(config)
+    second = _run(*args)
+    return first, second, run_id
+
+
+def test_a_run_with_nothing_changed_is_the_run_it_repeats(
+    project: RunConfig, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    first, _, run_id = _full_then_repeated(project)
+    assert NOTE not in first.output
+    history = history_file(project).read_bytes()
+    asked = {name: tmp_path / "asked" / name for name in ("r.json", "r.md", "r.html", "r.xml")}
+    args = ("--json", str(asked["r.json"]), "--md", str(asked["r.md"]),
+            "--html", str(asked["r.html"]), "--junit", str(asked["r.xml"]))  # fmt: skip
+    again = _run(*args)
+    assert again.exit_code == 1, again.output  # the earlier run's exit code
+    assert f"{NOTE}{run_id}" in again.output
+    assert f"run {run_id}: " in again.output  # its summary
+    assert len(fake_engine.runs) == 2  # no container
+    assert _runs(project) == [run_id]  # no run folder of its own: the earlier one stands
+    assert _latest(project) == run_id
+    assert history_file(project).read_bytes() == history  # no history row
+    folder = project.reports_dir / run_id
+    for asked_name, own in (("r.json", "report.json"), ("r.md", "report.md"),
+                            ("r.html", "report.html")):  # fmt: skip
+        assert asked[asked_name].read_bytes() == (folder / own).read_bytes()
+    cases = ET.parse(asked["r.xml"]).getroot().iter("testcase")
+    assert any(case.find("failure") is not None for case in cases)  # the drift, as JUnit
+
+
+def _edit_config(config: RunConfig) -> None:
+    with config.source.open("a") as handle:
+        handle.write("# a comment is a change of the config file\n")
+
+
+def _recompare(config: RunConfig) -> None:
+    proc = CliRunner().invoke(cli.main, ["compare"], catch_exceptions=False)
+    assert proc.exit_code == 1, proc.output
+
+
+def _drop_html(config: RunConfig) -> None:
+    (config.reports_dir / _runs(config)[0] / "report.html").unlink()
+
+
+def _damage_record(config: RunConfig) -> None:
+    (config.reports_dir / _runs(config)[0] / REUSE_FILE).write_text("{not json")
+
+
+def _another_key_in_the_run(config: RunConfig) -> None:
+    (config.reports_dir / _runs(config)[0] / REUSE_FILE).write_text('{"key": "0", "exit_code": 1}')
+
+
+def _pointer_outside(config: RunConfig) -> None:
+    for pointer in (config.reports_dir / ".cache" / REUSE_DIR).iterdir():
+        pointer.write_text(json.dumps({"run": "../elsewhere"}))
+
+
+def _changed_fixture(config: RunConfig) -> None:
+    (config.fixtures_dir / "b.png").write_text("bbbc")
+
+
+CHANGES: dict[str, Callable[[RunConfig], None]] = {
+    "config edited": _edit_config, "compared again": _recompare, "a report removed": _drop_html,
+    "record damaged": _damage_record, "record of another key": _another_key_in_the_run,
+    "pointer outside the reports": _pointer_outside, "fixture changed": _changed_fixture,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_what_makes_a_run_of_its_own(project: RunConfig, change: str) -> None:
+    _, _, run_id = _full_then_repeated(project)
+    CHANGES[change](project)
+    third = _run()
+    assert third.exit_code == 1, third.output
+    assert NOTE not in third.output
+    (new_id,) = set(_runs(project)) - {run_id}  # a run folder of its own, with its reports
+    new = project.reports_dir / new_id
+    assert (new / "report.json").is_file() and (new / REUSE_FILE).is_file()
+    assert _latest(project) == new.name
+    fourth = _run()  # which the next run with nothing changed repeats
+    assert f"{NOTE}{new.name}" in fourth.output and len(_runs(project)) == 2
+
+
+@pytest.mark.parametrize("args", [("--no-cache",), ("--out", "reports/mine"), ("--env", "one")])
+def test_options_that_ask_for_a_run_of_its_own(project: RunConfig, args: tuple[str, ...]) -> None:
+    _run()
+    again = _run(*args)
+    assert NOTE not in again.output, again.output
+    assert again.exit_code in (0, 1)
+    assert len(_runs(project)) == 2 or (project.reports_dir / "mine" / "report.json").is_file()
+
+
+def test_a_failed_environment_is_never_a_run_to_repeat(
+    project: RunConfig, fake_engine: FakeEngine
+) -> None:
+    fake_engine.behaviours["two"] = _crash
+    assert _run().exit_code == 2
+    second = _run()
+    assert second.exit_code == 2 and NOTE not in second.output
+    assert len(fake_engine.runs) == 3  # the crashed one ran again
+    assert not any((project.reports_dir / r / REUSE_FILE).exists() for r in _runs(project))
+
+
+def test_the_cache_knows_whether_every_result_was_restored(
+    project: RunConfig, fake_engine: FakeEngine
+) -> None:
+    def settled(run_id: str) -> Any:
+        cache = RunCache.open(project)
+        Runner(fake_engine, make_plan(project), run_id=run_id, cache=cache).run(
+            project.reports_dir / run_id
+        )
+        return cache.settled()
+
+    first = settled("r1")
+    assert first is not None and not first.all_restored and len(first.keys) == 2
+    second = settled("r2")
+    assert second is not None and second.all_restored and second.keys == first.keys
+    fake_engine.behaviours["one"] = _crash
+    _changed_fixture(project)
+    assert settled("r3") is None  # one result neither restored nor stored
+    fake_engine.behaviours["one"] = all_ok
+
+
+def test_prune_removes_records_of_runs_gone(project: RunConfig) -> None:
+    cache = project.reports_dir / ".cache"
+    _run()
+    _edit_config(project)
+    _run()
+    assert len(list((cache / REUSE_DIR).iterdir())) == 2
+    first = _runs(project)[0]
+    (project.reports_dir / first / REUSE_FILE).unlink()
+    assert prune(cache) == 1
+    assert prune(cache) == 0
+    proc = CliRunner().invoke(cli.main, ["cache", "prune", "--all"], catch_exceptions=False)
+    assert "removed 1 records" in proc.output, proc.output
+    assert not list((cache / REUSE_DIR).iterdir())
+    assert _run().exit_code == 1  # runs again, and compares
+    assert len(_runs(project)) == 3
