@@ -1,4 +1,4 @@
-"""Smoke test of bench/scale.py at a small size: it runs and prints its figures."""
+"""Smoke tests of the benchmarks under bench/ at a small size: each runs and prints its figures."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ def test_batch_bench_prints_its_ratios() -> None:
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.rstrip().endswith(("yes", "no"))]
     assert len(rows) == 4 and all(line.rstrip().endswith("yes") for line in rows), proc.stdout
+
+
+def test_warm_bench_prints_its_figures(docker_engine, debian_bases) -> None:
+    """The example's warm run against its floor, and the run that changed nothing (which
+    must be a repeated run: the bench stops otherwise)."""
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "warm.py"), "--rounds",
+                           "1"], capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "floor: slowest bare container" in proc.stdout
+    assert "x the slowest container" in proc.stdout
+    assert "(repeated run)" in proc.stdout and "x the interpreter's start" in proc.stdout
