@@ -457,6 +457,7 @@ def _attach_attributions(
     its earlier attribution; explains of other outputs are kept) and re-render the reports
     with them, keeping the trend plot the run's HTML had."""
     from reprocheck.report.json_report import write_json
+    from reprocheck.report.picture_cache import pictures_folder
     from reprocheck.report.writers import write_reports
     from reprocheck.stages import trend_of
 
@@ -467,7 +468,8 @@ def _attach_attributions(
     report["attributions"] = _merged(report.get("attributions", []), data["attributions"])
     report["experiments"] = _merged(report.get("experiments", []), data["experiments"])
     write_json(report_path, report)
-    return write_reports(report, result.run_dir, paths, trend=trend_of(config))
+    return write_reports(report, result.run_dir, paths, trend=trend_of(config),
+                         pictures=pictures_folder(config.reports_dir))  # fmt: skip
 
 
 @main.group()

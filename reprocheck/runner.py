@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast, get_args
 
-from reprocheck.cache import NO_CACHE, RunCache
+from reprocheck.cache import NO_CACHE, CacheEntry, RunCache
 from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.cpus import CPU_ENV, QEMU_ENV, QEMU_IN_CONTAINER, REQUESTED_ENV
 from reprocheck.engine import (
@@ -152,6 +152,10 @@ class Runner:
         self._done = 0  # container runs finished, for progress
         self._lock = threading.Lock()
         self._indexing = threading.Lock()  # output stores are built one at a time
+        # Output stores and cache entries are made here while the next containers run (a
+        # job slot is a container, not its bookkeeping); None: made in the caller's thread.
+        self._finisher: ThreadPoolExecutor | None = None
+        self._finishing: list[Future[None]] = []
         self._total = len(plan.environments) * plan.config.run.repeat
         self._cancel = threading.Event()
         self._run_dir: Path | None = None
@@ -163,6 +167,7 @@ class Runner:
         envs = self._plan.environments
         self._run_dir = run_dir
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
         futures = [
             pool.submit(self._run_environment, env, run_dir / "environments" / env.name)
             for env in envs
@@ -170,9 +175,14 @@ class Runner:
         try:
             with _sigterm_as_interrupt():
                 outcomes = [future.result() for future in futures]
+                for finishing in self._finishing:  # never raises (failures are warnings)
+                    finishing.result()
         except KeyboardInterrupt:
+            self._finisher.shutdown(wait=False, cancel_futures=True)
             outcomes = self._interrupt(pool, futures, run_dir)
         pool.shutdown(wait=False)
+        self._finisher.shutdown(wait=False)
+        self._finisher = None
         results = [first for first, _extra in outcomes]
         repeats = [run for _first, extra in outcomes for run in extra]
         return RunResult(
@@ -367,14 +377,25 @@ class Runner:
         _record_host(meta, place.host)
         planned = fixtures if self._config.pipeline.callable else ()
         result = _collect(env, image, outputs, meta, outcome, repeat, planned)
-        if not result.failed and not part:
-            self._index(label, outputs)
         if self._cancel.is_set() and result.status != "ok":
             result = _interrupted(env, folder, image, repeat)
-        cache.store(folder, result)  # "ok" results only, with their output store
+        if part or self._finisher is None:  # a shard's folder is joined, then removed: now
+            self._finish(label, folder, result, cache, index=not part)
+        else:
+            finishing = self._finisher.submit(self._finish, label, folder, result, cache)
+            self._finishing.append(finishing)
         self._emit(label, f"{result.status} in {outcome.duration:.1f} s{_copies(outcome)}",
                    finished=not part)  # fmt: skip
         return result
+
+    def _finish(
+        self, label: str, folder: Path, result: EnvironmentResult, cache: CacheEntry, *,
+        index: bool = True,
+    ) -> None:  # fmt: skip
+        """The output store, then the cache entry (an "ok" result only, with its store)."""
+        if index and not result.failed:
+            self._index(label, result.outputs_dir)
+        cache.store(folder, result)
 
     def _index(self, label: str, outputs: Path) -> None:
         """Write the output store now, while other environments still run; if that fails,

@@ -22,6 +22,7 @@ from reprocheck.history import (
 from reprocheck.matrix import Matrix, build_matrix, environment_pairs
 from reprocheck.report.json_report import COMPARISONS_FILE, report_dict, write_json
 from reprocheck.report.paths import NO_EXTRA_REPORTS, ReportPaths
+from reprocheck.report.picture_cache import pictures_folder
 from reprocheck.report.trend import trend_svg
 from reprocheck.report.writers import write_reports
 from reprocheck.reuse import forget
@@ -92,7 +93,8 @@ def write_run_files(
     history = _stage(on_failure, "history", lambda: append_history(config, result, matrix))
     trend = _stage(on_failure, "trend", lambda: trend_of(config)) if history else None
     html = _stage(on_failure, "reports",
-                  lambda: write_reports(data, result.run_dir, paths, trend=trend))  # fmt: skip
+                  lambda: write_reports(data, result.run_dir, paths, trend=trend,
+                                        pictures=pictures_folder(config.reports_dir)))  # fmt: skip
     return RunFiles(data=data, history=history, html=html)
 
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from reprocheck.cache import CACHE_DIR
 from reprocheck.errors import ReprocheckError
 from reprocheck.output_store import OutputFolders
 from reprocheck.report.common import (
@@ -51,7 +50,7 @@ from reprocheck.report.common import (
     worst,
 )
 from reprocheck.report.envdiff import DiffRow, environment_diff
-from reprocheck.report.picture_cache import PICTURES_DIR, PictureCache, picture_key
+from reprocheck.report.picture_cache import PictureCache, picture_key
 from reprocheck.report.pictures import (
     Histogram,
     display_pair,
@@ -89,16 +88,14 @@ def _template() -> Template:
 class _Arrays:
     """Environments' outputs, indexed on first use; None where an array cannot be had."""
 
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, pictures: Path | None) -> None:
         self._dirs = {
             str(e.get("name")): Path(str(e.get("outputs_dir")))
             for e in report.get("environments") or []
             if e.get("outputs_dir")
         }
         self._folders = OutputFolders()
-        run_dir = report.get("run_dir")
-        cache = Path(str(run_dir)).parent / CACHE_DIR if run_dir else None
-        self.pictures = PictureCache(cache / PICTURES_DIR if cache and cache.is_dir() else None)
+        self.pictures = PictureCache(pictures)
 
     def load(self, environment: str, output: str) -> np.ndarray | None:
         folder = self._dirs.get(environment)
@@ -569,9 +566,10 @@ def _trend(trend: str | None) -> str:
     return f'<h2 id="trend">Trend</h2>{trend}' if trend else ""
 
 
-def render_html(report: Report, *, trend: str | None = None) -> str:
+def render_html(report: Report, *, trend: str | None = None, pictures: Path | None = None) -> str:
     """One self-contained HTML page; no request leaves it (see the page's CSP). ``trend``
-    is the drift-per-run SVG (:func:`reprocheck.report.trend.trend_svg`)."""
+    is the drift-per-run SVG (:func:`reprocheck.report.trend.trend_svg`); ``pictures`` the
+    folder keeping drawn pictures between runs (None: draw every one)."""
     details = _drifting(report)
     body = "".join(
         (
@@ -583,7 +581,7 @@ def render_html(report: Report, *, trend: str | None = None) -> str:
             _environments(report),
             _groups(report),
             _overview(report, details),
-            _details(report, details, _Arrays(report)),
+            _details(report, details, _Arrays(report, pictures)),
             _attributions(report),
             _fingerprints(report),
             _agreement(report),

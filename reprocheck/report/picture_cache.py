@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-PICTURES_DIR = "pictures"
+from reprocheck.cache import CACHE_DIR
+
+PICTURES_DIR = "pictures"  # under the reports folder's cache
 VERSION = b"1"  # bump when the drawing changes
 _MAX_BYTES = 8 << 20
 
@@ -29,6 +31,12 @@ def picture_key(a: np.ndarray, b: np.ndarray, *names: str) -> str:
     for name in names:
         digest.update(b"\0" + name.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def pictures_folder(reports_dir: Path) -> Path:
+    """The project's picture cache, whichever folder a run (``--out``, derived, merged) is
+    written to."""
+    return reports_dir / CACHE_DIR / PICTURES_DIR
 
 
 class PictureCache:

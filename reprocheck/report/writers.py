@@ -14,11 +14,13 @@ from reprocheck.store import write_atomic
 
 
 def write_reports(
-    report: Report, run_dir: Path, paths: ReportPaths, *, trend: str | None = None
-) -> Path:
-    """Render each format once and write it where it goes; returns the run's report.html."""
+    report: Report, run_dir: Path, paths: ReportPaths, *, trend: str | None = None,
+    pictures: Path | None = None,
+) -> Path:  # fmt: skip
+    """Render each format once and write it where it goes; returns the run's report.html.
+    ``pictures``: where drawn pictures are kept between runs (see report.picture_cache)."""
     markdown = render_markdown(report)
-    page = render_html(report, trend=trend)
+    page = render_html(report, trend=trend, pictures=pictures)
     targets = [
         (run_dir / "report.md", markdown),
         (run_dir / "report.html", page),

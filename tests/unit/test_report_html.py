@@ -10,6 +10,7 @@ import pytest
 from test_report_schema import DATA, synthetic_report
 
 from reprocheck.report.html import render_html
+from reprocheck.report.picture_cache import pictures_folder
 from reprocheck.report.pictures import heatmap, is_image, png_bytes, ulp_histogram
 from reprocheck.report.trend import trend_svg
 
@@ -113,15 +114,17 @@ def test_pictures_are_drawn_once_and_kept_for_the_next_run(
     import reprocheck.report.html as html
 
     folder = tmp_path_factory.mktemp("reports")
-    report = synthetic_report(folder / "run-1")
-    (folder / ".cache").mkdir()  # a project's reports folder has its result cache
-    report["run_dir"] = str(folder / "run-1")
-    first = render_html(report)
-    kept = sorted((folder / ".cache" / "pictures").glob("*.html"))
+    report = synthetic_report(folder / "elsewhere" / "run-1")  # --out: not in the reports folder
+    pictures = pictures_folder(folder)
+    first = render_html(report, pictures=pictures)
+    kept = sorted(pictures.glob("*.html"))
     assert len(kept) == 2  # one fragment per pair with pictures
+    assert pictures == folder / ".cache" / "pictures"
 
     def no_drawing(*_args: object) -> str:
         raise AssertionError("drawn again")
 
     monkeypatch.setattr(html, "_draw", no_drawing)
-    assert render_html(report) == first
+    assert render_html(report, pictures=pictures) == first
+    with pytest.raises(AssertionError, match="drawn again"):
+        render_html(report)  # no folder: every picture is drawn

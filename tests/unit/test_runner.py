@@ -4,7 +4,9 @@ environments, and the hardened container spec. The engine is a fake (fakes.py)."
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -210,6 +212,38 @@ def test_stale_outputs_are_cleared(make_project, fake_engine, tmp_path) -> None:
     stale.write_text("")
     _run(make_project, fake_engine, tmp_path)
     assert not stale.exists()
+
+
+def test_a_job_slot_is_freed_before_the_output_store_is_built(
+    make_project, fake_engine, tmp_path, monkeypatch
+) -> None:
+    """With one job, the second container starts while the first environment's output store
+    is still being built (the store waits for it here), and both stores exist at the end."""
+    import reprocheck.output_store as output_store
+
+    second_started = threading.Event()
+    waited: list[bool] = []
+    real_write_store = output_store.write_store
+
+    def slow_store(outputs: Path, spec: Any) -> Path:
+        if not waited:
+            waited.append(second_started.wait(timeout=30))
+        return real_write_store(outputs, spec)
+
+    def second(box: Mounted) -> Any:
+        second_started.set()
+        return all_ok(box)
+
+    monkeypatch.setattr(output_store, "write_store", slow_store)
+    fake_engine.behaviours["two"] = second
+    config = _config(make_project)
+    for env in config.environments:
+        fake_engine.add(env.image)
+    result = Runner(fake_engine, make_plan(config), run_id="r").run(tmp_path / "r", jobs=1)
+    assert waited == [True]  # the second container ran while the first store waited
+    for env in result.environments:
+        assert env.status == "ok"
+        assert (env.outputs_dir.parent / "outputs.arrow").is_file()
 
 
 # --- the container spec ---------------------------------------------------------------------
