@@ -265,15 +265,24 @@ def _repeat(
     copies = [(json_path, "report.json"), (paths.md, "report.md"), (paths.html, "report.html")]
     for target, name in copies:
         if target is not None:
-            write_bytes_atomic(target, (folder / name).read_bytes())
+            _write_asked(target, (folder / name).read_bytes())
     if paths.junit is not None:
         from reprocheck.report.junit import render_junit
 
-        write_bytes_atomic(paths.junit, render_junit(repeated.report).encode())
+        _write_asked(paths.junit, render_junit(repeated.report).encode())
     print_summary(out, repeated.report, quiet=quiet)
     out.print(f"report: {folder / 'report.json'}")
     out.print(f"html: {paths.html or folder / 'report.html'}")
     return repeated.exit_code
+
+
+def _write_asked(target: Path, data: bytes) -> None:
+    """A report file named on the command line."""
+    try:
+        write_bytes_atomic(target, data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror or exc}",
+                          fix="name a file in a folder you can write") from exc  # fmt: skip
 
 
 def _exit_interrupted(result: RunResult) -> None:

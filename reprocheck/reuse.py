@@ -33,7 +33,7 @@ from reprocheck.config import RunConfig
 from reprocheck.errors import EXIT_ERROR, UnsafeFileError
 from reprocheck.run_model import RunResult
 from reprocheck.safe_files import read_json_object
-from reprocheck.store import point_latest, write_atomic
+from reprocheck.store import MANIFEST, point_latest, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,19 @@ def find(config: RunConfig, key: str) -> Reused | None:
         return None
     if not isinstance(code, int) or isinstance(code, bool) or report.get("run_id") != run_dir.name:
         return None
+    if not (run_dir / MANIFEST).is_file() or not all(_outputs_kept(e) for e in _envs(report)):
+        return None  # its stored outputs are gone: compare and explain could not read them
     return Reused(run_dir=run_dir, report=report, exit_code=code)
+
+
+def _envs(report: dict[str, Any]) -> list[Any]:
+    envs = report.get("environments")
+    return envs if isinstance(envs, list) else [None]
+
+
+def _outputs_kept(env: Any) -> bool:
+    folder = env.get("outputs_dir") if isinstance(env, dict) else None
+    return isinstance(folder, str) and Path(folder).is_dir()
 
 
 def _standing(reports: Path, pointer: Path) -> Path | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -137,6 +138,10 @@ def _pointer_outside(config: RunConfig) -> None:
         pointer.write_text(json.dumps({"run": "../elsewhere"}))
 
 
+def _outputs_removed(config: RunConfig) -> None:
+    shutil.rmtree(config.reports_dir / _runs(config)[0] / "environments" / "two" / "outputs")
+
+
 def _changed_fixture(config: RunConfig) -> None:
     (config.fixtures_dir / "b.png").write_text("bbbc")
 
@@ -145,6 +150,7 @@ CHANGES: dict[str, Callable[[RunConfig], None]] = {
     "config edited": _edit_config, "compared again": _recompare, "a report removed": _drop_html,
     "record damaged": _damage_record, "record of another key": _another_key_in_the_run,
     "pointer outside the reports": _pointer_outside, "fixture changed": _changed_fixture,
+    "its outputs removed": _outputs_removed,
 }  # fmt: skip
 
 
@@ -218,3 +224,13 @@ def test_prune_removes_records_of_runs_gone(project: RunConfig) -> None:
     assert not list((cache / REUSE_DIR).iterdir())
     assert _run().exit_code == 1  # runs again, and compares
     assert len(_runs(project)) == 3
+
+
+def test_a_report_file_that_cannot_be_written_is_one_line(project: RunConfig, tmp_path) -> None:
+    _run()
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    again = _run("--html", str(folder))
+    assert again.exit_code == 2
+    assert again.output.count("\n") >= 1 and "Traceback" not in again.output
+    assert f"cannot write {folder}" in again.output
