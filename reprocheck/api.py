@@ -47,11 +47,11 @@ from reprocheck.output_store import OutputStore, open_store
 from reprocheck.plan import make_plan
 from reprocheck.progress import ProgressCallback, silent
 from reprocheck.refresh import recorder
-from reprocheck.report.json_report import COMPARISONS_FILE, SCHEMA_VERSION, report_dict
+from reprocheck.report.json_report import SCHEMA_VERSION, report_dict
 from reprocheck.run_model import USABLE, RunResult, new_run_id
 from reprocheck.runner import Runner
 from reprocheck.stages import REPORT_FILE, matrix_for, write_run_files
-from reprocheck.store import MANIFEST, find_run, load_run, save_run
+from reprocheck.store import COMPARISONS_FILE, MANIFEST, find_run, load_run, save_run
 from reprocheck.stored import load_baseline
 from reprocheck.vocabulary import FAILING
 

@@ -442,7 +442,8 @@ class RunCache:
         self._lock = threading.Lock()
         self._trees: dict[tuple[Path, frozenset[Path]], str] = {}
         self._store_failed = False
-        # What this run's containers came to: restored or stored under a key, or neither
+        # What this run's containers came to: restored or stored under a key (each entry by
+        # its key and listing: an entry replaced by --no-cache is another one), or neither
         # (not cacheable, not "ok", not stored); see :meth:`settled`.
         self._restored: set[str] = set()
         self._stored: set[str] = set()
@@ -499,7 +500,7 @@ class RunCache:
         with self._lock:
             if self._unsettled or self._settled != self._entries or not self._entries:
                 return None
-            return Settled(keys=tuple(sorted(self._restored | self._stored)),
+            return Settled(entries=tuple(sorted(self._restored | self._stored)),
                            all_restored=not self._stored)  # fmt: skip
 
     @property
@@ -554,7 +555,7 @@ class RunCache:
         with contextlib.suppress(OSError):
             os.utime(entry)  # last used, for prune
         with self._lock:
-            self._restored.add(key)
+            self._restored.add(f"{key}:{manifest.listing}")
             self._settled += 1
         return manifest
 
@@ -579,7 +580,7 @@ class RunCache:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         with self._lock:
-            self._stored.add(entry.key)
+            self._stored.add(f"{entry.key}:{manifest['listing']}")
             self._settled += 1
 
     def failed_store(self, environment: str, exc: BaseException) -> None:
@@ -637,9 +638,10 @@ def _publish(staging: Path, final: Path, *, replace: bool) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class Settled:
-    """The cache keys of a run's container results (sorted), all of them restored or stored."""
+    """A run's container results, all of them restored from or stored in the cache: each
+    entry as ``KEY:LISTING`` (its key, and the digest of what it holds), sorted."""
 
-    keys: tuple[str, ...]
+    entries: tuple[str, ...]
     all_restored: bool  # no container ran: every result came from the cache
 
 

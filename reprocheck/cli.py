@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Iterator, Set
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -238,9 +239,10 @@ def run(
     own = out_dir is None and golden is None and not (rebuild or refresh)
     key = reuse.run_key(config, cache, result, models) if own else None
     repeated = reuse.find(config, key) if key and reuse.all_restored(cache) else None
-    if repeated is not None:
+    views = _repeated_views(repeated, quiet, report_paths(reports)) if repeated else None
+    if repeated is not None and views is not None:
         reuse.adopt(repeated, result.run_dir)
-        sys.exit(_repeat(repeated, json_path, quiet, report_paths(reports)))
+        sys.exit(_repeat(repeated, views, json_path, report_paths(reports)))
     save_run(result, latest=run_dir.parent == config.reports_dir.resolve())
     if result.interrupted:
         _exit_interrupted(result)
@@ -254,8 +256,35 @@ def run(
     sys.exit(code)
 
 
+@dataclass(frozen=True)
+class _Views:
+    summary: str  # the summary as printed
+    junit: bytes | None  # when --junit asks for it
+
+
+def _repeated_views(repeated: reuse.Reused, quiet: bool, paths: ReportPaths) -> _Views | None:
+    """The summary and JUnit of the run a run repeats, rendered before anything is changed;
+    None (with a warning) when its report.json cannot be rendered: the run then compares."""
+    try:
+        junit = None
+        if paths.junit is not None:
+            from reprocheck.report.junit import render_junit
+
+            junit = render_junit(repeated.report).encode()
+        with out.capture() as captured:
+            print_summary(out, repeated.report, quiet=quiet)
+            out.print(f"report: {repeated.run_dir / 'report.json'}")
+            out.print(f"html: {paths.html or repeated.run_dir / 'report.html'}")
+    except Exception as exc:  # a report.json written by hand, or by something else
+        err.print(f"[yellow]warning:[/] the reports of run {escape(repeated.run_dir.name)} "
+                  f"cannot be shown again ({type(exc).__name__}: {escape(str(exc))}): "
+                  "comparing again", soft_wrap=True)  # fmt: skip
+        return None
+    return _Views(summary=captured.get(), junit=junit)
+
+
 def _repeat(
-    repeated: reuse.Reused, json_path: Path | None, quiet: bool, paths: ReportPaths
+    repeated: reuse.Reused, views: _Views, json_path: Path | None, paths: ReportPaths
 ) -> int:  # fmt: skip
     """Nothing changed since an earlier run: its reports stand (copied where asked)."""
     folder = repeated.run_dir
@@ -263,21 +292,21 @@ def _repeat(
               f"the same config and reprocheck): its reports stand; --no-cache runs again",
               soft_wrap=True)  # fmt: skip
     copies = [(json_path, "report.json"), (paths.md, "report.md"), (paths.html, "report.html")]
-    for target, name in copies:
-        if target is not None:
-            _write_asked(target, (folder / name).read_bytes())
-    if paths.junit is not None:
-        from reprocheck.report.junit import render_junit
-
-        _write_asked(paths.junit, render_junit(repeated.report).encode())
-    print_summary(out, repeated.report, quiet=quiet)
-    out.print(f"report: {folder / 'report.json'}")
-    out.print(f"html: {paths.html or folder / 'report.html'}")
+    asked = [(target, repeated.files[name]) for target, name in copies if target is not None]
+    if paths.junit is not None and views.junit is not None:
+        asked.append((paths.junit, views.junit))
+    for target, data in asked:
+        _write_asked(target, data, folder)
+    sys.stdout.write(views.summary)
+    sys.stdout.flush()
     return repeated.exit_code
 
 
-def _write_asked(target: Path, data: bytes) -> None:
-    """A report file named on the command line."""
+def _write_asked(target: Path, data: bytes, repeated: Path) -> None:
+    """A report file named on the command line (never one of the repeated run's own)."""
+    if target.resolve().parent == repeated:
+        raise ConfigError(f"{target} is a file of run {repeated.name}, whose reports stand",
+                          fix="name a file outside that run's folder")  # fmt: skip
     try:
         write_bytes_atomic(target, data)
     except OSError as exc:

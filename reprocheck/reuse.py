@@ -30,10 +30,10 @@ from typing import Any
 from reprocheck import __version__
 from reprocheck.cache import CACHE_DIR, FileHashes, RunCache, files_digest, json_digest, tree_digest
 from reprocheck.config import RunConfig
-from reprocheck.errors import EXIT_ERROR, UnsafeFileError
+from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, UnsafeFileError
 from reprocheck.run_model import RunResult
-from reprocheck.safe_files import read_json_object
-from reprocheck.store import MANIFEST, point_latest, write_atomic
+from reprocheck.safe_files import read_json_object, read_regular_bytes
+from reprocheck.store import COMPARISONS_FILE, MANIFEST, point_latest, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class Reused:
     run_dir: Path
     report: dict[str, Any]
     exit_code: int
+    files: dict[str, bytes]  # REPORT_FILES as the run wrote them
 
 
 def run_key(
@@ -71,7 +72,7 @@ def run_key(
     hashes.save()
     return json_digest({
         "reuse": REUSE_VERSION, "reprocheck": __version__, "code": code,
-        "config": files_digest([config.source], hashes), "results": list(settled.keys),
+        "config": files_digest([config.source], hashes), "results": list(settled.entries),
         "environments": [env.name for env in result.environments],
         "repeats": [env.name for env in result.repeats], "cpus": list(models or ()),
     })  # fmt: skip
@@ -110,33 +111,39 @@ def forget(run_dir: Path) -> None:
 
 
 def find(config: RunConfig, key: str) -> Reused | None:
-    """The complete earlier run recorded under ``key``, or None (a damaged or half-removed
-    one is passed over: the run then compares and reports as usual)."""
+    """The complete earlier run recorded under ``key``, or None (a damaged, moved or
+    half-removed one is passed over: the run then compares and reports as usual)."""
     run_dir = _standing(config.reports_dir.resolve(), _pointer(config, key))
     if run_dir is None:
         return None
     try:
         code = read_json_object(run_dir / REUSE_FILE, _RECORD_BYTES).get("exit_code")
-        if not all((run_dir / name).is_file() for name in REPORT_FILES):
-            return None
-        report = read_json_object(run_dir / "report.json", _REPORT_BYTES)
-    except (OSError, UnsafeFileError):
+        files = {name: read_regular_bytes(run_dir / name, _REPORT_BYTES) for name in REPORT_FILES}
+        report = json.loads(files["report.json"])
+    except (OSError, UnsafeFileError, ValueError, RecursionError):
         return None
-    if not isinstance(code, int) or isinstance(code, bool) or report.get("run_id") != run_dir.name:
+    if code not in (EXIT_OK, EXIT_DRIFT) or isinstance(code, bool) or not _whole(run_dir, report):
         return None
-    if not (run_dir / MANIFEST).is_file() or not all(_outputs_kept(e) for e in _envs(report)):
-        return None  # its stored outputs are gone: compare and explain could not read them
-    return Reused(run_dir=run_dir, report=report, exit_code=code)
+    return Reused(run_dir=run_dir, report=report, exit_code=code, files=files)
 
 
-def _envs(report: dict[str, Any]) -> list[Any]:
+def _whole(run_dir: Path, report: Any) -> bool:
+    """Whether ``report`` is ``run_dir``'s own (not a copy's from another folder) and the run
+    still holds what compare and explain read: its manifest, comparisons and every
+    environment's outputs."""
+    if not isinstance(report, dict) or report.get("run_id") != run_dir.name:
+        return False
+    if report.get("run_dir") != str(run_dir):  # a copied or moved project: compare anew
+        return False
     envs = report.get("environments")
-    return envs if isinstance(envs, list) else [None]
-
-
-def _outputs_kept(env: Any) -> bool:
-    folder = env.get("outputs_dir") if isinstance(env, dict) else None
-    return isinstance(folder, str) and Path(folder).is_dir()
+    if not isinstance(envs, list) or not all(isinstance(e, dict) for e in envs):
+        return False
+    names = [e.get("name") for e in envs]
+    if not all(isinstance(name, str) and name and "/" not in name for name in names):
+        return False
+    kept = [run_dir / MANIFEST, run_dir / COMPARISONS_FILE]
+    folders = [run_dir / "environments" / str(name) / "outputs" for name in names]
+    return all(p.is_file() for p in kept) and all(p.is_dir() for p in folders)
 
 
 def _standing(reports: Path, pointer: Path) -> Path | None:
@@ -144,6 +151,8 @@ def _standing(reports: Path, pointer: Path) -> Path | None:
     try:
         name = read_json_object(pointer, _RECORD_BYTES).get("run")
         if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            return None
+        if (reports / name).is_symlink():
             return None
         own = read_json_object(reports / name / REUSE_FILE, _RECORD_BYTES)
     except (OSError, UnsafeFileError):
@@ -164,9 +173,14 @@ def prune(cache_folder: Path, *, everything: bool = False) -> int:
     folder = cache_folder / REUSE_DIR
     pointers = sorted(folder.glob("*.json")) if folder.is_dir() else []
     doomed = [p for p in pointers if everything or _standing(cache_folder.parent, p) is None]
+    removed = 0
     for pointer in doomed:
-        pointer.unlink(missing_ok=True)
-    return len(doomed)
+        try:
+            pointer.unlink(missing_ok=True)
+        except OSError:  # a folder of that name, a read-only folder: left as it is
+            continue
+        removed += 1
+    return removed
 
 
 def _json(value: dict[str, Any]) -> str:

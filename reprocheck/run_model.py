@@ -86,10 +86,11 @@ class RunResult:
     started: str
     environments: tuple[EnvironmentResult, ...]
     repeats: tuple[EnvironmentResult, ...] = ()  # extra runs for the noise floor ([run] repeat)
+    stopped: bool = False  # Ctrl-C or SIGTERM came, even if every container had finished
 
     @property
     def interrupted(self) -> bool:
-        return any(env.status == "interrupted" for env in self.environments)
+        return self.stopped or any(env.status == "interrupted" for env in self.environments)
 
 
 def new_run_id(now: datetime | None = None) -> str:

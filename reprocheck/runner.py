@@ -172,17 +172,19 @@ class Runner:
             pool.submit(self._run_environment, env, run_dir / "environments" / env.name)
             for env in envs
         ]
+        stopped = False
         try:
             with _sigterm_as_interrupt():
                 outcomes = [future.result() for future in futures]
                 for finishing in self._finishing:  # never raises (failures are warnings)
                     finishing.result()
         except KeyboardInterrupt:
-            self._finisher.shutdown(wait=False, cancel_futures=True)
+            stopped = True
             outcomes = self._interrupt(pool, futures, run_dir)
         pool.shutdown(wait=False)
-        self._finisher.shutdown(wait=False)
-        self._finisher = None
+        with self._lock:  # what is still to finish after a stop is dropped (stores are atomic)
+            self._finisher.shutdown(wait=False, cancel_futures=stopped)
+            self._finisher = None
         results = [first for first, _extra in outcomes]
         repeats = [run for _first, extra in outcomes for run in extra]
         return RunResult(
@@ -192,6 +194,7 @@ class Runner:
             started=started,
             environments=tuple(results),
             repeats=tuple(repeats),
+            stopped=stopped,
         )
 
     def _interrupt(
@@ -379,14 +382,23 @@ class Runner:
         result = _collect(env, image, outputs, meta, outcome, repeat, planned)
         if self._cancel.is_set() and result.status != "ok":
             result = _interrupted(env, folder, image, repeat)
-        if part or self._finisher is None:  # a shard's folder is joined, then removed: now
-            self._finish(label, folder, result, cache, index=not part)
-        else:
-            finishing = self._finisher.submit(self._finish, label, folder, result, cache)
-            self._finishing.append(finishing)
+        if part or not self._finish_later(label, folder, result, cache):
+            self._finish(label, folder, result, cache, index=not part)  # a shard: joined next
         self._emit(label, f"{result.status} in {outcome.duration:.1f} s{_copies(outcome)}",
                    finished=not part)  # fmt: skip
         return result
+
+    def _finish_later(
+        self, label: str, folder: Path, result: EnvironmentResult, cache: CacheEntry
+    ) -> bool:  # fmt: skip
+        """Hand the result's store and cache entry to the finisher; False when there is
+        none (explain's runs, or :meth:`run` has returned): the caller finishes it."""
+        with self._lock:
+            if self._finisher is None:
+                return False
+            self._finishing.append(self._finisher.submit(self._finish, label, folder, result,
+                                                         cache))  # fmt: skip
+            return True
 
     def _finish(
         self, label: str, folder: Path, result: EnvironmentResult, cache: CacheEntry, *,

@@ -20,13 +20,14 @@ from reprocheck.history import (
     run_lines,
 )
 from reprocheck.matrix import Matrix, build_matrix, environment_pairs
-from reprocheck.report.json_report import COMPARISONS_FILE, report_dict, write_json
+from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.report.paths import NO_EXTRA_REPORTS, ReportPaths
 from reprocheck.report.picture_cache import pictures_folder
 from reprocheck.report.trend import trend_svg
 from reprocheck.report.writers import write_reports
 from reprocheck.reuse import forget
 from reprocheck.run_model import RunResult
+from reprocheck.store import COMPARISONS_FILE
 from reprocheck.stored import reference_pairs, renamed
 
 REPORT_FILE = "report.json"

@@ -30,6 +30,7 @@ from reprocheck.run_model import (
 from reprocheck.safe_files import json_kind, read_json_object
 
 MANIFEST = "run.json"
+COMPARISONS_FILE = "comparisons.parquet"  # every comparison, next to report.json
 MANIFEST_VERSION = 1
 LATEST = "latest"
 FINGERPRINT = "fingerprint.json"  # in an environment's meta folder, written by the harness

@@ -13,10 +13,9 @@ from reprocheck.matrix import Matrix
 from reprocheck.report import aggregate
 from reprocheck.run_model import EnvironmentResult, RunResult, flat_packages
 from reprocheck.run_model import fingerprint_section as _section
-from reprocheck.store import write_atomic
+from reprocheck.store import COMPARISONS_FILE, write_atomic
 
 SCHEMA_VERSION = 2
-COMPARISONS_FILE = "comparisons.parquet"  # every comparison, next to report.json
 
 
 def _version(section: Any) -> str | None:

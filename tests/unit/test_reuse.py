@@ -142,6 +142,23 @@ def _outputs_removed(config: RunConfig) -> None:
     shutil.rmtree(config.reports_dir / _runs(config)[0] / "environments" / "two" / "outputs")
 
 
+def _report_linked(config: RunConfig) -> None:
+    md = config.reports_dir / _runs(config)[0] / "report.md"
+    (config.root / "elsewhere.md").write_text("# not the run's\n")
+    md.unlink()
+    md.symlink_to(config.root / "elsewhere.md")
+
+
+def _exit_code_out_of_range(config: RunConfig) -> None:
+    record = config.reports_dir / _runs(config)[0] / REUSE_FILE
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "exit_code": 256}))
+
+
+def _comparisons_removed(config: RunConfig) -> None:
+    (config.reports_dir / _runs(config)[0] / "comparisons.parquet").unlink()
+
+
 def _changed_fixture(config: RunConfig) -> None:
     (config.fixtures_dir / "b.png").write_text("bbbc")
 
@@ -150,7 +167,9 @@ CHANGES: dict[str, Callable[[RunConfig], None]] = {
     "config edited": _edit_config, "compared again": _recompare, "a report removed": _drop_html,
     "record damaged": _damage_record, "record of another key": _another_key_in_the_run,
     "pointer outside the reports": _pointer_outside, "fixture changed": _changed_fixture,
-    "its outputs removed": _outputs_removed,
+    "its outputs removed": _outputs_removed, "a report file replaced by a link": _report_linked,
+    "exit code out of range": _exit_code_out_of_range,
+    "comparisons removed": _comparisons_removed,
 }  # fmt: skip
 
 
@@ -200,9 +219,9 @@ def test_the_cache_knows_whether_every_result_was_restored(
         return cache.settled()
 
     first = settled("r1")
-    assert first is not None and not first.all_restored and len(first.keys) == 2
+    assert first is not None and not first.all_restored and len(first.entries) == 2
     second = settled("r2")
-    assert second is not None and second.all_restored and second.keys == first.keys
+    assert second is not None and second.all_restored and second.entries == first.entries
     fake_engine.behaviours["one"] = _crash
     _changed_fixture(project)
     assert settled("r3") is None  # one result neither restored nor stored
@@ -217,11 +236,12 @@ def test_prune_removes_records_of_runs_gone(project: RunConfig) -> None:
     assert len(list((cache / REUSE_DIR).iterdir())) == 2
     first = _runs(project)[0]
     (project.reports_dir / first / REUSE_FILE).unlink()
+    (cache / REUSE_DIR / "a-folder.json").mkdir()  # cannot be unlinked: left, no error
     assert prune(cache) == 1
     assert prune(cache) == 0
     proc = CliRunner().invoke(cli.main, ["cache", "prune", "--all"], catch_exceptions=False)
     assert "removed 1 records" in proc.output, proc.output
-    assert not list((cache / REUSE_DIR).iterdir())
+    assert [p.name for p in (cache / REUSE_DIR).iterdir()] == ["a-folder.json"]
     assert _run().exit_code == 1  # runs again, and compares
     assert len(_runs(project)) == 3
 
@@ -234,3 +254,67 @@ def test_a_report_file_that_cannot_be_written_is_one_line(project: RunConfig, tm
     assert again.exit_code == 2
     assert again.output.count("\n") >= 1 and "Traceback" not in again.output
     assert f"cannot write {folder}" in again.output
+
+
+def test_entries_replaced_by_another_run_are_not_the_recorded_ones(
+    project: RunConfig, fake_engine: FakeEngine
+) -> None:
+    """A --no-cache run that records nothing itself (--out) replaces the cache entries with
+    what a nondeterministic pipeline computed this time: the next run restores those, and is
+    not the first run again."""
+    calls: list[int] = []
+
+    def changing(box: Mounted) -> ContainerOutcome:
+        calls.append(1)
+        fixtures = box.plan["fixtures"]
+        for fixture in fixtures:
+            box.write_outputs(fixture, value=np.arange(3) + 0.5 if len(calls) % 2 else np.arange(3))
+        box.write_status({f: {"status": "ok", "seconds": 0.1} for f in fixtures})
+        box.write_fingerprint()
+        return outcome(0)
+
+    fake_engine.behaviours["two"] = changing
+    first = _run()
+    assert first.exit_code == 1, first.output  # two drifts from one (call 1: + 0.5)
+    other = _run("--no-cache", "--out", "reports/other")
+    assert other.exit_code == 0, other.output  # call 2: identical to one
+    third = _run()
+    assert NOTE not in third.output
+    assert third.exit_code == 0, third.output  # what the cache holds now
+    assert f"{NOTE}" in _run().output  # and the run after it repeats that one
+
+
+def test_a_copied_project_compares_its_own_run(
+    project: RunConfig, tmp_path: Path, monkeypatch
+) -> None:
+    _run()
+    copy = tmp_path / "copy"
+    shutil.copytree(project.root, copy, symlinks=True)
+    monkeypatch.chdir(copy)
+    again = _run()
+    assert NOTE not in again.output and again.exit_code == 1, again.output
+    assert len([p for p in (copy / "reports").iterdir() if p.name[0].isdigit()]) == 2
+
+
+def test_a_report_json_that_cannot_be_shown_is_compared_again(
+    project: RunConfig, tmp_path: Path
+) -> None:
+    _run()
+    (run_id,) = _runs(project)
+    report = project.reports_dir / run_id / "report.json"
+    data = json.loads(report.read_text())
+    report.write_text(json.dumps({**data, "comparisons": 5, "summary": [1]}))
+    again = _run("--junit", str(tmp_path / "j.xml"))
+    assert "cannot be shown again" in again.output, again.output
+    assert NOTE not in again.output and again.exit_code == 1
+    assert len(_runs(project)) == 2 and (tmp_path / "j.xml").is_file()
+
+
+def test_a_file_of_the_repeated_run_is_never_overwritten(project: RunConfig) -> None:
+    _run()
+    (run_id,) = _runs(project)
+    own = project.reports_dir / run_id / "report.json"
+    before = own.read_bytes()
+    again = _run("--html", str(project.reports_dir / "latest" / "report.json"))
+    assert again.exit_code == 2 and f"is a file of run {run_id}" in again.output, again.output
+    assert own.read_bytes() == before

@@ -4,7 +4,9 @@ environments, and the hardened container spec. The engine is a fake (fakes.py)."
 from __future__ import annotations
 
 import json
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +246,38 @@ def test_a_job_slot_is_freed_before_the_output_store_is_built(
     for env in result.environments:
         assert env.status == "ok"
         assert (env.outputs_dir.parent / "outputs.arrow").is_file()
+
+
+def test_a_stop_while_stores_are_being_built_is_a_stop(
+    make_project, fake_engine, tmp_path, monkeypatch
+) -> None:
+    """Ctrl-C after every container finished, while the finisher builds a store: the run is
+    stopped (not lost), and no environment turns into an internal error."""
+    import reprocheck.output_store as output_store
+
+    release = threading.Event()
+    real_write_store = output_store.write_store
+
+    def slow_store(outputs: Path, spec: Any) -> Path:
+        release.wait(timeout=30)
+        return real_write_store(outputs, spec)
+
+    monkeypatch.setattr(output_store, "write_store", slow_store)
+    config = _config(make_project)
+    for env in config.environments:
+        fake_engine.add(env.image)
+    main = threading.get_ident()
+
+    def stop_soon() -> None:
+        time.sleep(0.5)  # the fake containers are done; the first store waits for release
+        signal.pthread_kill(main, signal.SIGINT)
+        time.sleep(0.2)
+        release.set()
+
+    threading.Thread(target=stop_soon).start()
+    result = Runner(fake_engine, make_plan(config), run_id="r").run(tmp_path / "r", jobs=1)
+    assert result.stopped and result.interrupted
+    assert [env.status for env in result.environments] == ["ok", "ok"]
 
 
 # --- the container spec ---------------------------------------------------------------------
