@@ -442,7 +442,9 @@ def test_concurrent_runs_lose_no_history_row(docker_engine, debian_bases, tmp_pa
     root = project(tmp_path / "p", SAME, TWO)
     rounds, parallel = 2, 3
     for _ in range(rounds):
-        command = [sys.executable, "-m", "reprocheck", "run", "-q"]
+        # --no-cache: every run compares and appends (a run that changed nothing would be
+        # the earlier run again, with no row of its own)
+        command = [sys.executable, "-m", "reprocheck", "run", "-q", "--no-cache"]
         procs = [subprocess.Popen(command, cwd=root, env=ENV, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
                  for _ in range(parallel)]  # fmt: skip
