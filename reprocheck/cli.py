@@ -238,11 +238,8 @@ def run(
     # A run of its own (not --out, --baseline, --rebuild, --refresh) may repeat an earlier one.
     own = out_dir is None and golden is None and not (rebuild or refresh)
     key = reuse.run_key(config, cache, result, models) if own else None
-    repeated = reuse.find(config, key) if key and reuse.all_restored(cache) else None
-    views = _repeated_views(repeated, quiet, report_paths(reports)) if repeated else None
-    if repeated is not None and views is not None:
-        reuse.adopt(repeated, result.run_dir)
-        sys.exit(_repeat(repeated, views, json_path, report_paths(reports)))
+    if key is not None and reuse.all_restored(cache):
+        _repeat_if_unchanged(config, key, result, json_path, quiet, report_paths(reports))
     save_run(result, latest=run_dir.parent == config.reports_dir.resolve())
     if result.interrupted:
         _exit_interrupted(result)
@@ -254,6 +251,20 @@ def run(
     if key is not None:
         reuse.record(config, key, result.run_dir, code)
     sys.exit(code)
+
+
+def _repeat_if_unchanged(
+    config: RunConfig, key: str, result: RunResult, json_path: Path | None, quiet: bool,
+    paths: ReportPaths,
+) -> None:  # fmt: skip
+    """Exit with the earlier run's code when this run is that run again (reprocheck.reuse);
+    return when it is a run of its own."""
+    repeated = reuse.find(config, key)
+    views = _repeated_views(repeated, quiet, paths) if repeated else None
+    if repeated is None or views is None:
+        return
+    reuse.adopt(repeated, result.run_dir)
+    sys.exit(_repeat(repeated, views, json_path, paths))
 
 
 @dataclass(frozen=True)
