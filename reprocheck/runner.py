@@ -130,7 +130,8 @@ class Runner:
     """Runs a plan environment by environment; never lets one failure lose the others.
 
     Ctrl-C or SIGTERM while :meth:`run` waits removes this run's containers, keeps the
-    environments that finished and marks the others ``interrupted``."""
+    environments that finished and marks the others ``interrupted``; the result says it was
+    ``stopped`` even when every container had finished (its stores were still being made)."""
 
     def __init__(
         self, engine: ContainerEngine, plan: Plan, progress: ProgressCallback = silent, *,
