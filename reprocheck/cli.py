@@ -602,6 +602,12 @@ def cache_prune(config_path: Path | None, everything: bool, days: float) -> None
               f"{done.freed_bytes / 1e6:.1f} MB; {done.kept} kept in {folder}")  # fmt: skip
     if records := reuse.prune(folder, everything=everything):
         out.print(f"removed {records} records of runs that no longer stand for their inputs")
+    from reprocheck.report import picture_cache
+
+    pictures = picture_cache.pictures_folder(config.reports_dir)
+    if drawn := picture_cache.prune(pictures, older_than_days=days, everything=everything):
+        why = "" if everything else f" not used for {days:g} days"
+        out.print(f"removed {drawn} kept pictures{why} from {pictures}")
 
 
 def _image_check(config: RunConfig) -> Callable[[str], bool] | None:

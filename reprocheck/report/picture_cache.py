@@ -9,9 +9,11 @@ damaged entry only means drawing again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +54,12 @@ class PictureCache:
         try:
             if path.is_symlink() or path.stat().st_size > _MAX_BYTES:
                 return None
-            return path.read_text(encoding="utf-8")
+            fragment = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # last used, for prune
+        return fragment
 
     def put(self, key: str, fragment: str) -> None:
         if self._folder is None:
@@ -67,3 +72,21 @@ class PictureCache:
             Path(temp).replace(self._folder / f"{key}.html")
         except OSError:
             return
+
+
+def prune(folder: Path, *, older_than_days: float, everything: bool = False) -> int:
+    """Remove the fragments not used for ``older_than_days`` (every one with ``everything``)
+    and temporary files left by a run that died; how many fragments went."""
+    limit = time.time() - older_than_days * 86400
+    removed = 0
+    for path in sorted(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []:
+        try:
+            info = path.lstat()
+            fragment = path.suffix == ".html" and not path.name.startswith(".")
+            if not (everything or info.st_mtime < limit) or path.is_dir():
+                continue
+            path.unlink()
+        except OSError:  # removed meanwhile, or not ours to remove: left
+            continue
+        removed += fragment
+    return removed

@@ -1,13 +1,15 @@
 """The picture cache: keys follow every byte, shape, dtype and name; entries round-trip;
-links, oversized and unreadable entries are misses, never errors."""
+links, oversized and unreadable entries are misses, never errors; prune by last use."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 
-from reprocheck.report.picture_cache import PictureCache, picture_key
+from reprocheck.report.picture_cache import PictureCache, picture_key, prune
 
 
 def test_the_key_changes_with_any_byte_shape_dtype_or_name() -> None:
@@ -43,3 +45,22 @@ def test_entries_round_trip_and_bad_ones_are_misses(tmp_path: Path) -> None:
     blocked = PictureCache(tmp_path / "secret" / "sub")  # a file where the folder would be
     blocked.put("k", "x")
     assert blocked.get("k") is None
+
+
+def test_prune_removes_what_was_not_used_and_keeps_what_was(tmp_path: Path) -> None:
+    folder = tmp_path / "pictures"
+    cache = PictureCache(folder)
+    for key in ("used", "unused", "fresh"):
+        cache.put(key, f"<figure>{key}</figure>")
+    old = time.time() - 40 * 86400
+    for key in ("used", "unused"):
+        os.utime(folder / f"{key}.html", (old, old))
+    (folder / ".tmp-left.html").write_text("half")  # a run that died while writing
+    os.utime(folder / ".tmp-left.html", (old, old))
+    (folder / "a-folder.html").mkdir()  # not ours: left, no error
+    assert cache.get("used") == "<figure>used</figure>"  # using it makes it recent
+    assert prune(folder, older_than_days=30) == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["a-folder.html", "fresh.html",
+                                                        "used.html"]  # fmt: skip
+    assert prune(folder, older_than_days=30, everything=True) == 2
+    assert prune(tmp_path / "none", older_than_days=30) == 0
