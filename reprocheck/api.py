@@ -50,8 +50,16 @@ from reprocheck.refresh import recorder
 from reprocheck.report.json_report import SCHEMA_VERSION, report_dict
 from reprocheck.run_model import USABLE, RunResult, new_run_id
 from reprocheck.runner import Runner
-from reprocheck.stages import REPORT_FILE, matrix_for, write_run_files
-from reprocheck.store import COMPARISONS_FILE, MANIFEST, find_run, load_run, save_run
+from reprocheck.stages import matrix_for, write_run_files
+from reprocheck.store import (
+    COMPARISONS_FILE,
+    HTML_FILE,
+    MANIFEST,
+    REPORT_FILE,
+    find_run,
+    load_run,
+    save_run,
+)
 from reprocheck.stored import load_baseline
 from reprocheck.vocabulary import FAILING
 
@@ -505,7 +513,7 @@ def _listing(lines: list[str]) -> str:
 
 
 def _report_line(report: Report) -> str:
-    html = report.path / "report.html"
+    html = report.path / HTML_FILE
     return f"\n  report: {html}" if html.is_file() else ""
 
 

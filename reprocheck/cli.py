@@ -52,7 +52,15 @@ from reprocheck.render import (
 from reprocheck.report.paths import NO_EXTRA_REPORTS, ReportPaths
 from reprocheck.run_model import RunResult, new_run_id
 from reprocheck.runner import Runner, raise_interrupt
-from reprocheck.store import find_run, load_run, save_run, write_bytes_atomic
+from reprocheck.store import (
+    HTML_FILE,
+    MARKDOWN_FILE,
+    REPORT_FILE,
+    find_run,
+    load_run,
+    save_run,
+    write_bytes_atomic,
+)
 from reprocheck.stored import (
     baselines_dir,
     list_baselines,
@@ -284,8 +292,8 @@ def _repeated_views(repeated: reuse.Reused, quiet: bool, paths: ReportPaths) -> 
             junit = render_junit(repeated.report).encode()
         with out.capture() as captured:
             print_summary(out, repeated.report, quiet=quiet)
-            out.print(f"report: {repeated.run_dir / 'report.json'}")
-            out.print(f"html: {paths.html or repeated.run_dir / 'report.html'}")
+            out.print(f"report: {repeated.run_dir / REPORT_FILE}")
+            out.print(f"html: {paths.html or repeated.run_dir / HTML_FILE}")
     except Exception as exc:  # a report.json written by hand, or by something else
         err.print(f"[yellow]warning:[/] the reports of run {escape(repeated.run_dir.name)} "
                   f"cannot be shown again ({type(exc).__name__}: {escape(str(exc))}): "
@@ -302,7 +310,7 @@ def _repeat(
     err.print(f"nothing changed since run {escape(folder.name)} (every environment cached, "
               f"the same config and reprocheck): its reports stand; --no-cache runs again",
               soft_wrap=True)  # fmt: skip
-    copies = [(json_path, "report.json"), (paths.md, "report.md"), (paths.html, "report.html")]
+    copies = [(json_path, REPORT_FILE), (paths.md, MARKDOWN_FILE), (paths.html, HTML_FILE)]
     asked = [(target, repeated.files[name]) for target, name in copies if target is not None]
     if paths.junit is not None and views.junit is not None:
         asked.append((paths.junit, views.junit))
@@ -340,7 +348,7 @@ def _finish(
     config: RunConfig, result: RunResult, matrix: Matrix, json_path: Path | None, quiet: bool,
     paths: ReportPaths = NO_EXTRA_REPORTS,
 ) -> int:  # fmt: skip
-    from reprocheck.stages import REPORT_FILE, exit_code, write_run_files
+    from reprocheck.stages import exit_code, write_run_files
 
     files = write_run_files(config, result, matrix, _stage_warning(result.run_dir), paths,
                             json_path)  # fmt: skip
@@ -458,7 +466,7 @@ def explain(
     ``compare`` writes it)."""
     from reprocheck.matrix import build_matrix
     from reprocheck.report.json_report import write_json
-    from reprocheck.stages import REPORT_FILE, derived_run, write_run_files
+    from reprocheck.stages import derived_run, write_run_files
 
     config = load_config(config_path)
     stored = load_run(find_run(config.reports_dir, run_ref))
@@ -510,7 +518,7 @@ def _attach_attributions(
     from reprocheck.report.writers import write_reports
     from reprocheck.stages import trend_of
 
-    report_path = result.run_dir / "report.json"
+    report_path = result.run_dir / REPORT_FILE
     if not report_path.is_file():
         return None
     report = json.loads(report_path.read_text())

@@ -179,7 +179,9 @@ def _read(pytestconfig: pytest.Config, folder: Path) -> Report:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     report = config.stash.get(_REPORT, None)
     if report is not None:
-        html = report.path / "report.html"
+        from reprocheck.store import HTML_FILE
+
+        html = report.path / HTML_FILE
         where = html if html.is_file() else report.path
         terminalreporter.write_line(f"reprocheck: {report.headline()}: {where}")
     for golden in config.stash.get(_REGENERATED, []):

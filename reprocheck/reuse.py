@@ -33,14 +33,22 @@ from reprocheck.config import RunConfig
 from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, UnsafeFileError
 from reprocheck.run_model import RunResult
 from reprocheck.safe_files import read_json_object, read_regular_bytes
-from reprocheck.store import COMPARISONS_FILE, MANIFEST, point_latest, write_atomic
+from reprocheck.store import (
+    COMPARISONS_FILE,
+    HTML_FILE,
+    MANIFEST,
+    MARKDOWN_FILE,
+    REPORT_FILE,
+    point_latest,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
 REUSE_VERSION = 1
 REUSE_FILE = "reuse.json"  # in a run folder
 REUSE_DIR = "reuse"  # under the cache folder
-REPORT_FILES = ("report.json", "report.md", "report.html")  # what a complete run holds
+REPORT_FILES = (REPORT_FILE, MARKDOWN_FILE, HTML_FILE)  # what a complete run holds
 _RECORD_BYTES = 1 << 16
 _REPORT_BYTES = 256 << 20
 _PACKAGE = Path(__file__).parent
@@ -74,7 +82,7 @@ def run_key(
         "reuse": REUSE_VERSION, "reprocheck": __version__, "code": code,
         "config": files_digest([config.source], hashes), "results": list(settled.entries),
         "environments": [env.name for env in result.environments],
-        "repeats": [env.name for env in result.repeats], "cpus": list(models or ()),
+        "cpus": list(models or ()),
     })  # fmt: skip
 
 
@@ -119,7 +127,7 @@ def find(config: RunConfig, key: str) -> Reused | None:
     try:
         code = read_json_object(run_dir / REUSE_FILE, _RECORD_BYTES).get("exit_code")
         files = {name: read_regular_bytes(run_dir / name, _REPORT_BYTES) for name in REPORT_FILES}
-        report = json.loads(files["report.json"])
+        report = json.loads(files[REPORT_FILE])
     except (OSError, UnsafeFileError, ValueError, RecursionError):
         return None
     if code not in (EXIT_OK, EXIT_DRIFT) or isinstance(code, bool) or not _whole(run_dir, report):

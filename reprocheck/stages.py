@@ -27,10 +27,9 @@ from reprocheck.report.trend import trend_svg
 from reprocheck.report.writers import write_reports
 from reprocheck.reuse import forget
 from reprocheck.run_model import RunResult
-from reprocheck.store import COMPARISONS_FILE
+from reprocheck.store import COMPARISONS_FILE, REPORT_FILE
 from reprocheck.stored import reference_pairs, renamed
 
-REPORT_FILE = "report.json"
 T = TypeVar("T")
 OnFailure = Callable[[str, Exception], None]
 

@@ -30,6 +30,10 @@ from reprocheck.run_model import (
 from reprocheck.safe_files import json_kind, read_json_object
 
 MANIFEST = "run.json"
+# The report files of a run folder (reprocheck.stages and report.writers write them).
+REPORT_FILE = "report.json"
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
 COMPARISONS_FILE = "comparisons.parquet"  # every comparison, next to report.json
 MANIFEST_VERSION = 1
 LATEST = "latest"

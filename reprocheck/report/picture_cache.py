@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -83,7 +84,7 @@ def prune(folder: Path, *, older_than_days: float, everything: bool = False) -> 
         try:
             info = path.lstat()
             fragment = path.suffix == ".html" and not path.name.startswith(".")
-            if not (everything or info.st_mtime < limit) or path.is_dir():
+            if not (everything or info.st_mtime < limit) or stat.S_ISDIR(info.st_mode):
                 continue
             path.unlink()
         except OSError:  # removed meanwhile, or not ours to remove: left

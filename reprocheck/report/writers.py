@@ -10,7 +10,7 @@ from reprocheck.report.html import render_html
 from reprocheck.report.junit import render_junit
 from reprocheck.report.markdown import render_markdown
 from reprocheck.report.paths import ReportPaths
-from reprocheck.store import write_atomic
+from reprocheck.store import HTML_FILE, MARKDOWN_FILE, write_atomic
 
 
 def write_reports(
@@ -22,8 +22,8 @@ def write_reports(
     markdown = render_markdown(report)
     page = render_html(report, trend=trend, pictures=pictures)
     targets = [
-        (run_dir / "report.md", markdown),
-        (run_dir / "report.html", page),
+        (run_dir / MARKDOWN_FILE, markdown),
+        (run_dir / HTML_FILE, page),
         (paths.md, markdown),
         (paths.html, page),
         (paths.junit, render_junit(report) if paths.junit else ""),
@@ -31,4 +31,4 @@ def write_reports(
     for path, text in targets:
         if path is not None:
             write_atomic(path, text)
-    return run_dir / "report.html"
+    return run_dir / HTML_FILE
