@@ -241,7 +241,7 @@ def run(
     refreshed = recorder(plan, refresh)
     with ProgressPrinter(err, quiet=quiet, verbose=verbose) as progress:
         runner = Runner(engine, plan, progress, run_id=run_id, cache=cache,
-                        rebuild=rebuild or refresh)  # fmt: skip
+                        rebuild=rebuild or refresh, preload=_import_comparing)  # fmt: skip
         result = refreshed(runner.run(run_dir, jobs or config.run.jobs or os.cpu_count() or 1))
     # A run of its own (not --out, --baseline, --rebuild, --refresh) may repeat an earlier one.
     own = out_dir is None and golden is None and not (rebuild or refresh)
@@ -259,6 +259,12 @@ def run(
     if key is not None:
         reuse.record(config, key, result.run_dir, code)
     sys.exit(code)
+
+
+def _import_comparing() -> None:
+    """What a run imports once its containers ran: comparing and the reports (numpy, pyarrow
+    and pandas are imported by then)."""
+    import reprocheck.stages  # noqa: F401
 
 
 def _repeat_if_unchanged(

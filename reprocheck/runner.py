@@ -21,7 +21,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,7 +136,7 @@ class Runner:
     def __init__(
         self, engine: ContainerEngine, plan: Plan, progress: ProgressCallback = silent, *,
         run_id: str, cache: RunCache = NO_CACHE, rebuild: bool = False,
-        engines: Engines | None = None,
+        engines: Engines | None = None, preload: Callable[[], object] | None = None,
     ) -> None:  # fmt: skip
         self._engine = engine
         # an engine on another machine hashes inputs with the project's remembered hashes
@@ -157,6 +157,9 @@ class Runner:
         # job slot is a container, not its bookkeeping); None: made in the caller's thread.
         self._finisher: ThreadPoolExecutor | None = None
         self._finishing: list[Future[None]] = []
+        # What the caller imports once every container ran (comparing, the reports): done by
+        # the finisher after its first store, on a core the containers may leave idle.
+        self._preload = preload
         self._total = len(plan.environments) * plan.config.run.repeat
         self._cancel = threading.Event()
         self._run_dir: Path | None = None
@@ -409,6 +412,10 @@ class Runner:
         if index and not result.failed:
             self._index(label, result.outputs_dir)
         cache.store(folder, result)
+        preload, self._preload = self._preload, None  # once (one finisher thread)
+        if preload is not None:
+            with contextlib.suppress(Exception):  # the caller's own import says what failed
+                preload()
 
     def _index(self, label: str, outputs: Path) -> None:
         """Write the output store now, while other environments still run; if that fails,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,8 +86,11 @@ def write_run_files(
     the other report files, each on its own: a broken history file (a folder, a FIFO) must
     not cost the HTML report."""
     forget(result.run_dir)  # reports written anew no longer stand for the run's reuse key
-    data = report_dict(result, matrix, references=matrix.references)
-    matrix.comparisons.write_parquet(result.run_dir / COMPARISONS_FILE)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # Arrow encodes without the GIL
+        parquet = pool.submit(matrix.comparisons.write_parquet,
+                              result.run_dir / COMPARISONS_FILE)  # fmt: skip
+        data = report_dict(result, matrix, references=matrix.references)
+        parquet.result()
     write_json(result.run_dir / REPORT_FILE, data)
     if json_path:
         write_json(json_path, data)

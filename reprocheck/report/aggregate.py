@@ -86,11 +86,11 @@ def groups(
     for row in members.select(["key", "baseline", "candidate", "output", "verdict"]).to_pylist():
         group = (row["key"], row["baseline"], row["candidate"])
         by_group.setdefault(group, []).append((row["output"], row["verdict"]))
-    order = comparisons.order
+    worst_rows = table.take(pc.take(comparisons.order, summary["rank_min"])).to_pylist()
     found = []
-    for g in chosen:
+    for g, worst_row in zip(chosen, worst_rows, strict=True):
         entries = by_group.get((g["key"], g["baseline"], g["candidate"]), [])
-        worst = item_of(table.slice(order[g["rank_min"]].as_py(), 1).to_pylist()[0])
+        worst = item_of(worst_row)
         found.append({
             "key": g["key"], "baseline": g["baseline"], "candidate": g["candidate"],
             "outputs": g["rank_count"],

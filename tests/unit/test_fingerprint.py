@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -36,6 +37,8 @@ TOP_LEVEL_KEYS = {
 def fp() -> dict[str, Any]:
     import numpy  # noqa: F401  (the harness runs after the pipeline imported it)
 
+    with contextlib.suppress(ImportError):
+        import cv2  # noqa: F401  (described in full only when the pipeline imported it)
     return fingerprint.collect()
 
 

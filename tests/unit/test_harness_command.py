@@ -4,6 +4,7 @@ processes (not the harness's), and explain reading a command's probes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -187,7 +188,8 @@ def test_a_python_command_records_probes_and_its_own_libraries(tmp_path: Path) -
     assert any("_multiarray_umath" in p for p in libraries)
     assert _opencv(libraries) == []
     assert fp["numpy"]["preloaded"] is True
-    assert fp["cv2"]["preloaded"] is False
+    assert fp["cv2"] == {"version": None, "file": importlib.util.find_spec("cv2").origin,
+                         "preloaded": False, "imported": False}  # fmt: skip
     processes = fp["pipeline_processes"]
     assert processes["count"] == 2
     parent, child = processes["listed"]
@@ -213,6 +215,7 @@ def test_a_command_that_imports_cv2_shows_it(tmp_path: Path) -> None:
     fp = json.loads((meta / "fingerprint.json").read_text())
     assert _opencv(fp["loaded_libraries"]) != []
     assert fp["cv2"]["preloaded"] is True
+    assert fp["cv2"]["build"]["JPEG"]  # described in full: it may have moved an output
 
 
 def test_a_process_that_leaves_no_record_is_sampled(tmp_path: Path) -> None:
@@ -260,18 +263,26 @@ def test_a_command_that_cannot_start_has_no_libraries(tmp_path: Path) -> None:
                                                       "status.json"]  # fmt: skip
 
 
-def test_callable_mode_does_not_count_the_fingerprints_own_imports() -> None:
+@pytest.mark.parametrize("pipeline_imports", ["", "import cv2; "])
+def test_callable_mode_describes_cv2_in_full_only_when_the_pipeline_imported_it(
+    pipeline_imports: str,
+) -> None:
     code = (
-        "import sys, json; sys.path.insert(0, sys.argv[1]); import fingerprint; "
-        "print(json.dumps(fingerprint.collect()))"
+        f"import sys, json; {pipeline_imports}sys.path.insert(0, sys.argv[1]); "
+        "import fingerprint; fp = fingerprint.collect(); "
+        "print(json.dumps([fp, 'cv2' in sys.modules]))"
     )
     pytest.importorskip("cv2")
     done = subprocess.run([sys.executable, "-c", code, str(HARNESS.parent)], capture_output=True,
                           text=True, timeout=120, check=True)  # fmt: skip
-    fp = json.loads(done.stdout)
-    assert fp["cv2"]["version"]  # described,
-    assert fp["cv2"]["preloaded"] is False
-    assert _opencv(fp["loaded_libraries"]) == []  # but not loaded by the "pipeline"
+    fp, imported = json.loads(done.stdout)
+    used = bool(pipeline_imports)
+    assert imported is used  # the fingerprint imports cv2 only when the pipeline did
+    assert fp["cv2"]["preloaded"] is used
+    assert bool(fp["cv2"]["version"]) is used
+    assert ("build" in fp["cv2"]) is used
+    assert fp["cv2"]["file"] == importlib.util.find_spec("cv2").origin
+    assert (_opencv(fp["loaded_libraries"]) != []) is used  # its own imports never count
 
 
 def test_processes_summary_is_bounded() -> None:

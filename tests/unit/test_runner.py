@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fakes import FakeEngine, Mounted, all_ok, outcome
 
+from reprocheck.cache import RunCache
 from reprocheck.config import load_config
 from reprocheck.engine import ContainerSpec
 from reprocheck.errors import EXIT_ERROR, ConfigError, ImageBuildError
@@ -278,6 +279,37 @@ def test_a_stop_while_stores_are_being_built_is_a_stop(
     result = Runner(fake_engine, make_plan(config), run_id="r").run(tmp_path / "r", jobs=1)
     assert result.stopped and result.interrupted
     assert [env.status for env in result.environments] == ["ok", "ok"]
+
+
+def test_what_comparing_imports_is_preloaded_once_after_the_first_store(
+    make_project, fake_engine, tmp_path
+) -> None:
+    """The caller's preload runs once, in the finisher thread, after an output store exists
+    (so with the compare stack imported while the other containers run); a run whose every
+    environment came from the cache never calls it (a repeated run stays light)."""
+    config = _config(make_project, names=("one", "two", "three"))
+    for env in config.environments:
+        fake_engine.add(env.image)
+    calls: list[tuple[str, int]] = []
+
+    def preload() -> None:
+        stores = len(list((tmp_path / "r").glob("environments/*/outputs.arrow")))
+        calls.append((threading.current_thread().name, stores))
+
+    cache = RunCache.open(config)
+    result = Runner(fake_engine, make_plan(config), run_id="r", cache=cache,
+                    preload=preload).run(tmp_path / "r", jobs=1)  # fmt: skip
+    assert [env.status for env in result.environments] == ["ok"] * 3
+    assert len(calls) == 1
+    thread, stores = calls[0]
+    assert thread.startswith("finish") and stores >= 1
+    cache = RunCache.open(config)
+    again = Runner(fake_engine, make_plan(config), run_id="s", cache=cache,
+                   preload=preload).run(tmp_path / "s", jobs=1)  # fmt: skip
+    settled = cache.settled()
+    assert settled is not None and settled.all_restored  # no container ran
+    assert [env.status for env in again.environments] == ["ok"] * 3
+    assert len(calls) == 1
 
 
 # --- the container spec ---------------------------------------------------------------------
