@@ -575,11 +575,11 @@ def baseline_list(config_path: Path | None) -> None:
 @handled
 def history(config_path: Path | None, png_path: Path | None) -> None:
     """One line per stored run: date, environments, drift counts, worst output."""
-    from reprocheck.history import config_name, history_file, load_history, run_lines, trend_png
+    from reprocheck.history import config_name, history_file, history_lines, trend_png
 
     config = load_config(config_path)
     path = history_file(config)
-    lines = run_lines(load_history(path), config_name(config))  # this config's runs only
+    lines = history_lines(path, config_name(config))  # this config's runs only
     for line in lines:
         worst = (f"{line.worst_output} (max_abs {line.worst_abs:.3g})"
                  if line.worst_output and line.worst_abs is not None else "-")  # fmt: skip

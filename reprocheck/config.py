@@ -900,8 +900,9 @@ class RunConfig(_Model):
         default="reports/history",
         description=(
             "Where the drift history is kept, relative to the config file and without suffix: "
-            "`.parquet` is added. Every run appends its verdicts; "
-            "`reprocheck history` reads it. Containers cannot see its folder."
+            "`.parquet` is added. A folder with one Parquet file per run (pandas reads it as "
+            "one table): every run adds its verdicts; `reprocheck history` reads each file's "
+            "line. Containers cannot see its folder."
         ),
     )
 

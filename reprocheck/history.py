@@ -1,25 +1,33 @@
-"""Drift history: every run appends its per-output verdicts and metrics to one table.
+"""Drift history: every run adds its per-output verdicts and metrics as a table of its own.
 
 Outputs that are identical in a pair are kept as one row per pair (output ``*``) whose
 ``count`` says how many they are, so a run of a million outputs adds rows only for what
 differed; every other row has ``count`` 1 (and so has every row of an older history file).
 
-A Parquet file, so a nightly job's trend survives across runs. ``trend_png`` draws drift
-counts per run (matplotlib, optional).
+``reports/history.parquet`` is a folder of Parquet files, one per run (a dataset as pyarrow
+and Spark write them: ``pandas.read_parquet`` reads the folder as one table). A run writes
+only its own file, atomically (a run compared again replaces it), so a run costs the same on
+the first night as on the thousandth, whatever the history holds, and runs at the same time
+never share a file. Each file's metadata holds its run's line (drift count, comparisons,
+environments, worst output): ``reprocheck history`` and the report's trend read only those.
+A history written as one file (before this layout) becomes the folder, one file per run,
+the first time a run adds to it (under a lock; a crash midway is taken up by the next run).
 
-Concurrent runs of one project append under an exclusive lock and replace the file through
-a unique temporary file, so no run loses its rows. A damaged file (truncated, not a table,
-wrong columns) is moved aside with one warning and a new history starts: the run completes.
+A damaged file (truncated, not a table, wrong columns) is moved aside with one warning: it
+costs that run's rows, never the history, and never the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
+import json
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +41,7 @@ from reprocheck.config import RunConfig
 from reprocheck.errors import HistoryError, UnsafeFileError
 from reprocheck.matrix import Matrix
 from reprocheck.run_model import RunResult
-from reprocheck.safe_files import read_regular_bytes
+from reprocheck.safe_files import open_regular, read_regular_bytes
 from reprocheck.store import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -43,9 +51,18 @@ COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict",
 ALL_OUTPUTS = "*"  # the output of a row that stands for ``count`` identical outputs
 TEXT_COLUMNS = ["run_id", "started", "output", "baseline", "candidate", "verdict", "config"]
 NUMBER_COLUMNS = ["mismatched", "total", "max_abs", "max_ulp", "count"]
+# One schema for every run's file, so the folder reads as one table (pandas, pyarrow).
+SCHEMA = pa.schema(
+    [(name, pa.string()) for name in COLUMNS[:6]]
+    + [("mismatched", pa.int64()), ("total", pa.int64()), ("max_abs", pa.float64()),
+       ("max_ulp", pa.float64()), ("count", pa.int64()), ("config", pa.string())]
+)  # fmt: skip
 # How long a run waits for another one writing the same history (a write takes well under
 # a second; the lock is an flock, so a killed writer never leaves it held).
 LOCK_SECONDS = 120.0
+PART_PREFIX = "run-"  # a run's file: run-<digest of its id>.parquet (any run id is a name)
+LINE_KEY = b"reprocheck.run_line"  # its RunLine (and config) in the file's metadata
+_CONVERTING = ".converting"  # a one-file history while it becomes the folder
 _REASON_CHARS = 200
 # What a damaged file raises while being read: pandas' parser errors and pyarrow's
 # ArrowInvalid are ValueErrors; the others come from corrupt footers and odd column types.
@@ -99,8 +116,144 @@ def rows(run: RunResult, matrix: Matrix) -> pd.DataFrame:
 
 
 def load_history(path: Path) -> pd.DataFrame:
-    """The stored history, or an empty table when there is none yet. A damaged file is moved
-    aside (see :func:`_move_aside`) and reads as empty, so it never stops a run."""
+    """Every stored row, oldest run first; an empty table when there is no history yet. A
+    damaged run file (or a damaged one-file history) is moved aside (see :func:`_move_aside`)
+    and its rows are missing: it never stops a run."""
+    if not _is_folder(path):
+        return _load_one_file(path)
+    tables = [table for _line, table in sorted(_parts(path, with_rows=True), key=_line_order)]
+    tables = [table for table in tables if table is not None and not table.empty]
+    return pd.concat(tables, ignore_index=True) if tables else _empty()
+
+
+def history_lines(path: Path, config: str | None = None) -> list[RunLine]:
+    """One line per stored run (of ``config`` only when given, and runs of no config), read
+    from each run file's metadata: the rows are read only where that is missing."""
+    if not _is_folder(path):
+        return run_lines(_load_one_file(path), config)
+    lines = []
+    for stored, _table in _parts(path, with_rows=False):
+        if stored is not None and (config is None or stored.config in (config, "")):
+            lines.append(stored.line)
+    return sorted(lines, key=lambda line: line.started)
+
+
+def append_history(config: RunConfig, run: RunResult, matrix: Matrix) -> Path:
+    """Write this run's rows as its own file in the history folder (replacing the file of an
+    earlier comparison of the same run id), atomically; the folder's path."""
+    path = history_file(config)
+    _make_folder(path)
+    new = rows(run, matrix)
+    new["config"] = config_name(config)
+    part = path / part_name(run.run_id)
+    if new.empty:  # nothing compared: no line, and no earlier rows of this run id stand
+        part.unlink(missing_ok=True)
+    else:
+        write_bytes_atomic(part, _part_bytes(new))
+    return path
+
+
+def part_name(run_id: str) -> str:
+    return f"{PART_PREFIX}{hashlib.sha256(run_id.encode()).hexdigest()[:24]}.parquet"
+
+
+@dataclass(frozen=True)
+class _Stored:
+    line: RunLine
+    config: str
+
+
+def _line_order(part: tuple[_Stored | None, pd.DataFrame | None]) -> tuple[str, str]:
+    stored = part[0]
+    return ("", "") if stored is None else (stored.line.started, stored.line.run_id)
+
+
+def _part_bytes(table: pd.DataFrame) -> bytes:
+    """One run's rows with its line (and config) in the file's metadata."""
+    (line,) = run_lines(table)
+    arrow = pa.Table.from_pandas(table[COLUMNS], preserve_index=False).cast(SCHEMA)
+    meta = {**(arrow.schema.metadata or {}), LINE_KEY: json.dumps(
+        {"line": asdict(line), "config": str(table["config"].iloc[0])}).encode()}  # fmt: skip
+    sink = pa.BufferOutputStream()
+    pq.write_table(arrow.replace_schema_metadata(meta), sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _parts(
+    folder: Path, *, with_rows: bool
+) -> Iterator[tuple[_Stored | None, pd.DataFrame | None]]:
+    """Each run file's line (None when it has none) and, with ``with_rows``, its rows; a damaged
+    file is moved aside and skipped."""
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError as exc:
+        logger.warning("history %s cannot be listed (%s): ignoring it", folder, _one_line(exc))
+        return
+    for name in names:
+        part = folder / name
+        if not (name.startswith(PART_PREFIX) and name.endswith(".parquet")):
+            continue  # a temporary file being written, something of the user's
+        try:
+            table = _read(part) if with_rows else None
+            stored = _stored_line(part, table)
+        except _damage_errors() as exc:
+            _move_part_aside(part, exc)
+            continue
+        yield stored, table
+
+
+def _stored_line(part: Path, table: pd.DataFrame | None) -> _Stored | None:
+    """The line in the file's metadata (its footer alone is read), else worked out from
+    its rows."""
+    with open_regular(part) as handle:
+        metadata = pq.read_schema(handle).metadata or {}
+    try:
+        found = json.loads(metadata[LINE_KEY])
+        stored = _Stored(line=_line(found["line"]), config=found["config"])
+        if isinstance(stored.config, str):
+            return stored
+    except (KeyError, TypeError, ValueError):
+        pass  # no line, or not one this version wrote: the rows say it
+    table = _read(part) if table is None else table
+    lines = run_lines(table)
+    return None if not lines else _Stored(line=lines[0], config=str(table["config"].iloc[0]))
+
+
+def _line(data: object) -> RunLine:
+    """A RunLine from its JSON form; ValueError or TypeError when it is not one."""
+    if not isinstance(data, dict):
+        raise TypeError("not an object")
+    line = RunLine(**{**data, "environments": tuple(data.get("environments") or ())})
+    texts = (line.run_id, line.started, *line.environments)
+    if not all(isinstance(t, str) for t in texts) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in (line.drift, line.compared)
+    ):
+        raise TypeError("fields of the wrong type")  # fmt: skip
+    if not (line.worst_output is None or isinstance(line.worst_output, str)) or not (
+        line.worst_abs is None or isinstance(line.worst_abs, float | int)
+    ):
+        raise TypeError("fields of the wrong type")  # fmt: skip
+    return line
+
+
+def _move_part_aside(part: Path, exc: BaseException) -> None:
+    """Beside the history folder (pandas reads every file in it as the table)."""
+    try:
+        _move_aside(part, exc, beside=part.parent.parent, name=f"{part.parent.name}.{part.name}",
+                    what="leaving out its run's rows")  # fmt: skip
+    except FileNotFoundError:
+        pass  # another run moved it aside first
+    except OSError as exc2:  # a read-only reports folder
+        logger.warning("history file %s is unreadable and cannot be moved aside (%s): "
+                       "ignoring it", part, _one_line(exc2))  # fmt: skip
+
+
+def _is_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _load_one_file(path: Path) -> pd.DataFrame:
+    """A history written as one file (or nothing there)."""
     table = _read_or_none(path)
     if table is not None:
         return table
@@ -113,27 +266,27 @@ def load_history(path: Path) -> pd.DataFrame:
         return _empty()
 
 
-def append_history(config: RunConfig, run: RunResult, matrix: Matrix) -> Path:
-    """Add this run's rows (replacing earlier rows of the same run id) and write atomically.
-
-    The read-modify-write holds an exclusive lock, so concurrent runs of one project each
-    keep their rows."""
-    path = history_file(config)
+def _make_folder(path: Path) -> None:
+    """The history folder, made from a one-file history (its runs, a file each) when there
+    is one. A one-file history that is damaged, or a FIFO or link there, is moved aside."""
+    if _is_folder(path):
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
-        old = _load_locked(path)
-        old = old[old["run_id"] != run.run_id]
-        new = rows(run, matrix)
-        new["config"] = config_name(config)
-        table = new if old.empty else pd.concat([old, new], ignore_index=True)
-        write_bytes_atomic(path, _serialized(table))
-    return path
-
-
-def _serialized(table: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    table.to_parquet(buffer, index=False)
-    return buffer.getvalue()
+        converting = path.with_name(f".{path.name}{_CONVERTING}")
+        if not path.exists() and not path.is_symlink() and converting.exists():
+            converting.rename(path)  # a conversion that stopped midway: take it up again
+        if _is_folder(path):
+            return
+        old = _load_locked(path)  # a damaged file is moved aside: an empty table
+        new = path.with_name(f".{path.name}.new-{uuid.uuid4().hex[:12]}")
+        new.mkdir()
+        for run_id, table in old.groupby("run_id", sort=False):
+            (new / part_name(str(run_id))).write_bytes(_part_bytes(table))
+        if path.exists() or path.is_symlink():
+            path.rename(converting)
+        new.rename(path)
+        converting.unlink(missing_ok=True)
 
 
 def _damage_errors() -> tuple[type[Exception], ...]:
@@ -149,7 +302,11 @@ def _empty() -> pd.DataFrame:
 def _read(path: Path) -> pd.DataFrame:
     """The table in ``path``, in :data:`COLUMNS` order; raises on any damage."""
     data = read_regular_bytes(path)  # a folder, FIFO or link there is damage, not "no file"
-    table = _read_parquet(data)
+    return _normalised(_read_parquet(data))
+
+
+def _normalised(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` in :data:`COLUMNS` order and types; raises on any damage."""
     if "count" not in table.columns:  # written before identical outputs were summed up
         table["count"] = 1
     if "config" not in table.columns:  # written before rows named their config
@@ -193,17 +350,23 @@ def _load_locked(path: Path) -> pd.DataFrame:
         return _empty()
 
 
-def _move_aside(path: Path, exc: BaseException) -> Path:
-    """Rename a damaged history to ``<name>.damaged-<UTC stamp>`` and say so in one line."""
+def _move_aside(
+    path: Path, exc: BaseException, *, beside: Path | None = None, name: str | None = None,
+    what: str = "starting a new history",
+) -> Path:  # fmt: skip
+    """Rename a damaged history file to ``<name>.damaged-<UTC stamp>`` in ``beside``
+    (default: its own folder) and say so in one line."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    beside = path.parent if beside is None else beside
+    name = path.name if name is None else name
+    target = beside / f"{name}.damaged-{stamp}"
     count = 1
     while target.exists():  # two damaged files within one second
         count += 1
-        target = path.with_name(f"{path.name}.damaged-{stamp}-{count}")
+        target = beside / f"{name}.damaged-{stamp}-{count}"
     path.rename(target)
-    logger.warning("history %s is unreadable (%s): moved it to %s and starting a new history",
-                   path, _one_line(exc), target)  # fmt: skip
+    logger.warning("history %s is unreadable (%s): moved it to %s, %s",
+                   path, _one_line(exc), target, what)  # fmt: skip
     return target
 
 

@@ -13,13 +13,7 @@ from typing import Any, TypeVar
 
 from reprocheck.config import RunConfig
 from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK
-from reprocheck.history import (
-    append_history,
-    config_name,
-    history_file,
-    load_history,
-    run_lines,
-)
+from reprocheck.history import append_history, config_name, history_file, history_lines
 from reprocheck.matrix import Matrix, build_matrix, environment_pairs
 from reprocheck.report.json_report import report_dict, write_json
 from reprocheck.report.paths import NO_EXTRA_REPORTS, ReportPaths
@@ -63,7 +57,7 @@ def derived_run(config: RunConfig, result: RunResult) -> RunResult:
 
 def trend_of(config: RunConfig) -> str | None:
     """The drift-per-run SVG of the project's history."""
-    lines = run_lines(load_history(history_file(config)), config_name(config))
+    lines = history_lines(history_file(config), config_name(config))
     return trend_svg([(line.started, line.run_id, line.drift) for line in lines])
 
 

@@ -307,7 +307,7 @@ def test_run_writes_what_the_command_writes(project: RunConfig, fake_engine: Fak
     for name in ("run.json", "report.json", "comparisons.parquet", "report.md", "report.html"):
         assert (folder / name).is_file(), name
     assert json.loads((folder / "report.json").read_text()) == report.data
-    assert (project.root / "reports" / "history.parquet").is_file()
+    assert (project.root / "reports" / "history.parquet").is_dir()
     assert any(event.stage == "run" for event in events)
     again = api.Report.read(folder)
     assert (again.verdict, again.drifted(), again.decisions_changed()) == (
@@ -340,7 +340,7 @@ def test_a_late_stage_failure_is_a_problem_not_a_lost_report(
     assert report.problems == ("reports: OSError: [Errno 28] No space left on device",)
     assert report.exit_code == 2
     assert (report.path / "report.json").is_file()
-    assert (project.root / "reports" / "history.parquet").is_file()
+    assert (project.root / "reports" / "history.parquet").is_dir()
 
 
 def test_read_a_run_folder_moved_elsewhere(drifting: api.Report, config: RunConfig,

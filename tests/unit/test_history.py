@@ -1,9 +1,11 @@
-"""history: rows appended per run (a rerun of one id replaces its rows), Parquet or CSV,
-one line per run and the trend plot."""
+"""history: a folder of Parquet files, one per run (a rerun of one id replaces its file), a
+one-file history of older versions converted, damaged files moved aside, one line per run
+(from each file's metadata) and the trend plot."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
 import multiprocessing
 import os
@@ -103,7 +105,11 @@ def test_runs_accumulate(config, store_format, tmp_path) -> None:
         ("run-2", 0, 2),
     ]
     assert list(table.columns) == history.COLUMNS
-    assert not list(path.parent.glob(".*.tmp"))  # written atomically, no leftovers
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        history.part_name(run_id) for run_id in ("run-1", "run-2")
+    )  # one file per run, no
+    assert history.history_lines(path) == run_lines(table)  # temporary file left  # fmt: skip
+    assert sorted(pd.read_parquet(path)["run_id"]) == ["run-1", "run-1", "run-2"]  # a dataset
 
 
 def test_numeric_run_id_is_replaced_too(config, store_format, tmp_path) -> None:
@@ -182,8 +188,17 @@ def test_numeric_environment_names_stay_text(config, store_format, tmp_path) -> 
 # --------------------------------------------------------------------------- damaged history
 
 
+def _one_file(path: Path, table: pd.DataFrame) -> bytes:
+    """A history as versions before the folder wrote it: one Parquet file of every run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
 def _damage(path: Path, kind: str) -> bytes:
-    """Damage the stored history in one of the ways seen in the field; the bytes written."""
+    """Damage a stored history file in one of the ways seen in the field; the bytes written."""
     data = path.read_bytes()
     damaged = {
         "truncated": data[: len(data) * 3 // 4],  # inside the row (a cut header is a table)
@@ -193,9 +208,11 @@ def _damage(path: Path, kind: str) -> bytes:
         "text in numbers": data,  # replaced below
     }[kind]
     if kind == "text in numbers":
-        table = load_history(path).astype({"max_ulp": object})
+        table = pd.read_parquet(io.BytesIO(data)).astype({"max_ulp": object})
         table["max_ulp"] = "lots"
-        damaged = history._serialized(table)
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        damaged = buffer.getvalue()
     path.write_bytes(damaged)
     return damaged
 
@@ -207,12 +224,40 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 DAMAGE = ["truncated", "empty", "garbage", "wrong columns", "text in numbers"]
 
 
+def _part(path: Path, run_id: str) -> Path:
+    return path / history.part_name(run_id)
+
+
 @pytest.mark.parametrize("kind", DAMAGE)
-def test_damaged_history_is_moved_aside_and_the_run_appends(
+def test_a_damaged_run_file_costs_that_runs_rows_only(
     config, store_format, tmp_path, caplog, kind
 ) -> None:
+    """Moved aside beside the folder (pandas reads every file in it), with one warning line;
+    the other runs' rows and lines stay, and the next run adds its own."""
     path = append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
                           _matrix(_drift("x/a", 3)))  # fmt: skip
+    append_history(config, _run(tmp_path, "run-2", "2024-05-02T10:00:00"), _matrix(_same("x/a")))
+    damaged = _damage(_part(path, "run-1"), kind)
+    caplog.set_level(logging.WARNING, logger="reprocheck")
+    append_history(config, _run(tmp_path, "run-3", "2024-05-03T10:00:00"), _matrix(_same("x/a")))
+    assert list(load_history(path)["run_id"]) == ["run-2", "run-3"]
+    (aside,) = path.parent.glob(f"{path.name}.{history.PART_PREFIX}*.damaged-*")
+    assert aside.read_bytes() == damaged  # kept as it was, for a post-mortem
+    assert aside.name.removeprefix(f"{path.name}.{history.part_name('run-1')}.damaged-").endswith(
+        "Z")  # a UTC stamp  # fmt: skip
+    (warning,) = _warnings(caplog)
+    assert "\n" not in warning
+    assert str(aside) in warning and "leaving out its run's rows" in warning
+    assert [line.run_id for line in history.history_lines(path)] == ["run-2", "run-3"]
+    assert sorted(pd.read_parquet(path)["run_id"]) == ["run-2", "run-3"]
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_a_damaged_one_file_history_is_moved_aside_and_the_run_appends(
+    config, store_format, tmp_path, caplog, kind
+) -> None:
+    path = history.history_file(config)
+    _one_file(path, _table(("run-1", "2024-05-01T10:00:00", [_drift("x/a", 3)])))
     damaged = _damage(path, kind)
     caplog.set_level(logging.WARNING, logger="reprocheck")
     append_history(config, _run(tmp_path, "run-2", "2024-05-02T10:00:00"), _matrix(_same("x/a")))
@@ -225,6 +270,64 @@ def test_damaged_history_is_moved_aside_and_the_run_appends(
     assert str(path) in warning
     assert str(aside) in warning
     assert "new history" in warning
+
+
+def test_a_one_file_history_becomes_the_folder(config, store_format, tmp_path) -> None:
+    """Written before the folder (and before the count and config columns): its runs become
+    a file each, their rows and lines as they were, then the run adds its own."""
+    path = history.history_file(config)
+    old = _table(("run-1", "2024-05-01T10:00:00", [_drift("x/a", 3), _same("x/b")]),
+                 ("run-2", "2024-05-02T10:00:00", [_drift("x/a", 4)]))  # fmt: skip
+    _one_file(path, old.drop(columns=["count", "config"]))
+    before = load_history(path)
+    lines = history.history_lines(path)
+    append_history(config, _run(tmp_path, "run-3", "2024-05-03T10:00:00"), _matrix(_same("x/a")))
+    assert path.is_dir()
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        history.part_name(r) for r in ("run-1", "run-2", "run-3"))  # fmt: skip
+    after = load_history(path)
+    pd.testing.assert_frame_equal(after[after["run_id"] != "run-3"], before, check_dtype=False)
+    assert history.history_lines(path)[:2] == lines
+    assert [p.name for p in path.parent.iterdir() if p.name != path.name] == [
+        f".{path.name}.lock"]  # nothing of the conversion left  # fmt: skip
+
+
+def test_a_conversion_that_stopped_midway_is_taken_up(config, store_format, tmp_path) -> None:
+    """Killed between moving the one file away and putting the folder in its place."""
+    path = history.history_file(config)
+    _one_file(path.with_name(f".{path.name}.converting"),
+              _table(("run-1", "2024-05-01T10:00:00", [_drift("x/a", 3)])))  # fmt: skip
+    append_history(config, _run(tmp_path, "run-2", "2024-05-02T10:00:00"), _matrix(_same("x/a")))
+    assert list(load_history(path)["run_id"]) == ["run-1", "run-2"]
+    assert not path.with_name(f".{path.name}.converting").exists()
+
+
+def test_a_run_reads_no_other_runs_rows(config, store_format, tmp_path, monkeypatch) -> None:
+    """Adding a run and drawing the trend cost the same on the thousandth night: the other
+    runs' rows are never read (their lines come from each file's footer)."""
+    for day in (1, 2):
+        append_history(config, _run(tmp_path, f"run-{day}", f"2024-05-0{day}T10:00:00"),
+                       _matrix(_drift("x/a", day)))  # fmt: skip
+
+    def no_rows(path: Path) -> pd.DataFrame:
+        raise AssertionError(f"read the rows of {path}")
+
+    monkeypatch.setattr(history, "_read", no_rows)
+    path = append_history(config, _run(tmp_path, "run-3", "2024-05-03T10:00:00"),
+                          _matrix(_same("x/a")))  # fmt: skip
+    lines = history.history_lines(path, "reprocheck.toml")
+    assert [(line.run_id, line.drift) for line in lines] == [("run-1", 1), ("run-2", 1),
+                                                             ("run-3", 0)]  # fmt: skip
+
+
+def test_a_run_file_without_its_line_is_read_for_it(config, store_format, tmp_path) -> None:
+    """A file of the folder with no line in its metadata (written by hand, or by pandas):
+    the line is worked out from its rows."""
+    path = append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
+                          _matrix(_drift("x/a", 3)))  # fmt: skip
+    (stored,) = history.history_lines(path)
+    _one_file(_part(path, "run-1"), load_history(path))  # the same rows, no metadata line
+    assert history.history_lines(path) == [stored]
 
 
 def test_load_history_moves_a_damaged_file_aside(config, store_format, caplog) -> None:
@@ -270,37 +373,51 @@ def test_damaged_history_in_a_read_only_folder_is_ignored(
     assert "cannot be moved aside" in warning
 
 
-def test_history_command_after_a_damaged_history(make_project, tmp_path) -> None:
+@pytest.mark.parametrize("where", ["one file", "run file"])
+def test_history_command_after_a_damaged_history(make_project, tmp_path, where) -> None:
     """The user's view: `reprocheck history` says one warning line, then works again."""
-    fmt = "parquet"
     source = make_project(CONFIG)
-    path = source.parent / "reports" / f"history.{fmt}"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"PAR1 truncated")
+    config = load_config(source)
+    path = history.history_file(config)
+    if where == "one file":
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"PAR1 truncated")
+    else:
+        append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
+                       _matrix(_drift("x/a", 3)))  # fmt: skip
+        _part(path, "run-1").write_bytes(b"PAR1 truncated")
     code = "import sys; from reprocheck import cli, history\n"
     code += "sys.argv = ['reprocheck', 'history', '--config', sys.argv[1]]; cli.main()\n"
-    done = subprocess.run([sys.executable, "-c", code, str(source)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("warning:")
-    assert "new history" in line
-    assert len(list(path.parent.glob(f"history.{fmt}.damaged-*"))) == 1
+    for _twice in range(2):
+        done = subprocess.run([sys.executable, "-c", code, str(source)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        if not _twice:
+            (line,) = done.stderr.strip().splitlines()
+            assert line.startswith("warning:")
+            assert ("new history" if where == "one file" else "leaving out") in line
+        else:
+            assert done.stderr == ""  # moved aside once: nothing more to say
+    assert len(list(path.parent.glob(f"{path.name}.*damaged-*"))) == 1
 
 
 def _history_bytes(config: RunConfig, tmp_path: Path) -> tuple[Path, bytes]:
     run = _run(tmp_path, "run-1", "2024-05-01T10:00:00")
     path = append_history(config, run, _matrix(_drift("x/a", 3), _same("x/b"), _same("x/c")))
-    return path, path.read_bytes()
+    append_history(config, _run(tmp_path, "run-2", "2024-05-02T10:00:00"), _matrix(_same("x/a")))
+    part = _part(path, "run-1")
+    return part, part.read_bytes()
 
 
-def test_every_truncation_of_a_history_loads(config, store_format, tmp_path) -> None:
-    path, data = _history_bytes(config, tmp_path)
+def test_every_truncation_of_a_run_file_loads(config, store_format, tmp_path) -> None:
+    part, data = _history_bytes(config, tmp_path)
     for cut in range(0, len(data), 7):
-        path.write_bytes(data[:cut])
-        table = load_history(path)
-        assert list(table.columns) == history.COLUMNS
+        part.write_bytes(data[:cut])
+        for lines in (history.history_lines(part.parent), run_lines(load_history(part.parent))):
+            assert [line.run_id for line in lines] in (["run-1", "run-2"], ["run-2"])
+        for aside in part.parent.parent.glob("*.damaged-*"):
+            aside.unlink()
 
 
 @pytest.fixture
@@ -312,20 +429,24 @@ def stored_history(config, store_format, tmp_path) -> tuple[Path, bytes]:
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(flips=st.lists(st.tuples(st.integers(0, 2**20), st.integers(1, 255)), min_size=1,
                       max_size=4))  # fmt: skip
-def test_a_history_with_any_bytes_changed_loads(stored_history, flips) -> None:
-    """Bit rot anywhere (header, data, footer) reads as a table or moves the file aside."""
-    path, data = stored_history
+def test_a_run_file_with_any_bytes_changed_loads(stored_history, flips) -> None:
+    """Bit rot anywhere (header, data, footer) reads as a table or moves the file aside; the
+    other run is always there."""
+    part, data = stored_history
     damaged = bytearray(data)
     for offset, xor in flips:
         damaged[offset % len(damaged)] ^= xor
-    path.write_bytes(bytes(damaged))
+    part.write_bytes(bytes(damaged))
     try:
-        table = load_history(path)
+        lines = history.history_lines(part.parent)
+        assert "run-2" in [line.run_id for line in lines]
+        part.write_bytes(bytes(damaged))  # again, if it was moved aside
+        table = load_history(part.parent)
         assert list(table.columns) == history.COLUMNS
-        lines = run_lines(table)  # and what the `history` command does next works too
-        assert len(lines) <= len(table)
+        assert "run-2" in set(table["run_id"])
+        assert len(run_lines(table)) <= len(table)
     finally:
-        for aside in path.parent.glob(f"{path.name}.damaged-*"):
+        for aside in part.parent.parent.glob("*.damaged-*"):
             aside.unlink()
 
 
@@ -335,8 +456,9 @@ def test_a_history_with_any_bytes_changed_loads(stored_history, flips) -> None:
 def test_append_waits_for_the_lock_then_says_so(
     config, store_format, tmp_path, monkeypatch
 ) -> None:
+    """Only converting a one-file history takes the lock (a run's own file needs none)."""
     path = history.history_file(config)
-    path.parent.mkdir(parents=True)
+    _one_file(path, _table(("run-0", "2024-04-01T10:00:00", [_same("x/a")])))
     monkeypatch.setattr(history, "LOCK_SECONDS", 0.2)
     run = _run(tmp_path, "run-1", "2024-05-01T10:00:00")
     other_run = FileLock(path.with_name(f".{path.name}.lock"))
@@ -379,19 +501,23 @@ def test_concurrent_runs_lose_no_history_row(make_project, store_format) -> None
     assert set(table["run_id"]) == expected
     assert len(table) == 2 * workers * rounds
     leftovers = {p.name for p in path.parent.iterdir()} - {path.name, f".{path.name}.lock"}
-    assert leftovers == set()  # no temporary file left behind, no damaged file moved aside
+    assert leftovers == set()  # no damaged file moved aside
+    assert {p.name for p in path.iterdir()} == {history.part_name(r) for r in expected}
 
 
-@pytest.mark.parametrize("kind", ["folder", "fifo", "link"])
-def test_a_history_that_is_not_a_file_is_moved_aside(config, store_format, caplog, kind) -> None:
+@pytest.mark.parametrize("kind", ["fifo", "link", "link to a folder"])
+def test_a_history_that_is_not_a_file_is_moved_aside(
+    config, store_format, caplog, kind, tmp_path
+) -> None:
     path = history.history_file(config)
     path.parent.mkdir(parents=True)
-    if kind == "folder":
-        path.mkdir()
-    elif kind == "fifo":
+    if kind == "fifo":
         os.mkfifo(path)
-    else:
+    elif kind == "link":
         path.symlink_to("/dev/zero")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        path.symlink_to(tmp_path / "elsewhere")
     caplog.set_level(logging.WARNING, logger="reprocheck")
     assert load_history(path).empty  # never blocks on the FIFO, never reads /dev/zero
     assert not path.exists() and not path.is_symlink()
