@@ -35,3 +35,12 @@ def test_warm_bench_prints_its_figures(docker_engine, debian_bases) -> None:
     assert "floor: slowest bare container" in proc.stdout
     assert "x the slowest container" in proc.stdout
     assert "(repeated run)" in proc.stdout and "x the interpreter's start" in proc.stdout
+
+
+def test_history_bench_prints_its_figures() -> None:
+    command = [sys.executable, str(REPO_ROOT / "bench" / "history.py"), "--nights", "3",
+               "--rows", "200"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if x.strip().startswith("current")]
+    assert "night 1" in line and "night 3" in line and "peak" in line
