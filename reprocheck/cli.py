@@ -583,13 +583,14 @@ def history(config_path: Path | None, png_path: Path | None) -> None:
     for line in lines:
         worst = (f"{line.worst_output} (max_abs {line.worst_abs:.3g})"
                  if line.worst_output and line.worst_abs is not None else "-")  # fmt: skip
-        out.print(f"{line.started}  {line.run_id}  {','.join(line.environments)}  "
-                  f"drift {line.drift}/{line.compared}  worst {worst}", soft_wrap=True)  # fmt: skip
+        text = (f"{line.started}  {line.run_id}  {','.join(line.environments)}  "
+                f"drift {line.drift}/{line.compared}  worst {worst}")  # fmt: skip
+        out.print(escape(text), soft_wrap=True)  # an output named out[/x] is not markup
     png = trend_png(lines)
     if png is not None:
         target = png_path or path.with_suffix(".png")
         write_bytes_atomic(target, png)
-        out.print(f"trend plot: {target}")
+        out.print(f"trend plot: {escape(str(target))}")
 
 
 @main.group("cache")

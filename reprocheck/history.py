@@ -19,11 +19,18 @@ costs that run's rows, never the history, and never the run.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import glob
 import hashlib
 import importlib.util
 import io
 import json
 import logging
+import math
+import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,8 +126,9 @@ def load_history(path: Path) -> pd.DataFrame:
     """Every stored row, oldest run first; an empty table when there is no history yet. A
     damaged run file (or a damaged one-file history) is moved aside (see :func:`_move_aside`)
     and its rows are missing: it never stops a run."""
-    if not _is_folder(path):
-        return _load_one_file(path)
+    one_file = None if _is_folder(path) else _load_one_file(path)
+    if one_file is not None:
+        return one_file
     tables = [table for _line, table in sorted(_parts(path, with_rows=True), key=_line_order)]
     tables = [table for table in tables if table is not None and not table.empty]
     return pd.concat(tables, ignore_index=True) if tables else _empty()
@@ -129,8 +137,9 @@ def load_history(path: Path) -> pd.DataFrame:
 def history_lines(path: Path, config: str | None = None) -> list[RunLine]:
     """One line per stored run (of ``config`` only when given, and runs of no config), read
     from each run file's metadata: the rows are read only where that is missing."""
-    if not _is_folder(path):
-        return run_lines(_load_one_file(path), config)
+    one_file = None if _is_folder(path) else _load_one_file(path)
+    if one_file is not None:
+        return run_lines(one_file, config)
     lines = []
     for stored, _table in _parts(path, with_rows=False):
         if stored is not None and (config is None or stored.config in (config, "")):
@@ -146,6 +155,9 @@ def append_history(config: RunConfig, run: RunResult, matrix: Matrix) -> Path:
     new = rows(run, matrix)
     new["config"] = config_name(config)
     part = path / part_name(run.run_id)
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(part.lstat().st_mode):  # a folder, FIFO or link in its place
+            _move_part_aside(part, UnsafeFileError(f"{part} is not a regular file"))
     if new.empty:  # nothing compared: no line, and no earlier rows of this run id stand
         part.unlink(missing_ok=True)
     else:
@@ -154,7 +166,8 @@ def append_history(config: RunConfig, run: RunResult, matrix: Matrix) -> Path:
 
 
 def part_name(run_id: str) -> str:
-    return f"{PART_PREFIX}{hashlib.sha256(run_id.encode()).hexdigest()[:24]}.parquet"
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()  # any str
+    return f"{PART_PREFIX}{digest[:24]}.parquet"
 
 
 @dataclass(frozen=True)
@@ -197,9 +210,19 @@ def _parts(
             table = _read(part) if with_rows else None
             stored = _stored_line(part, table)
         except _damage_errors() as exc:
-            _move_part_aside(part, exc)
+            if _unreadable(exc):  # not damaged: it may be readable to someone else, later
+                logger.warning("history file %s cannot be read (%s): leaving out its run's "
+                               "rows", part, _one_line(exc))  # fmt: skip
+            else:
+                _move_part_aside(part, exc)
             continue
         yield stored, table
+
+
+def _unreadable(exc: BaseException) -> bool:
+    """An error reading a file that says nothing of its content (permissions, the disk)."""
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def _stored_line(part: Path, table: pd.DataFrame | None) -> _Stored | None:
@@ -212,7 +235,7 @@ def _stored_line(part: Path, table: pd.DataFrame | None) -> _Stored | None:
         stored = _Stored(line=_line(found["line"]), config=found["config"])
         if isinstance(stored.config, str):
             return stored
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RecursionError, OverflowError):
         pass  # no line, or not one this version wrote: the rows say it
     table = _read(part) if table is None else table
     lines = run_lines(table)
@@ -225,15 +248,18 @@ def _line(data: object) -> RunLine:
         raise TypeError("not an object")
     line = RunLine(**{**data, "environments": tuple(data.get("environments") or ())})
     texts = (line.run_id, line.started, *line.environments)
+    counts = (line.drift, line.compared)
     if not all(isinstance(t, str) for t in texts) or not all(
-        isinstance(n, int) and not isinstance(n, bool) for n in (line.drift, line.compared)
+        type(n) is int and 0 <= n < 2**63
+        for n in counts  # a count a table could hold
     ):
         raise TypeError("fields of the wrong type")  # fmt: skip
-    if not (line.worst_output is None or isinstance(line.worst_output, str)) or not (
-        line.worst_abs is None or isinstance(line.worst_abs, float | int)
-    ):
-        raise TypeError("fields of the wrong type")  # fmt: skip
-    return line
+    if not (line.worst_output is None or isinstance(line.worst_output, str)):
+        raise TypeError("fields of the wrong type")
+    worst = line.worst_abs
+    if worst is not None and not (type(worst) in (int, float) and math.isfinite(float(worst))):
+        raise TypeError("fields of the wrong type")  # an int beyond a float overflows here
+    return dataclasses.replace(line, worst_abs=None if worst is None else float(worst))
 
 
 def _move_part_aside(part: Path, exc: BaseException) -> None:
@@ -252,41 +278,64 @@ def _is_folder(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 
 
-def _load_one_file(path: Path) -> pd.DataFrame:
-    """A history written as one file (or nothing there)."""
-    table = _read_or_none(path)
+def _load_one_file(path: Path) -> pd.DataFrame | None:
+    """A history written as one file (empty when there is nothing); None when ``path`` has
+    become the folder meanwhile (another run converted it, or made the first one)."""
+    source = path
+    converting = path.with_name(f".{path.name}{_CONVERTING}")
+    if not path.exists() and not path.is_symlink() and converting.exists():
+        source = converting  # a conversion that stopped midway: its file is the history
+    table = _read_or_none(source)
     if table is not None:
         return table
     try:
         with _locked(path):  # another run may be replacing the file right now: look again
-            return _load_locked(path)
+            return None if _is_folder(path) else _load_locked(source)
     except OSError as exc:  # a read-only reports folder: neither lock nor rename works
         logger.warning("history %s is unreadable and cannot be moved aside (%s): ignoring it",
-                       path, _one_line(exc))  # fmt: skip
+                       source, _one_line(exc))  # fmt: skip
         return _empty()
 
 
 def _make_folder(path: Path) -> None:
     """The history folder, made from a one-file history (its runs, a file each) when there
     is one. A one-file history that is damaged, or a FIFO or link there, is moved aside."""
-    if _is_folder(path):
+    converting = path.with_name(f".{path.name}{_CONVERTING}")
+    if _is_folder(path) and not converting.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
-        converting = path.with_name(f".{path.name}{_CONVERTING}")
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.new-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # of a conversion that was killed
+        if _is_folder(path):
+            converting.unlink(missing_ok=True)  # killed after the folder was in place
+            return
         if not path.exists() and not path.is_symlink() and converting.exists():
             converting.rename(path)  # a conversion that stopped midway: take it up again
-        if _is_folder(path):
-            return
-        old = _load_locked(path)  # a damaged file is moved aside: an empty table
         new = path.with_name(f".{path.name}.new-{uuid.uuid4().hex[:12]}")
-        new.mkdir()
+        try:
+            new.mkdir()
+            _convert(path, new)
+            if path.exists() or path.is_symlink():
+                path.rename(converting)
+            new.rename(path)
+            converting.unlink(missing_ok=True)
+        finally:
+            shutil.rmtree(new, ignore_errors=True)  # gone once renamed; else half a copy
+
+
+def _convert(path: Path, new: Path) -> None:
+    """Write the runs of the one-file history at ``path`` into the folder ``new``, a file
+    each. A file that cannot be read, or whose rows cannot be stored as the folder stores
+    them, is moved aside (the history starts anew)."""
+    old = _load_locked(path)  # a damaged file is moved aside: an empty table
+    try:
         for run_id, table in old.groupby("run_id", sort=False):
             (new / part_name(str(run_id))).write_bytes(_part_bytes(table))
-        if path.exists() or path.is_symlink():
-            path.rename(converting)
-        new.rename(path)
-        converting.unlink(missing_ok=True)
+    except _damage_errors() as exc:
+        _move_aside(path, exc)
+        for written in new.iterdir():
+            written.unlink()
 
 
 def _damage_errors() -> tuple[type[Exception], ...]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from filelock import FileLock
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +26,7 @@ from runs import stored_run
 from reprocheck import history
 from reprocheck.compare import compare_arrays
 from reprocheck.config import RunConfig, load_config
-from reprocheck.errors import HistoryError
+from reprocheck.errors import HistoryError, UnsafeFileError
 from reprocheck.history import append_history, load_history, run_lines, trend_png
 from reprocheck.matrix import Matrix, OutputComparison
 from reprocheck.run_model import RunResult
@@ -538,3 +539,136 @@ def test_history_trends_one_config_at_a_time(make_project, tmp_path) -> None:
     assert [line.run_id for line in run_lines(table, "reprocheck.toml")] == ["run-1"]
     assert [line.run_id for line in run_lines(table, "loose.toml")] == ["run-2"]
     assert [line.run_id for line in run_lines(table)] == ["run-1", "run-2"]
+
+
+# --------------------------------------------------------------------------- races and leftovers
+
+
+def test_a_reader_never_moves_a_folder_that_appeared_meanwhile_aside(
+    config, store_format, tmp_path, monkeypatch
+) -> None:
+    """A reader saw no folder (a one-file history, or none), then a run converted it or made
+    the first one: read as the folder, never moved aside as a damaged file."""
+    path = append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
+                          _matrix(_drift("x/a", 3)))  # fmt: skip
+    real = history._is_folder
+    seen: list[Path] = []
+
+    def late(where: Path) -> bool:  # the first look happened before the folder was there
+        seen.append(where)
+        return len(seen) > 1 and real(where)
+
+    monkeypatch.setattr(history, "_is_folder", late)
+    assert list(load_history(path)["run_id"]) == ["run-1"]
+    seen.clear()
+    assert [line.run_id for line in history.history_lines(path)] == ["run-1"]
+    assert real(path) and list(path.parent.glob("*damaged*")) == []
+
+
+def _with_line(part: Path, line: bytes) -> None:
+    table = pq.read_table(part)
+    metadata = {**(table.schema.metadata or {}), history.LINE_KEY: line}
+    pq.write_table(table.replace_schema_metadata(metadata), part)
+
+
+@pytest.mark.parametrize("forged", [
+    b"[" * 200_000,  # deeper than json can nest
+    b'{"line": {"run_id": "run-1", "started": "2024", "environments": [], "drift": 1,'
+    b' "compared": 1, "worst_output": "x/a", "worst_abs": 1' + b"0" * 400 + b'}, "config": ""}',
+    b'{"line": {"run_id": "run-1", "started": "2024", "environments": [], "drift": 1'
+    + b"0" * 400 + b', "compared": 1, "worst_output": null, "worst_abs": null}, "config": ""}',
+    b'{"line": {"run_id": "run-1", "started": "2024", "environments": [], "drift": 1,'
+    b' "compared": 1, "worst_output": "x/a", "worst_abs": NaN}, "config": ""}',
+], ids=["deep", "huge worst", "huge drift", "nan worst"])  # fmt: skip
+def test_a_forged_line_is_worked_out_from_the_rows(make_project, tmp_path, forged: bytes) -> None:
+    """A line too deep to parse, or with a number no float or table holds: the rows say it,
+    and `reprocheck history` prints it (exit 0)."""
+    source = make_project(CONFIG)
+    config = load_config(source)
+    path = append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
+                          _matrix(_drift("x/a", 3)))  # fmt: skip
+    (honest,) = history.history_lines(path)
+    _with_line(_part(path, "run-1"), forged)
+    assert history.history_lines(path) == [honest]
+    code = "import sys; from reprocheck import cli\n"
+    code += "sys.argv = ['reprocheck', 'history', '--config', sys.argv[1]]; cli.main()\n"
+    done = subprocess.run([sys.executable, "-c", code, str(source)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "run-1" in done.stdout and "drift 1/1" in done.stdout
+
+
+def test_a_one_file_history_the_folder_cannot_hold_is_moved_aside(
+    config, store_format, tmp_path, caplog
+) -> None:
+    """Read fine (a fractional count of mismatches), but not as an integer column: moved aside
+    once, with no half-written copy left, instead of failing every later run."""
+    path = history.history_file(config)
+    table = _table(("run-1", "2024-05-01T10:00:00", [_drift("x/a", 3), _drift("x/b", 4)]))
+    table["mismatched"] = [1.0, 1.5]
+    _one_file(path, table)
+    caplog.set_level(logging.WARNING, logger="reprocheck")
+    for day in (2, 3):
+        append_history(config, _run(tmp_path, f"run-{day}", f"2024-05-0{day}T10:00:00"),
+                       _matrix(_same("x/a")))  # fmt: skip
+    assert list(load_history(path)["run_id"]) == ["run-2", "run-3"]
+    assert len(list(path.parent.glob(f"{path.name}.damaged-*"))) == 1
+    assert len(_warnings(caplog)) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        [path.name, f".{path.name}.lock", *(p.name for p in path.parent.glob("*.damaged-*"))]
+    )
+
+
+def test_what_a_killed_conversion_leaves_is_cleared_or_taken_up(
+    config, store_format, tmp_path
+) -> None:
+    path = history.history_file(config)
+    old = _table(("run-1", "2024-05-01T10:00:00", [_drift("x/a", 3)]))
+    converting = path.with_name(f".{path.name}.converting")
+    _one_file(converting, old)  # killed after moving the one file away: readers still see it
+    (path.parent / f".{path.name}.new-0123456789ab").mkdir()  # killed while copying
+    assert [line.run_id for line in history.history_lines(path)] == ["run-1"]
+    append_history(config, _run(tmp_path, "run-2", "2024-05-02T10:00:00"), _matrix(_same("x/a")))
+    assert list(load_history(path)["run_id"]) == ["run-1", "run-2"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [f".{path.name}.lock", path.name]
+    _one_file(converting, old)  # killed after the folder was in place: removed, not re-read
+    append_history(config, _run(tmp_path, "run-3", "2024-05-03T10:00:00"), _matrix(_same("x/a")))
+    assert not converting.exists()
+    assert list(load_history(path)["run_id"]) == ["run-1", "run-2", "run-3"]
+
+
+def test_a_run_file_that_cannot_be_opened_is_left_where_it_is(
+    config, store_format, tmp_path, caplog, monkeypatch
+) -> None:
+    """Permission denied (another user's file) or an I/O error says nothing of the content:
+    that run is left out with a warning, never moved aside."""
+    path = append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
+                          _matrix(_drift("x/a", 3)))  # fmt: skip
+    append_history(config, _run(tmp_path, "run-2", "2024-05-02T10:00:00"), _matrix(_same("x/a")))
+    locked = _part(path, "run-1")
+    real = history.open_regular
+
+    def refuse(part: Path):  # type: ignore[no-untyped-def]
+        if part == locked:
+            raise UnsafeFileError(f"cannot read {part}: permission denied") from PermissionError(
+                13, "Permission denied")  # fmt: skip
+        return real(part)
+
+    monkeypatch.setattr(history, "open_regular", refuse)
+    caplog.set_level(logging.WARNING, logger="reprocheck")
+    assert [line.run_id for line in history.history_lines(path)] == ["run-2"]
+    assert locked.exists() and list(path.parent.glob("*damaged*")) == []
+    (warning,) = _warnings(caplog)
+    assert "cannot be read" in warning and "leaving out" in warning
+
+
+@pytest.mark.parametrize("rows", ["some", "none"])
+def test_a_folder_in_the_place_of_this_runs_file_is_moved_aside(
+    config, store_format, tmp_path, rows: str
+) -> None:
+    path = history.history_file(config)
+    _part(path, "run-1").mkdir(parents=True)
+    items = [_drift("x/a", 3)] if rows == "some" else []
+    append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"), _matrix(*items))
+    assert list(load_history(path)["run_id"]) == (["run-1"] if items else [])
+    assert len(list(path.parent.glob(f"{path.name}.run-*.damaged-*"))) == 1
