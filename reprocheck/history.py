@@ -373,8 +373,17 @@ def _normalised(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_parquet(data: bytes) -> pd.DataFrame:
-    # Bad UTF-8 or offsets in a column pass read_table and fail only later, in run_lines.
-    pq.read_table(pa.BufferReader(data)).validate(full=True)
+    # Bad UTF-8 or offsets in a column pass read_table and fail only later, in run_lines; so
+    # does a text column whose type a flipped bit turned into bytes.
+    table = pq.read_table(pa.BufferReader(data))
+    table.validate(full=True)
+    for name in set(TEXT_COLUMNS) & set(table.column_names):
+        kind = table.schema.field(name).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+                or pa.types.is_null(kind)):  # fmt: skip
+            raise ValueError(f"column {name} is {kind}, not text")
     return pd.read_parquet(io.BytesIO(data))
 
 
