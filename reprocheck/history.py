@@ -206,6 +206,7 @@ def _parts(
         part = folder / name
         if not (name.startswith(PART_PREFIX) and name.endswith(".parquet")):
             continue  # a temporary file being written, something of the user's
+        seen = _identity(part)
         try:
             table = _read(part) if with_rows else None
             stored = _stored_line(part, table)
@@ -213,10 +214,19 @@ def _parts(
             if _unreadable(exc):  # not damaged: it may be readable to someone else, later
                 logger.warning("history file %s cannot be read (%s): leaving out its run's "
                                "rows", part, _one_line(exc))  # fmt: skip
-            else:
+            elif seen is not None and _identity(part) == seen:  # not rewritten meanwhile
                 _move_part_aside(part, exc)
             continue
         yield stored, table
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file is at ``path`` (a run that writes its file again puts a new one there)."""
+    try:
+        found = path.lstat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def _unreadable(exc: BaseException) -> bool:

@@ -673,3 +673,25 @@ def test_a_folder_in_the_place_of_this_runs_file_is_moved_aside(
     append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"), _matrix(*items))
     assert list(load_history(path)["run_id"]) == (["run-1"] if items else [])
     assert len(list(path.parent.glob(f"{path.name}.run-*.damaged-*"))) == 1
+
+
+def test_a_run_file_rewritten_while_it_was_read_is_not_moved_aside(
+    config, store_format, tmp_path, monkeypatch
+) -> None:
+    """A reader found the file damaged, and meanwhile `compare` of that run wrote it again:
+    the new file stays (only the file that was read is moved aside)."""
+    path = append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
+                          _matrix(_drift("x/a", 3)))  # fmt: skip
+    _part(path, "run-1").write_bytes(b"PAR1 truncated")
+    real = history._read
+
+    def rewritten_meanwhile(part: Path) -> pd.DataFrame:
+        monkeypatch.setattr(history, "_read", real)
+        append_history(config, _run(tmp_path, "run-1", "2024-05-01T10:00:00"),
+                       _matrix(_drift("x/a", 4)))  # fmt: skip
+        raise ValueError("the damaged file, as it was read")
+
+    monkeypatch.setattr(history, "_read", rewritten_meanwhile)
+    assert load_history(path).empty  # this reader could not read it
+    assert list(path.parent.glob("*damaged*")) == []
+    assert list(load_history(path)["max_ulp"]) == [4.0]  # the next one reads the new file
