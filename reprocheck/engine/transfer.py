@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from reprocheck.cache import IGNORED_NAMES, FileHashes, json_digest
 from reprocheck.engine.base import LABEL, ContainerSpec, Mount
@@ -334,16 +334,26 @@ _Entry = tuple[tarfile.TarInfo, Path | bytes | None]  # an archive entry, its da
 
 def _put(helper: Any, path: str, members: list[_Entry], image: str) -> None:
     with tempfile.TemporaryFile(prefix="reprocheck-put-") as tar_file:
-        with tarfile.open(fileobj=tar_file, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for member, source in members:
-                if source is None or isinstance(source, bytes):
-                    tar.addfile(member, None if source is None else io.BytesIO(source))
-                    continue
-                with source.open("rb") as data:
-                    tar.addfile(member, data)
+        _write_archive(tar_file, members)
         tar_file.seek(0)
         if not helper.put_archive(path, tar_file):
             raise EngineError(f"the engine refused the files for {image} (at {path})")
+
+
+def _write_archive(tar_file: IO[bytes], members: list[_Entry]) -> None:
+    """``members`` as a tar archive that ends with its two end-of-archive blocks: Python pads
+    an archive to a 10 KiB record, and Podman's copier stops reading at those blocks, so
+    writing the padding could fail the upload ("passing bulk input to subprocess: write |1:
+    broken pipe", containers/buildah#6573; seen in this project's CI)."""
+    with tarfile.open(fileobj=tar_file, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for member, source in members:
+            if source is None or isinstance(source, bytes):
+                tar.addfile(member, None if source is None else io.BytesIO(source))
+                continue
+            with source.open("rb") as data:
+                tar.addfile(member, data)
+        end = tar.offset + 2 * tarfile.BLOCKSIZE
+    tar_file.truncate(end)
 
 
 def _folder(target: str, entries: tuple[tuple[str, Path], ...] | None) -> _Entry:
