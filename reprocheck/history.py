@@ -64,8 +64,8 @@ SCHEMA = pa.schema(
     + [("mismatched", pa.int64()), ("total", pa.int64()), ("max_abs", pa.float64()),
        ("max_ulp", pa.float64()), ("count", pa.int64()), ("config", pa.string())]
 )  # fmt: skip
-# How long a run waits for another one writing the same history (a write takes well under
-# a second; the lock is an flock, so a killed writer never leaves it held).
+# How long a run waits for another one converting a one-file history into the folder (the
+# only writer that takes the lock; an flock, so a killed writer never leaves it held).
 LOCK_SECONDS = 120.0
 PART_PREFIX = "run-"  # a run's file: run-<digest of its id>.parquet (any run id is a name)
 LINE_KEY = b"reprocheck.run_line"  # its RunLine (and config) in the file's metadata
@@ -257,18 +257,16 @@ def _line(data: object) -> RunLine:
     if not isinstance(data, dict):
         raise TypeError("not an object")
     line = RunLine(**{**data, "environments": tuple(data.get("environments") or ())})
-    texts = (line.run_id, line.started, *line.environments)
-    counts = (line.drift, line.compared)
-    if not all(isinstance(t, str) for t in texts) or not all(
-        type(n) is int and 0 <= n < 2**63
-        for n in counts  # a count a table could hold
-    ):
-        raise TypeError("fields of the wrong type")  # fmt: skip
-    if not (line.worst_output is None or isinstance(line.worst_output, str)):
-        raise TypeError("fields of the wrong type")
     worst = line.worst_abs
-    if worst is not None and not (type(worst) in (int, float) and math.isfinite(float(worst))):
-        raise TypeError("fields of the wrong type")  # an int beyond a float overflows here
+    typed = (
+        all(isinstance(t, str) for t in (line.run_id, line.started, *line.environments))
+        and all(type(n) is int and 0 <= n < 2**63 for n in (line.drift, line.compared))
+        and (line.worst_output is None or isinstance(line.worst_output, str))
+        # float() of an int beyond a float's range raises OverflowError
+        and (worst is None or (type(worst) in (int, float) and math.isfinite(float(worst))))
+    )
+    if not typed:
+        raise TypeError("fields of the wrong type")
     return dataclasses.replace(line, worst_abs=None if worst is None else float(worst))
 
 
@@ -288,11 +286,16 @@ def _is_folder(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 
 
+def _converting(path: Path) -> Path:
+    """Where a one-file history lies while it becomes the folder."""
+    return path.with_name(f".{path.name}{_CONVERTING}")
+
+
 def _load_one_file(path: Path) -> pd.DataFrame | None:
     """A history written as one file (empty when there is nothing); None when ``path`` has
     become the folder meanwhile (another run converted it, or made the first one)."""
     source = path
-    converting = path.with_name(f".{path.name}{_CONVERTING}")
+    converting = _converting(path)
     if not path.exists() and not path.is_symlink() and converting.exists():
         source = converting  # a conversion that stopped midway: its file is the history
     table = _read_or_none(source)
@@ -310,7 +313,7 @@ def _load_one_file(path: Path) -> pd.DataFrame | None:
 def _make_folder(path: Path) -> None:
     """The history folder, made from a one-file history (its runs, a file each) when there
     is one. A one-file history that is damaged, or a FIFO or link there, is moved aside."""
-    converting = path.with_name(f".{path.name}{_CONVERTING}")
+    converting = _converting(path)
     if _is_folder(path) and not converting.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,8 @@ def write_run_files(
     paths: ReportPaths = NO_EXTRA_REPORTS, json_path: Path | None = None,
 ) -> RunFiles:  # fmt: skip
     """report.json and comparisons.parquet (these must succeed), then the history row and
-    the other report files, each on its own: a broken history file (a folder, a FIFO) must
-    not cost the HTML report."""
+    the other report files, each on its own: a history that cannot be written (a read-only
+    folder, a disk full) must not cost the HTML report."""
     forget(result.run_dir)  # reports written anew no longer stand for the run's reuse key
     with ThreadPoolExecutor(max_workers=1) as pool:  # Arrow encodes without the GIL
         parquet = pool.submit(matrix.comparisons.write_parquet,

@@ -211,9 +211,7 @@ def _damage(path: Path, kind: str) -> bytes:
     if kind == "text in numbers":
         table = pd.read_parquet(io.BytesIO(data)).astype({"max_ulp": object})
         table["max_ulp"] = "lots"
-        buffer = io.BytesIO()
-        table.to_parquet(buffer, index=False)
-        damaged = buffer.getvalue()
+        return _one_file(path, table)
     path.write_bytes(damaged)
     return damaged
 
