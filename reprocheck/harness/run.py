@@ -272,14 +272,18 @@ class ProcessSampler:
             if pid == self.root and not self.with_root:
                 continue
             try:
-                text = _read(f"/proc/{pid}/maps") if self.maps else ""
                 executable = os.readlink(f"/proc/{pid}/exe")
+                text = _read(f"/proc/{pid}/maps") if self.maps else ""
                 argv = _argv(pid)
+                if os.readlink(f"/proc/{pid}/exe") != executable:
+                    continue  # it exec'd while read: the next sample sees the new program
             except OSError:  # gone, or not ours to read
                 continue
             entry = self.seen.setdefault(
                 (pid, start), {"pid": pid, "start": start, "seen": ["sampled"], "files": set()}
             )
+            if entry.get("executable", executable) != executable:
+                entry["files"] = set()  # an exec: what the process mapped before is not its own
             entry["files"].update(_mapped_files(text))
             entry["executable"], entry["argv"] = executable, argv  # after an exec: the new one
             entry["cmdline"] = argv  # as /proc shows it (a record's argv is sys.argv)

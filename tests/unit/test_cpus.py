@@ -215,6 +215,33 @@ def test_a_program_a_command_execs_is_seen_leaving_the_emulator(tmp_path: Path) 
     assert len(shell) == 1 and shell[0]["executable"] == QEMU  # sh itself stayed emulated
 
 
+FORK_THEN_EXEC = """
+import os, time
+pid = os.fork()
+if pid == 0:  # an emulated copy of this Python (libm, libpython mapped), then a libc-only program
+    time.sleep(0.5)
+    os.execv("/bin/sleep", ["sleep", "0.3"])
+os.waitpid(pid, 0)
+"""
+
+
+@needs_qemu
+def test_what_a_process_mapped_before_its_exec_is_not_its_programs(tmp_path: Path) -> None:
+    """A forked child is sampled as the emulated Python it copies, then execs a program that
+    uses libc alone: the libraries of the copy are not the program's (CI once counted it as
+    leaving the emulator with them)."""
+    script = tmp_path / "pipeline.py"
+    script.write_text(FORK_THEN_EXEC)
+    meta = run_harness(tmp_path, ["python3", str(script)], env=EMULATED)
+    status = json.loads((meta / "status.json").read_text())
+    assert status["command"]["status"] == "ok"
+    assert status["left_emulator"] == {"count": 0, "listed": []}
+    listed = json.loads((meta / "fingerprint.json").read_text())["pipeline_processes"]["listed"]
+    (child,) = [p for p in listed if p["emulated"] is False]
+    assert Path(child["executable"]).name == "sleep", child
+    assert child["libraries"] <= 2, child  # libc and the loader, not the copied Python's libm
+
+
 @needs_qemu
 def test_a_script_run_through_its_interpreter_stays_emulated(tmp_path: Path) -> None:
     script = tmp_path / "pipeline.py"
