@@ -18,10 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from docker.utils.build import PatternMatcher
-
 from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.engine import LABEL, BuildRequest, ContainerEngine, ImageInfo
+from reprocheck.engine.docker_sdk import PatternMatcher
 from reprocheck.errors import ConfigError, ImageBuildError
 from reprocheck.progress import ProgressCallback, ProgressEvent, silent
 

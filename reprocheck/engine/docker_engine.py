@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
 import requests.exceptions
 
 from reprocheck.cache import FileHashes
@@ -30,6 +28,7 @@ from reprocheck.engine.base import (
     owner_alive,
     owner_label,
 )
+from reprocheck.engine.docker_sdk import docker
 from reprocheck.engine.targets import PODMAN, EngineTarget, podman_socket
 from reprocheck.engine.transfer import VOLUME_LABEL, Transfer, VolumePlane
 from reprocheck.errors import ConfigError, EngineError, EngineUnavailableError, ImageBuildError
