@@ -707,6 +707,15 @@ def empty_store(spec: OutputsConfig = _DEFAULTS) -> OutputStore:
     return OutputStore(Path(), SCHEMA.empty_table(), spec)
 
 
+@dataclass(frozen=True)
+class Described:
+    """An output as its store describes it: the digest of its dtype, shape and bytes."""
+
+    digest: bytes
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+
 class OutputFolders:
     """Output folders, each opened once through its store (explain and the HTML report look
     up the same folders for many outputs)."""
@@ -717,15 +726,29 @@ class OutputFolders:
     def load(self, folder: Path, output: str) -> np.ndarray | None:
         """The array ``output`` in ``folder``, or None when the folder does not hold it
         or it cannot be read (the comparison already reported why)."""
-        if folder not in self._stores:
-            self._stores[folder] = open_store(folder)
-        store = self._stores[folder]
+        store = self._store(folder)
         if output not in store or store.error(output):
             return None
         try:
             return store.load(output)
         except OutputError:
             return None
+
+    def describe(self, folder: Path, output: str) -> Described | None:
+        """What the store recorded of ``output`` (its digest, dtype and shape), read without
+        loading it; None as :meth:`load` would give None."""
+        store = self._store(folder)
+        row = store.find(output)
+        layout = None if row < 0 or store.error_at(row) else store.layout_at(row)
+        digest = None if layout is None else store.table["digest"][row].as_py()
+        if layout is None or digest is None:
+            return None
+        return Described(digest=digest, dtype=np.dtype(layout[0]), shape=layout[1])
+
+    def _store(self, folder: Path) -> OutputStore:
+        if folder not in self._stores:
+            self._stores[folder] = open_store(folder)
+        return self._stores[folder]
 
     def close(self) -> None:
         for store in self._stores.values():

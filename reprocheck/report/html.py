@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from importlib import resources
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from reprocheck.errors import ReprocheckError
-from reprocheck.output_store import OutputFolders
+from reprocheck.output_store import Described, OutputFolders
 from reprocheck.report.common import (
     FAILING,
     VERSION_KEYS,
@@ -50,12 +50,12 @@ from reprocheck.report.common import (
     worst,
 )
 from reprocheck.report.envdiff import DiffRow, environment_diff
-from reprocheck.report.picture_cache import PictureCache, picture_key
+from reprocheck.report.picture_cache import Fragment, PictureCache, fragment_key
 from reprocheck.report.pictures import (
     Histogram,
     display_pair,
     heatmap,
-    is_image,
+    image_layout,
     png_bytes,
     ulp_histogram,
 )
@@ -105,6 +105,56 @@ class _Arrays:
             return self._folders.load(folder, output)
         except (ReprocheckError, OSError):
             return None
+
+    def describe(self, environment: str, output: str) -> Described | None:
+        """The output's digest, dtype and shape from its store, without loading it."""
+        folder = self._dirs.get(environment)
+        if folder is None:
+            return None
+        try:
+            return self._folders.describe(folder, output)
+        except (ReprocheckError, OSError):
+            return None
+
+
+class _Pair:
+    """One comparison's two arrays as their stores describe them, loaded on first use (only
+    when a fragment has to be drawn)."""
+
+    def __init__(self, item: Comparison, arrays: _Arrays, a: Described, b: Described) -> None:
+        self.item, self.a, self.b = item, a, b
+        self._arrays = arrays
+        self._loaded: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return str(self.item["baseline"]), str(self.item["candidate"])
+
+    def key(self, kind: Fragment, *names: str) -> str:
+        return fragment_key(kind, self.a.digest, self.b.digest, *names)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self._loaded is None:
+            output = str(self.item["output"])
+            a, b = (self._arrays.load(name, output) for name in self.names)
+            if a is None or b is None:
+                return None
+            self._loaded = a, b
+        return self._loaded
+
+    def fragment(self, kind: Fragment, draw: Callable[[np.ndarray, np.ndarray], str],
+                 *names: str) -> str | None:  # fmt: skip
+        """The fragment kept from an earlier run, else drawn (None: the arrays cannot be
+        read any more)."""
+        cache, key = self._arrays.pictures, self.key(kind, *names)
+        fragment = cache.get(key)
+        if fragment is None:
+            loaded = self.arrays()
+            if loaded is None:
+                return None
+            fragment = draw(*loaded)
+            cache.put(key, fragment)
+        return fragment
 
 
 @dataclass(kw_only=True)
@@ -319,15 +369,12 @@ def _figure(png: bytes, caption: str, alt: str, size: tuple[int, int]) -> str:
     )
 
 
-def _pictures(
-    item: Comparison, a: np.ndarray, b: np.ndarray, budget: _Budget, cache: PictureCache
-) -> str:
+def _pictures(pair: _Pair, budget: _Budget) -> str:
     """The pair's pictures (drawn, or kept from an earlier run), within the size budget."""
-    key = picture_key(a, b, str(item["baseline"]), str(item["candidate"]))
-    figures = cache.get(key)
+    item = pair.item
+    figures = pair.fragment(Fragment.PICTURES, lambda a, b: _draw(item, a, b), *pair.names)
     if figures is None:
-        figures = _draw(item, a, b)
-        cache.put(key, figures)
+        return ""
     size = len(figures) * 3 // 4  # the PNGs are in base64 data URIs: about 4/3 their size
     if size > budget.image_bytes:
         budget.skipped.append(str(item["output"]))
@@ -388,15 +435,17 @@ def _ulp_block(a: np.ndarray, b: np.ndarray) -> str:
 
 
 def _pair_block(item: Comparison, arrays: _Arrays, budget: _Budget, pictures: bool) -> str:
-    a = arrays.load(str(item["baseline"]), str(item["output"]))
-    b = arrays.load(str(item["candidate"]), str(item["output"]))
+    output = str(item["output"])
+    a = arrays.describe(str(item["baseline"]), output)
+    b = arrays.describe(str(item["candidate"]), output)
     if a is None or b is None:
         return ""
-    blocks = []
-    if pictures and a.shape == b.shape and is_image(a) and is_image(b):
-        blocks.append(_pictures(item, a, b, budget, arrays.pictures))
+    pair, blocks = _Pair(item, arrays, a, b), []
+    images = a.shape == b.shape and all(image_layout(d.dtype, d.shape) for d in (a, b))
+    if pictures and images:
+        blocks.append(_pictures(pair, budget))
     if a.dtype.kind == "f":
-        blocks.append(_ulp_block(a, b))
+        blocks.append(pair.fragment(Fragment.ULP, _ulp_block) or "")
     if not any(blocks):
         return ""
     title = f"{_e(pair_label(item['baseline'], item['candidate']))}: {_e(item['verdict'])}"

@@ -1,8 +1,11 @@
-"""Rendered pictures kept between runs: the HTML fragment of one output pair's baseline,
-candidate and heatmap PNGs, keyed by the sha256 of both arrays and the captions' names.
+"""Rendered report fragments kept between runs: the HTML of one output pair's baseline,
+candidate and heatmap PNGs, and of its ULP histogram, keyed by the kind of fragment, the
+digests the output stores recorded for both arrays (of dtype, shape and bytes) and the
+captions' names.
 
 A run whose environments were all reused from the result cache draws the same pictures as
-the run before it; encoding them again was most of such a run's report time. Stored under
+the run before it; encoding them again was most of such a run's report time. With the keys
+taken from the stores, a fragment kept is used without loading either array. Stored under
 ``reports/.cache/pictures`` (a file per fragment, written atomically); an unwritable or
 damaged entry only means drawing again.
 """
@@ -15,22 +18,26 @@ import os
 import stat
 import tempfile
 import time
+from enum import StrEnum
 from pathlib import Path
-
-import numpy as np
 
 from reprocheck.cache import CACHE_DIR
 
 PICTURES_DIR = "pictures"  # under the reports folder's cache
-VERSION = b"1"  # bump when the drawing changes
+VERSION = b"2"  # bump when the drawing or the keys change
 _MAX_BYTES = 8 << 20
 
 
-def picture_key(a: np.ndarray, b: np.ndarray, *names: str) -> str:
-    digest = hashlib.sha256(VERSION)
-    for array in (a, b):
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1).data)
+class Fragment(StrEnum):
+    PICTURES = "pictures"
+    ULP = "ulp"
+
+
+def fragment_key(kind: Fragment, a: bytes, b: bytes, *names: str) -> str:
+    """The key of a fragment drawn from the arrays whose store digests are ``a`` and ``b``."""
+    digest = hashlib.sha256(VERSION + b"\0" + kind.value.encode())
+    for value in (a, b):
+        digest.update(len(value).to_bytes(2, "big") + value)
     for name in names:
         digest.update(b"\0" + name.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()

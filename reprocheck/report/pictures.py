@@ -49,11 +49,16 @@ def png_bytes(pixels: U8) -> bytes:
 
 def is_image(array: AnyArray) -> bool:
     """uint/float H x W or H x W x C (C = 1..4) with both sides of at least MIN_SIDE."""
-    if array.dtype.kind not in _IMAGE_KINDS or array.ndim not in (2, 3):
+    return image_layout(array.dtype, array.shape)
+
+
+def image_layout(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:
+    """:func:`is_image` of an array of ``dtype`` and ``shape``, without the array."""
+    if dtype.kind not in _IMAGE_KINDS or len(shape) not in (2, 3):
         return False
-    if array.ndim == 3 and not 1 <= array.shape[2] <= 4:
+    if len(shape) == 3 and not 1 <= shape[2] <= 4:
         return False
-    short, long = sorted(array.shape[:2])
+    short, long = sorted(shape[:2])
     return bool(short >= MIN_SIDE and long <= MAX_ASPECT * short)
 
 

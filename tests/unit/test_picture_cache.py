@@ -9,7 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from reprocheck.report.picture_cache import PictureCache, picture_key, prune
+from reprocheck.output_store import digest
+from reprocheck.report.picture_cache import Fragment, PictureCache, fragment_key, prune
+
+
+def picture_key(a: np.ndarray, b: np.ndarray, *names: str) -> str:
+    return fragment_key(Fragment.PICTURES, digest(a), digest(b), *names)
 
 
 def test_the_key_changes_with_any_byte_shape_dtype_or_name() -> None:
@@ -28,6 +33,8 @@ def test_the_key_changes_with_any_byte_shape_dtype_or_name() -> None:
         picture_key(np.asfortranarray(a + np.eye(16, dtype=np.float32)), b, "x", "y"),
     ]
     assert len({key, *changed}) == len(changed) + 1
+    assert fragment_key(Fragment.ULP, digest(a), digest(b), "x", "y") != key  # another kind
+    assert picture_key(a, neg, "x", "y") != picture_key(neg, a, "x", "y")  # which is which
 
 
 def test_entries_round_trip_and_bad_ones_are_misses(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,7 +120,9 @@ def test_pictures_are_drawn_once_and_kept_for_the_next_run(
     pictures = pictures_folder(folder)
     first = render_html(report, pictures=pictures)
     kept = sorted(pictures.glob("*.html"))
-    assert len(kept) == 2  # one fragment per pair with pictures
+    # pictures of the two drifting images (cubic, field); ULP histograms of the two drifting
+    # float outputs (field, probs)
+    assert len(kept) == 4
     assert pictures == folder / ".cache" / "pictures"
 
     def no_drawing(*_args: object) -> str:
@@ -128,3 +132,56 @@ def test_pictures_are_drawn_once_and_kept_for_the_next_run(
     assert render_html(report, pictures=pictures) == first
     with pytest.raises(AssertionError, match="drawn again"):
         render_html(report)  # no folder: every picture is drawn
+
+
+def _fail(what: str) -> Any:
+    def fail(*_args: object, **_kwargs: object) -> Any:
+        raise AssertionError(what)
+
+    return fail
+
+
+def test_kept_fragments_are_used_without_loading_an_array(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fragments' keys come from the output stores' digests: a run whose outputs are
+    those of an earlier one (another run folder) renders its details from the cache alone."""
+    import reprocheck.report.html as html
+    from reprocheck.output_store import OutputFolders
+
+    pictures = tmp_path / "pictures"
+    first = render_html(synthetic_report(tmp_path / "run-1"), pictures=pictures)
+    report = synthetic_report(tmp_path / "run-2")
+    for name, what in (("_draw", "drawn"), ("ulp_histogram", "histogram computed")):
+        monkeypatch.setattr(html, name, _fail(what))
+    monkeypatch.setattr(OutputFolders, "load", _fail("array loaded"))
+    again = render_html(report, pictures=pictures)
+    assert again.replace("run-2", "run-1") == first
+    assert again.count('class="hist"') == 2 and again.count('class="figures"') == 2
+
+
+def test_an_output_that_changed_is_drawn_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reprocheck.report.html as html
+
+    pictures = tmp_path / "pictures"
+    report = synthetic_report(tmp_path / "run")
+    first = render_html(report, pictures=pictures)
+    archive = tmp_path / "run" / "new" / "outputs" / "photo.jpg.npz"
+    with np.load(archive) as stored:
+        arrays = dict(stored)
+    arrays["resize/cubic"][0, 0, 0] ^= 1  # one bit of one pixel
+    np.savez(archive, **arrays)  # type: ignore[arg-type]
+    drawn: list[str] = []
+    draw = html._draw
+
+    def counted(item: Any, a: np.ndarray, b: np.ndarray) -> str:
+        drawn.append(str(item["output"]))
+        return draw(item, a, b)
+
+    monkeypatch.setattr(html, "_draw", counted)
+    monkeypatch.setattr(html, "ulp_histogram", _fail("a float output that did not change"))
+    again = render_html(report, pictures=pictures)
+    assert drawn == ["photo.jpg/resize/cubic"] and again != first
+    assert len(list(pictures.glob("*.html"))) == 5
