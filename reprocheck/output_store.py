@@ -579,6 +579,26 @@ class OutputStore:
         return self.table["error"][row].as_py()  # type: ignore[no-any-return]
 
     def ref_at(self, row: int) -> OutputRef:
+        """The row's ref: where its bytes lie from the columns made into numpy arrays once
+        (:attr:`_placement`, the layouts), the rest read as single values."""
+        offsets, fortran, file_ids, files = self._placement
+        layout = self.layout_at(row)
+        if file_ids[row] < 0:
+            return self._ref_of_entry(row)
+
+        def value(name: str) -> Any:
+            return self.table.column(name)[row].as_py()
+
+        located = None
+        if layout is not None and offsets[row] >= 0:
+            located = Located(offset=int(offsets[row]), dtype=np.dtype(layout[0]),
+                              shape=layout[1], fortran=bool(fortran[row]))  # fmt: skip
+        return OutputRef(name=value("name"), file=self.folder / os.fsdecode(files[file_ids[row]]),
+                         kind=value("kind"), key=value("key"),
+                         error=None if layout is not None else value("error"),
+                         located=located)  # fmt: skip
+
+    def _ref_of_entry(self, row: int) -> OutputRef:
         entry = self.table.slice(row, 1).to_pylist()[0]
         located = None
         if entry["offset"] is not None and entry["error"] is None:

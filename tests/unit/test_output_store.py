@@ -64,6 +64,29 @@ def test_store_indexes_every_kind_and_keeps_errors(tmp_path: Path) -> None:
         assert store.digests[store.row["n"]] == digest(np.eye(2))
 
 
+def test_refs_from_numpy_columns_equal_the_rows_read_whole(tmp_path: Path) -> None:
+    """ref_at (offsets, layouts and files made into numpy arrays once) gives each row the ref
+    that reading the whole row gives: every kind of output, errors, Fortran order, 0-d."""
+    out = tmp_path / "outputs"
+    (out / "sub").mkdir(parents=True)
+    np.savez(out / "f.npz", x=np.ones(3, np.float32), y=np.asfortranarray(np.eye(3)),
+             s=np.array(2.5), e=np.zeros((0, 4), np.int16))  # fmt: skip
+    np.savez_compressed(out / "c.npz", z=np.arange(4))
+    np.save(out / "sub" / "n.npy", np.eye(2, dtype=np.complex64))
+    np.save(out / "o.npy", np.array([{}], dtype=object), allow_pickle=True)
+    (out / "m.json").write_text(json.dumps({"acc": 0.5, "n": [1, 2]}))
+    (out / "bad.npz").write_bytes(b"not a zip")
+    (out / "link.npy").symlink_to("/etc/passwd")
+    write_store(out)
+    with open_store(out) as store:
+        assert len(store) == 10  # the JSON list is not a number: not an output
+        for row in range(len(store)):
+            assert store.ref_at(row) == store._ref_of_entry(row), store.names[row]
+            if store.error_at(row) is None:
+                whole = store._reader.load(store._ref_of_entry(row))
+                np.testing.assert_array_equal(store.load_at(row), whole)
+
+
 def test_stale_store_is_rebuilt(tmp_path: Path) -> None:
     out = tmp_path / "outputs"
     out.mkdir()
