@@ -249,7 +249,7 @@ def tree_digest(root: Path, hashes: FileHashes, excluded: frozenset[Path] = froz
     return json_digest(sorted(found, key=lambda item: str(item[0])))
 
 
-def _listing(root: Path) -> str:
+def tree_listing(root: Path) -> str:
     """Names, kinds, sizes and modification times under ``root`` (no byte read): what an
     entry held when it was stored, to tell a complete, unchanged copy of it."""
     found = []
@@ -539,7 +539,7 @@ class RunCache:
             manifest = _read_manifest(entry / ENTRY_FILE, key)
             _expect_fixtures(manifest, plan)
             copy_tree(entry / ENTRY_TREE, staging)
-            if _listing(staging) != manifest.listing:
+            if tree_listing(staging) != manifest.listing:
                 raise _DamagedError("its files changed after it was stored")
         except (_DamagedError, OSError) as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -574,7 +574,7 @@ class RunCache:
                                         dir=self.runs))  # fmt: skip
         try:
             copy_tree(folder, staging / ENTRY_TREE)
-            manifest = _manifest_json(entry.key, result, _listing(staging / ENTRY_TREE))
+            manifest = _manifest_json(entry.key, result, tree_listing(staging / ENTRY_TREE))
             (staging / ENTRY_FILE).write_text(json.dumps(manifest, indent=1))
             _publish(staging, self.runs / entry.key, replace=not self._read)
         finally:

@@ -56,6 +56,7 @@ from reprocheck.store import (
     HTML_FILE,
     MARKDOWN_FILE,
     REPORT_FILE,
+    check_run_folder,
     find_run,
     load_run,
     save_run,
@@ -234,6 +235,8 @@ def run(
     models = None if cpus is None else tuple(c.strip() for c in cpus.split(",") if c.strip())
     plan = make_plan(config, envs, models)
     golden = load_baseline(config, baseline) if baseline else None
+    if out_dir is not None:
+        check_run_folder(out_dir, config.root)
     engine = get_engine(BUILD_ENGINE)
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
     run_id = run_dir.name  # a merge of --out folders gets an id of its own

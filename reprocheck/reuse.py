@@ -9,9 +9,10 @@ adds no history row (the earlier run's rows are that result already). ``--no-cac
 
 A complete run is recorded twice, so neither half alone is trusted:
 
-* ``<run>/reuse.json``: the run's key and exit code. Writing the run's reports again
+* ``<run>/reuse.json``: the run's key, exit code and each environment's outputs as they were
+  compared (names, sizes, modification times). Writing the run's reports again
   (``reprocheck compare``) removes it first: reports compared under another config are no
-  longer the key's.
+  longer the key's; outputs removed or replaced since make the run compare again.
 * ``reports/.cache/reuse/<key>.json``: which run that is (a run folder beside the others).
 
 The key is the sha256 of the container results' cache keys, the environments (names, in
@@ -28,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from reprocheck import __version__
-from reprocheck.cache import CACHE_DIR, FileHashes, RunCache, files_digest, json_digest, tree_digest
+from reprocheck.cache import (
+    CACHE_DIR,
+    FileHashes,
+    RunCache,
+    files_digest,
+    json_digest,
+    tree_digest,
+    tree_listing,
+)
 from reprocheck.config import RunConfig
 from reprocheck.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, UnsafeFileError
 from reprocheck.run_model import RunResult
@@ -107,7 +116,8 @@ def record(config: RunConfig, key: str, run_dir: Path, exit_code: int) -> None:
     if exit_code >= EXIT_ERROR or run_dir.parent != config.reports_dir.resolve():
         return
     try:
-        write_atomic(run_dir / REUSE_FILE, _json({"key": key, "exit_code": exit_code}))
+        record = {"key": key, "exit_code": exit_code, "outputs": _outputs(run_dir)}
+        write_atomic(run_dir / REUSE_FILE, _json(record))
         write_atomic(_pointer(config, key), _json({"run": run_dir.name}))
     except OSError as exc:
         logger.warning("cannot record run %s for reuse (%s)", run_dir.name, exc.strerror or exc)
@@ -125,14 +135,27 @@ def find(config: RunConfig, key: str) -> Reused | None:
     if run_dir is None:
         return None
     try:
-        code = read_json_object(run_dir / REUSE_FILE, _RECORD_BYTES).get("exit_code")
+        own = read_json_object(run_dir / REUSE_FILE, _RECORD_BYTES)
         files = {name: read_regular_bytes(run_dir / name, _REPORT_BYTES) for name in REPORT_FILES}
         report = json.loads(files[REPORT_FILE])
+        outputs = _outputs(run_dir) if _whole(run_dir, report) else None
     except (OSError, UnsafeFileError, ValueError, RecursionError):
         return None
-    if code not in (EXIT_OK, EXIT_DRIFT) or isinstance(code, bool) or not _whole(run_dir, report):
+    code = own.get("exit_code")
+    if code not in (EXIT_OK, EXIT_DRIFT) or isinstance(code, bool):
+        return None
+    if outputs is None or own.get("outputs") != outputs:  # an output removed or rewritten
         return None
     return Reused(run_dir=run_dir, report=report, exit_code=code, files=files)
+
+
+def _outputs(run_dir: Path) -> dict[str, str]:
+    """Each environment's outputs folder as it stands (names, sizes, modification times: no
+    byte read), so a run whose outputs changed since its reports were written is compared
+    again rather than repeated."""
+    folder = run_dir / "environments"
+    return {env.name: tree_listing(env / "outputs") for env in sorted(folder.iterdir())
+            if (env / "outputs").is_dir()}  # fmt: skip
 
 
 def _whole(run_dir: Path, report: Any) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar, get_args
 
-from reprocheck.errors import RunNotFoundError, StoredRunError, UnsafeFileError
+from reprocheck.errors import ConfigError, RunNotFoundError, StoredRunError, UnsafeFileError
 from reprocheck.run_model import (
     META_FILE_BYTES,
     EnvironmentResult,
@@ -66,6 +66,31 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# What a run folder holds before its run.json is written (an interrupted run's), besides it
+_RUN_ENTRIES = frozenset({"environments", "repeats"})
+
+
+def check_run_folder(folder: Path, project: Path, option: str = "--out") -> None:
+    """A run may write (and clear its environments' folders in) ``folder``: a new or empty
+    folder, or an earlier run's; never the project folder, a folder holding it, or a folder of
+    other files (ConfigError)."""
+    folder, project = folder.resolve(), project.resolve()
+    fix = f"name a new folder for the run ({option} reports/NAME), or an earlier run's folder"
+    if project.is_relative_to(folder):
+        raise ConfigError(f"{option} {folder} is the project folder or holds it", fix=fix)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {folder} is not a folder", fix=fix)
+    try:
+        entries = {entry.name for entry in folder.iterdir()} if folder.exists() else set()
+    except OSError as exc:
+        raise ConfigError(f"{option} {folder} cannot be read: {exc.strerror or exc}",
+                          fix=fix) from exc  # fmt: skip
+    if entries and MANIFEST not in entries and not entries <= _RUN_ENTRIES:
+        shown = ", ".join(sorted(entries)[:3])
+        raise ConfigError(f"{option} {folder} holds other files ({shown}) and no run "
+                          f"({MANIFEST})", fix=fix)  # fmt: skip
 
 
 def _env_json(env: EnvironmentResult, run_dir: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from reprocheck.config import RunConfig
 from reprocheck.errors import ConfigError, ReprocheckError, RunNotFoundError
 from reprocheck.plan import with_cpus
 from reprocheck.run_model import EnvironmentResult, RunResult, new_run_id
-from reprocheck.store import MANIFEST, load_run, save_run
+from reprocheck.store import MANIFEST, check_run_folder, load_run, save_run
 
 logger = logging.getLogger(__name__)
 _BASELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -134,6 +134,8 @@ def merge_runs(config: RunConfig, run_dirs: list[Path], out_dir: Path | None) ->
                 )  # fmt: skip
             by_name[env.name] = (run, env)
     run_id = new_run_id()  # unique, so each merge is its own row in the history
+    if out_dir is not None:
+        check_run_folder(out_dir, config.root)
     target = (out_dir or config.reports_dir / run_id).resolve()
     planned = with_cpus(tuple(config.environments), tuple(config.compare.cpus))
     ordered = [n for n in (e.name for e in planned) if n in by_name]

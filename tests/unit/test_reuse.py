@@ -146,6 +146,20 @@ def _outputs_removed(config: RunConfig) -> None:
     shutil.rmtree(config.reports_dir / _runs(config)[0] / "environments" / "two" / "outputs")
 
 
+def _an_output_removed(config: RunConfig) -> None:
+    outputs = config.reports_dir / _runs(config)[0] / "environments" / "two" / "outputs"
+    next(p for p in sorted(outputs.iterdir()) if p.is_file()).unlink()
+
+
+def _an_output_rewritten(config: RunConfig) -> None:
+    outputs = config.reports_dir / _runs(config)[0] / "environments" / "one" / "outputs"
+    first = next(p for p in sorted(outputs.iterdir()) if p.is_file())
+    stamp, other = first.stat(), first.with_name("other.npz")
+    np.savez(other, value=np.arange(4))  # a new file (the cache entry keeps its own)
+    os.utime(other, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # even with the old time
+    other.replace(first)
+
+
 def _report_linked(config: RunConfig) -> None:
     md = config.reports_dir / _runs(config)[0] / "report.md"
     (config.root / "elsewhere.md").write_text("# not the run's\n")
@@ -172,6 +186,7 @@ CHANGES: dict[str, Callable[[RunConfig], None]] = {
     "record damaged": _damage_record, "record of another key": _another_key_in_the_run,
     "pointer outside the reports": _pointer_outside, "fixture changed": _changed_fixture,
     "its outputs removed": _outputs_removed, "a report file replaced by a link": _report_linked,
+    "an output file removed": _an_output_removed, "an output rewritten": _an_output_rewritten,
     "exit code out of range": _exit_code_out_of_range,
     "comparisons removed": _comparisons_removed,
 }  # fmt: skip

@@ -17,7 +17,7 @@ from reprocheck.config import RunConfig, load_config
 from reprocheck.errors import ConfigError, RunNotFoundError
 from reprocheck.outputs import index_outputs, load_output
 from reprocheck.run_model import EnvironmentResult, RunResult
-from reprocheck.store import LATEST, MANIFEST, load_run, point_latest, save_run
+from reprocheck.store import LATEST, MANIFEST, check_run_folder, load_run, point_latest, save_run
 from reprocheck.stored import (
     baselines_dir,
     list_baselines,
@@ -274,3 +274,57 @@ def test_point_latest_from_many_processes_never_raises(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [LATEST, *(d.name for d in run_dirs)]
     )
+
+
+# --------------------------------------------------------------------------- --out folders
+
+
+def test_a_run_folder_is_new_empty_or_an_earlier_runs(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "environments" / "bookworm").mkdir(parents=True)
+    (project / "environments" / "bookworm" / "notes.txt").write_text("the project's own")
+    check_run_folder(project / "reports" / "new", project)
+    (project / "empty").mkdir()
+    check_run_folder(project / "empty", project)
+    earlier = project / "split" / "bookworm"
+    (earlier / "environments").mkdir(parents=True)
+    check_run_folder(earlier, project)  # interrupted before its run.json
+    (earlier / MANIFEST).write_text("{}")
+    (earlier / "report.json").write_text("{}")
+    check_run_folder(earlier, project)
+    (project / "file").write_text("x")
+    (project / "link").symlink_to(project)
+    for folder, why in [(project, "is the project folder"), (tmp_path, "is the project folder"),
+                        (Path("."), "is the project folder"), (project / "file", "not a folder"),
+                        (project / "link", "is the project folder"),
+                        (project / "environments", r"holds other files \(bookworm\)")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=why):
+            check_run_folder(folder if folder.is_absolute() else project / folder, project)
+    (project / "other").mkdir()
+    (project / "other" / "environments").mkdir()
+    (project / "other" / "data.csv").write_text("x")
+    with pytest.raises(ConfigError, match=r"holds other files \(data.csv, environments\)"):
+        check_run_folder(project / "other", project)
+
+
+def test_run_and_merge_refuse_the_project_folder_as_out(
+    config: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --out .` would clear the project's own environments/<env>/ folders."""
+    from click.testing import CliRunner
+
+    from reprocheck import cli
+
+    notes = config.root / "environments" / "bullseye" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("the project's own")
+    (config.root / "fixtures").mkdir(exist_ok=True)
+    (config.root / "fixtures" / "a.bin").write_text("a")
+    _saved_run(config, "x", "bookworm")
+    monkeypatch.chdir(config.root)
+    for args in (["run", "--out", "."], ["merge", "--out", ".", "reports/x"]):
+        done = CliRunner().invoke(cli.main, args, catch_exceptions=False)
+        assert done.exit_code == 2, done.output
+        assert "--out" in done.output and "is the project folder" in done.output, done.output
+        assert "Traceback" not in done.output
+    assert notes.read_text() == "the project's own"
