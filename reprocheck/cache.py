@@ -8,7 +8,8 @@ on. Its key is the sha256 of a canonical JSON of:
 * a digest of every file each read-only mount shows the container: the project (without the
   folders hidden from it, version control and tool caches, and the config file, whose
   run-relevant parts are keyed as settings), the fixtures, the harness, the CA bundle;
-* the container paths hidden behind empty folders, the pipeline settings and planned fixtures,
+* the pipeline settings and planned fixtures, and a pyproject.toml config's tables other than
+  reprocheck's (the container sees the file: a pipeline may read its own settings there),
 * reprocheck's version and this host's CPU (architecture, model, flags and count): the same
   image computes differently on another CPU.
 
@@ -40,6 +41,7 @@ import stat
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,8 +79,9 @@ DEFAULT_PRUNE_DAYS = 30.0
 _CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "stepping", "CPU implementer",
                "CPU architecture", "CPU variant", "CPU part", "CPU revision")  # fmt: skip
 _SPEC_UNKEYED = frozenset({"mounts", "labels", "masked"})  # keyed by content, or not inputs
-_RUN_FOLDER = "<this run's folder>"
 _TEMP_PREFIX = ".tmp-"
+REPORT_FILES_FILE = "report-files.json"  # report files runs were asked to write
+REPORT_FILES_KEPT = 256
 _TRASH_PREFIX = ".trash-"
 
 
@@ -342,15 +345,40 @@ def _host_path(spec: ContainerSpec, container_path: str) -> Path | None:
     return None
 
 
-def _masked(spec: ContainerSpec) -> list[str]:
-    """The hidden container paths, the one holding this run's own folder named as such."""
-    written = [m.source for m in spec.mounts if not m.read_only]
-    shown = []
-    for path in spec.masked:
-        host = _host_path(spec, path)
-        ours = host is not None and any(w.is_relative_to(host) for w in written)
-        shown.append(_RUN_FOLDER if ours else path)
-    return sorted(shown)
+def _report_files(folder: Path, asked: list[Path]) -> list[Path]:
+    """The report files earlier runs were asked to write (``--json report.json`` in the
+    project, then ``--md summary.md``: the first is no input of the second run either), with
+    ``asked`` added to the record for the runs after this one. A record that cannot be read
+    or written only costs those runs their hits."""
+    record = folder / REPORT_FILES_FILE
+    try:
+        listed = read_json_object(record, 1 << 20).get("files")
+    except (OSError, UnsafeFileError, ValueError, RecursionError):
+        listed = None
+    known = [str(f) for f in listed if isinstance(f, str)] if isinstance(listed, list) else []
+    kept = [name for name in known if Path(name).exists()][-REPORT_FILES_KEPT:]
+    wanted = list(dict.fromkeys([*kept, *map(str, asked)]))
+    if wanted != known:
+        with contextlib.suppress(OSError):
+            write_bytes_atomic(record, json.dumps({"files": wanted}).encode())
+    return [Path(name) for name in kept]
+
+
+def _foreign_settings(source: Path) -> str | None:
+    """A digest of the config file's tables that are not reprocheck's: a pyproject.toml's
+    other tables (a pipeline may read its own settings there, and the container sees the
+    file). reprocheck's own tables are keyed as the settings a run uses (the pipeline's),
+    so changing a tolerance compares again without running again."""
+    if source.name != "pyproject.toml":
+        return None
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return f"unreadable: {exc}"  # the config was read at start: changed since
+    tool = data.get("tool")
+    if isinstance(tool, dict):
+        tool.pop("reprocheck", None)
+    return json_digest(data)
 
 
 def _excluded(spec: ContainerSpec, mount: Mount, unkeyed: frozenset[Path]) -> frozenset[Path]:
@@ -455,10 +483,11 @@ class RunCache:
         cls, config: RunConfig, *, read: bool = True, reports: Iterable[Path | None] = ()
     ) -> RunCache:
         """The project's cache; one warning and a disabled cache when it cannot be written.
-        ``reports`` (this run's ``--json``/``--html``/... files) and the config file are left
-        out of the key even where the container could read them: a report written into the
-        project by the last run would otherwise make every run a miss, and the config's
-        settings that matter to a run are keyed as settings."""
+        ``reports`` (this run's ``--json``/``--html``/... files), those earlier runs were
+        asked to write (``report-files.json``) and the config file are left out of the key
+        even where the container could read them: a report written into the project by an
+        earlier run would otherwise make every run a miss, and the config's settings that
+        matter to a run are keyed as settings (a pyproject.toml's other tables as a digest)."""
         folder = config.reports_dir / CACHE_DIR
         try:
             (folder / RUNS_DIR).mkdir(parents=True, exist_ok=True)
@@ -467,8 +496,8 @@ class RunCache:
             logger.warning("the result cache %s cannot be written (%s): running without it",
                            folder, exc.strerror or exc)  # fmt: skip
             return cls(folder, enabled=False)
-        unkeyed = [path.resolve() for path in reports if path is not None]
-        return cls(folder, read=read, unkeyed=unkeyed)
+        asked = [path.resolve() for path in reports if path is not None]
+        return cls(folder, read=read, unkeyed=[*asked, *_report_files(folder, asked)])
 
     def entry(self, spec: ContainerSpec, plan: Plan, repeat: int) -> CacheEntry:
         """The place of one environment run in the cache. Runs that measure noise (every run
@@ -516,9 +545,12 @@ class RunCache:
         mounts = [[m.target, self._tree(m.source, _excluded(spec, m, unkeyed), fresh)]
                   for m in sorted(spec.mounts, key=lambda m: m.target) if m.read_only]  # fmt: skip
         self._hashes.save()
+        # What is masked is left out of the mounts' trees; which folders are masked is not
+        # keyed: a baselines/ folder made by 'baseline save' changes nothing a pipeline sees.
         return json_digest({
             "cache": CACHE_VERSION, "reprocheck": __version__, "host": host_cpu(),
-            "container": _container_inputs(spec), "mounts": mounts, "masked": _masked(spec),
+            "container": _container_inputs(spec), "mounts": mounts,
+            "config": _foreign_settings(config.source),
             "pipeline": config.pipeline.model_dump(mode="json"), "fixtures": list(plan.fixtures),
         })  # fmt: skip
 

@@ -134,7 +134,6 @@ SPEC_CHANGES: dict[str, dict[str, Any]] = {
     "cpus": {"cpus": 2.0},
     "memory": {"memory": "4g"},
     "timeout": {"timeout": 60.0},
-    "masked": {"masked": ("/project/reports", "/project/baselines")},
 }
 
 
@@ -240,6 +239,19 @@ def test_the_runs_own_report_files_do_not_change_the_key(make_project) -> None:
     assert key() == before
     _edit(config.root / "other.json", "{}")
     assert key() != before
+    other = key()
+
+    def key_of_a_run_asked_for(name: str) -> str:
+        cache = RunCache.open(config, reports=[config.root / name])
+        return cache.key(_spec(config), plan)
+
+    # a later run asked for other files: out.json, written by an earlier run, is still no input
+    assert key_of_a_run_asked_for("summary.md") == other
+    _edit(config.root / "summary.md", "# run-2")
+    _edit(config.root / "out.json", '{"run_id": "run-2"}')
+    assert key_of_a_run_asked_for("report.xml") == other
+    (config.reports_dir / ".cache" / "report-files.json").write_text("[[[")  # damaged: forgotten
+    assert key_of_a_run_asked_for("report.xml") != other
 
 
 def test_a_folder_of_this_run_in_the_project_keys_as_such(make_project) -> None:
@@ -641,3 +653,39 @@ def test_prune(make_project, fake_engine) -> None:
     done = prune(folder, everything=True)
     assert done.removed == 3 and done.freed_bytes > 0
     assert not (folder / HASHES_FILE).exists()
+
+
+def test_masking_keys_what_it_hides_not_the_folders_it_names(make_project) -> None:
+    """A folder hidden from the container leaves the key with its files; which folders are
+    hidden is not keyed ('baseline save' makes a baselines/ folder: nothing is run again)."""
+    config = _config(make_project)
+    before = _key(config)
+    masked = ("/project/reports", "/project/baselines")
+    assert _key(config, _spec(config, masked=masked)) == before  # no such folder
+    _edit(config.root / "baselines" / "nightly" / "run.json", "{}")
+    assert _key(config) != before  # the container sees it
+    assert _key(config, _spec(config, masked=masked)) == before  # hidden: as before
+
+
+PYPROJECT = """[tool.mypipe]
+factor = 1
+
+[tool.reprocheck.pipeline]
+callable = "p.py:run"
+
+[[tool.reprocheck.environments]]
+name = "one"
+image = "img/one:1"
+"""
+
+
+def test_a_pyprojects_other_tables_are_keyed_and_reprochecks_are_not(make_project) -> None:
+    """A pipeline may read its settings from the pyproject.toml the container sees."""
+    source = make_project(PYPROJECT, {"p.py": "def run(path):\n    pass\n", "fixtures/a": "a"},
+                          name="pyproject.toml")  # fmt: skip
+    config = load_config(source)
+    before = _key(config)
+    source.write_text(PYPROJECT + '\n[tool.reprocheck.tolerance]\n"*" = { atol = 1 }\n# note\n')
+    assert _key(config) == before  # compared again, not run again
+    source.write_text(PYPROJECT.replace("factor = 1", "factor = 1000"))
+    assert _key(config) != before
