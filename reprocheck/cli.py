@@ -59,6 +59,7 @@ from reprocheck.store import (
     check_run_folder,
     find_run,
     load_run,
+    run_folders,
     save_run,
     write_bytes_atomic,
 )
@@ -237,6 +238,7 @@ def run(
     golden = load_baseline(config, baseline) if baseline else None
     if out_dir is not None:
         check_run_folder(out_dir, config.root)
+        run_folders(config.reports_dir / CACHE_DIR, config.root, add=out_dir.resolve())
     engine = get_engine(BUILD_ENGINE)
     run_dir = (out_dir or config.reports_dir / new_run_id()).resolve()
     run_id = run_dir.name  # a merge of --out folders gets an id of its own

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast, get_args
 
-from reprocheck.cache import NO_CACHE, CacheEntry, RunCache
+from reprocheck.cache import CACHE_DIR, NO_CACHE, CacheEntry, RunCache
 from reprocheck.config import EnvironmentConfig, RunConfig
 from reprocheck.cpus import CPU_ENV, QEMU_ENV, QEMU_IN_CONTAINER, REQUESTED_ENV
 from reprocheck.engine import (
@@ -55,6 +55,7 @@ from reprocheck.run_model import (
 )
 from reprocheck.safe_files import read_json_object
 from reprocheck.shards import SHARDS_DIR, join, joined_fixtures, split
+from reprocheck.store import run_folders
 
 HARNESS_DIR = Path(__file__).parent / "harness"
 CONTAINER_CA = "/run/reprocheck/host-ca.crt"
@@ -163,6 +164,7 @@ class Runner:
         self._total = len(plan.environments) * plan.config.run.repeat
         self._cancel = threading.Event()
         self._run_dir: Path | None = None
+        self._masked = _masked_paths(self._config, ())
 
     def run(self, run_dir: Path, jobs: int = 1) -> RunResult:
         """Run every environment, ``jobs`` at a time; results keep the configured order."""
@@ -170,6 +172,9 @@ class Runner:
         started = datetime.now(UTC).isoformat(timespec="seconds")
         envs = self._plan.environments
         self._run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)  # hidden from the containers from the start
+        earlier = run_folders(self._config.reports_dir / CACHE_DIR, self._config.root)
+        self._masked = _masked_paths(self._config, (run_dir, *earlier))
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
         self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
         futures = [
@@ -498,7 +503,7 @@ class Runner:
             timeout=settings.timeout + DEADLINE_GRACE,
             labels=container_labels(self._run_id, env.name),
             platform=env.platform,
-            masked=_masked_paths(self._config, (self._run_dir,) if self._run_dir else ()),
+            masked=self._masked,
             where=where,
         )
 

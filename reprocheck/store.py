@@ -8,6 +8,7 @@ list where an object belongs, a missing key, a value of the wrong type) is one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -91,6 +92,33 @@ def check_run_folder(folder: Path, project: Path, option: str = "--out") -> None
         shown = ", ".join(sorted(entries)[:3])
         raise ConfigError(f"{option} {folder} holds other files ({shown}) and no run "
                           f"({MANIFEST})", fix=fix)  # fmt: skip
+
+
+RUN_FOLDERS_FILE = "run-folders.json"  # under the reports folder's cache: --out folders
+_RUN_FOLDERS_KEPT = 256
+
+
+def run_folders(cache: Path, project: Path, add: Path | None = None) -> list[Path]:
+    """The run folders inside ``project`` that runs wrote with ``--out`` (kept in
+    ``cache/run-folders.json``; ``add`` is recorded), those still there: hidden from
+    containers like the reports folder, so one environment's pipeline cannot read another's
+    outputs and an earlier run's files are no input of the next (``--out split/ENV`` per
+    environment in a kept CI workspace). A record that cannot be read or written is empty."""
+    record = cache / RUN_FOLDERS_FILE
+    try:
+        listed = read_json_object(record, 1 << 20).get("folders")
+    except (OSError, UnsafeFileError, ValueError, RecursionError):
+        listed = None
+    known = [f for f in listed if isinstance(f, str)] if isinstance(listed, list) else []
+    project = project.resolve()
+    found = [Path(f) for f in known if Path(f).is_relative_to(project) and Path(f) != project]
+    found = [f for f in found if f.is_dir()][-_RUN_FOLDERS_KEPT:]
+    if add is not None and add.is_relative_to(project) and add not in found:
+        found.append(add)
+    if [str(f) for f in found] != known:
+        with contextlib.suppress(OSError):
+            write_atomic(record, json.dumps({"folders": [str(f) for f in found]}))
+    return found
 
 
 def _env_json(env: EnvironmentResult, run_dir: Path) -> dict[str, Any]:

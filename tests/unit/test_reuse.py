@@ -337,3 +337,24 @@ def test_a_file_of_the_repeated_run_is_never_overwritten(project: RunConfig) -> 
     again = _run("--html", str(project.reports_dir / "latest" / "report.json"))
     assert again.exit_code == 2 and f"is a file of run {run_id}" in again.output, again.output
     assert own.read_bytes() == before
+
+
+def test_out_folders_in_the_project_are_hidden_and_no_input_of_the_next_run(
+    project: RunConfig, fake_engine: FakeEngine
+) -> None:
+    """The CI recipe in a kept workspace: `run --env E --out split/E` for each environment,
+    night after night. Each run's folder is hidden from the other environment's container
+    and leaves its key alone: the second night starts no container."""
+    for night in range(2):
+        for env in ("one", "two"):
+            done = _run("--env", env, "--out", f"split/{env}")
+            assert done.exit_code == 0, done.output
+        assert len(fake_engine.runs) == 2, night  # the second night: both cached
+    first, second = fake_engine.runs
+    assert "/project/split/one" in first.masked  # the run's own folder
+    assert {"/project/split/one", "/project/split/two"} <= set(second.masked)  # and run one's
+    shutil.rmtree(project.root / "split" / "one")  # gone: no longer recorded, nor hidden
+    done = _run("--env", "two", "--out", "split/two")
+    assert done.exit_code == 0 and len(fake_engine.runs) == 2, done.output
+    recorded = json.loads((project.reports_dir / ".cache" / "run-folders.json").read_text())
+    assert recorded["folders"] == [str((project.root / "split" / "two").resolve())]
