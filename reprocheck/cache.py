@@ -80,6 +80,7 @@ _CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "stepping", "CP
                "CPU architecture", "CPU variant", "CPU part", "CPU revision")  # fmt: skip
 _SPEC_UNKEYED = frozenset({"mounts", "labels", "masked"})  # keyed by content, or not inputs
 _TEMP_PREFIX = ".tmp-"
+ENTRY_BYTES = 256 << 20  # entry.json, written by a run (its fixtures listed: a plan's size)
 REPORT_FILES_FILE = "report-files.json"  # report files runs were asked to write
 REPORT_FILES_KEPT = 256
 _TRASH_PREFIX = ".trash-"
@@ -416,7 +417,7 @@ def _manifest_json(key: str, result: EnvironmentResult, listing: str) -> dict[st
 
 def _read_manifest(path: Path, key: str) -> _Manifest:
     try:
-        data = read_json_object(path, limit=META_FILE_BYTES)
+        data = read_json_object(path, limit=ENTRY_BYTES)
     except UnsafeFileError as exc:
         raise _DamagedError(exc.message) from exc
     fixtures = data.get("fixtures")
@@ -782,7 +783,7 @@ def _prune_reason(
     if used < limit:
         return "unused"
     try:
-        manifest = read_json_object(path / ENTRY_FILE, limit=META_FILE_BYTES)
+        manifest = read_json_object(path / ENTRY_FILE, limit=ENTRY_BYTES)
     except UnsafeFileError:
         return "damaged"
     image = manifest.get("image_id")

@@ -15,6 +15,16 @@ from typing import Any, Literal
 # The largest status.json, fingerprint.json or watchdog.json read from a container (they are
 # far smaller; a pipeline could write an endless one).
 META_FILE_BYTES = 16 * 1024**2
+# What status.json and its journal may add per planned fixture (a name, a 4,000-character error
+# tail, JSON escapes): a run of many fixtures writes that much more.
+META_BYTES_PER_FIXTURE = 64 * 1024
+
+
+def status_bytes(fixtures: int) -> int:
+    """The largest status.json (or status.jsonl) read from a run of ``fixtures`` fixtures."""
+    return META_FILE_BYTES + fixtures * META_BYTES_PER_FIXTURE
+
+
 # mixed_cpu: the pipeline ran under a CPU model's emulator, but some of its processes left it
 # (a program it exec'd ran on the host CPU); its outputs are compared, the run is not clean.
 EnvStatus = Literal["ok", "partial", "mixed_cpu", "error", "crash", "timeout", "oom", "interrupted"]

@@ -52,8 +52,9 @@ from reprocheck.run_model import (
     FixtureResult,
     FixtureState,
     RunResult,
+    status_bytes,
 )
-from reprocheck.safe_files import read_json_object
+from reprocheck.safe_files import read_json_object, read_regular_bytes
 from reprocheck.shards import SHARDS_DIR, join, joined_fixtures, split
 from reprocheck.store import run_folders
 
@@ -70,6 +71,7 @@ EXIT_DEADLINE = 124  # the harness's exit code when it killed the pipeline at th
 FIXTURES_NAMED = 3  # failed fixtures named, with their exception, in an environment's error
 # Processes that left the CPU emulator: kept per environment, named in its error, characters.
 LEFT_LISTED, LEFT_NAMED, LEFT_CHARS = 16, 3, 200
+JOURNAL_FILE = "status.jsonl"  # in meta: each fixture's state (harness/run.py spells it too)
 SHARD_RETRIES = 1  # a shard that crashed, timed out or could not start runs once more
 _RETRIED: frozenset[str] = frozenset({"crash", "error", "timeout", "oom"})
 
@@ -601,12 +603,35 @@ def _setup_failure(
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, limit: int = META_FILE_BYTES) -> dict[str, Any]:
     """A JSON object the container wrote, or {}; never follows a link it planted."""
     try:
-        return read_json_object(path, limit=META_FILE_BYTES)
+        return read_json_object(path, limit=limit)
     except UnsafeFileError:
         return {}
+
+
+def _with_journal(status: dict[str, Any], meta: Path, planned: int) -> dict[str, Any]:
+    """``status`` with the fixtures' states its journal holds (status.jsonl, appended by the
+    harness as each fixture starts and ends) when the harness did not finish: a crash or a
+    kill leaves status.json as it was at the start. Lines that are not a fixture's state (the
+    pipeline can write there too) are passed over."""
+    if status.get("finished") is not None:
+        return status  # written whole at the end
+    try:
+        data = read_regular_bytes(meta / JOURNAL_FILE, status_bytes(planned))
+    except (OSError, UnsafeFileError):
+        return status
+    fixtures = dict(_object(status.get("fixtures")))
+    for line in data.splitlines():
+        try:
+            item = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(item, dict) and isinstance(item.get("fixture"), str) \
+                and isinstance(item.get("entry"), dict):  # fmt: skip
+            fixtures[item["fixture"]] = item["entry"]
+    return {**status, "fixtures": fixtures}
 
 
 def _text(value: object) -> str | None:
@@ -749,7 +774,8 @@ def _collect(
     (the pipeline runs with write access there): ``planned`` comes from the host's plan
     (empty for a command, which has no per-fixture status), not from the spec it could
     have rewritten."""
-    status = _read_json(meta / "status.json")
+    status = _with_journal(_read_json(meta / "status.json", status_bytes(len(planned))), meta,
+                           len(planned))  # fmt: skip
     fixtures = _fixture_results(status, list(planned))
     watchdog = _read_json(meta / "watchdog.json")
     state, error = _environment_status(outcome, status, fixtures, watchdog)

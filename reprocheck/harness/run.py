@@ -38,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXIT_HARNESS_ERROR = 3
 EXIT_DEADLINE = 124  # as coreutils' timeout
 ERROR_TAIL_CHARS = 4000
+JOURNAL_FILE = "status.jsonl"  # each fixture's state as it changes (see Status)
 WATCHDOG_FILE = "watchdog.json"
 
 # Command mode. The names are also spelled in reprocheck_probe.py and command_site/.
@@ -68,10 +69,14 @@ def _tail(text: str) -> str:
 
 
 class Status:
-    """status.json, rewritten atomically after every step."""
+    """status.json, rewritten atomically at the start, the end and each step of the run as a
+    whole; each fixture's state (running, then its result) is appended to status.jsonl as it
+    changes, so a crash still tells which fixtures finished and which one was running
+    (rewriting the whole status.json per fixture made a run of many fixtures quadratic)."""
 
     def __init__(self, meta: str) -> None:
         self.path = os.path.join(meta, "status.json")
+        self.journal_path = os.path.join(meta, JOURNAL_FILE)
         self.data: Dict[str, Any] = {
             "started": time.time(),
             "finished": None,
@@ -80,6 +85,11 @@ class Status:
             "command": None,
         }
         self.save()
+
+    def fixture(self, name: str, entry: Dict[str, Any]) -> None:
+        self.data["fixtures"][name] = entry
+        with open(self.journal_path, "a") as handle:  # closed: a crash after this keeps it
+            handle.write(json.dumps({"fixture": name, "entry": entry}, sort_keys=True) + "\n")
 
     def save(self) -> None:
         tmp = self.path + ".tmp"
@@ -169,10 +179,8 @@ def run_callable(spec: Dict[str, Any], status: Status) -> None:
     watch = EmulatorWatch() if os.environ.get(EMULATED_ENV) else None
     with watch or contextlib.nullcontext():
         for fixture in spec["fixtures"]:
-            status.data["fixtures"][fixture] = {"status": "running"}
-            status.save()
-            status.data["fixtures"][fixture] = run_fixture(func, spec, fixture)
-            status.save()
+            status.fixture(fixture, {"status": "running"})
+            status.fixture(fixture, run_fixture(func, spec, fixture))
     if watch is not None:
         status.data["left_emulator"] = left_emulator(watch.processes())
         status.save()
