@@ -149,7 +149,13 @@ class FileHashes:
             if self._path is None or not self._added:
                 return
             merged = {**_read_hashes(self._path), **self._added}
-            write_bytes_atomic(self._path, json.dumps({"version": 1, "files": merged}).encode())
+            try:
+                write_bytes_atomic(self._path, json.dumps({"version": 1, "files": merged}).encode())
+            except OSError as exc:  # a folder in its place, a full disk: hashed again next run
+                logger.warning("cannot remember file hashes in %s (%s): 'reprocheck cache "
+                               "prune' repairs it", self._path, exc.strerror or exc)  # fmt: skip
+                self._path = None
+                return
             self._known = merged
             self._added = {}
 
@@ -173,7 +179,7 @@ def _read_hashes(path: Path) -> dict[str, list[Any]]:
     """The remembered hashes; a missing or damaged file is an empty memory."""
     try:
         data = read_json_object(path)
-    except UnsafeFileError:
+    except (UnsafeFileError, OSError):  # a folder in its place too: prune repairs it
         return {}
     files = data.get("files") if data.get("version") == 1 else None
     if not isinstance(files, dict):
@@ -660,8 +666,8 @@ def _swap(staging: Path, folder: Path) -> None:
 def _publish(staging: Path, final: Path, *, replace: bool) -> None:
     """Rename the filled ``staging`` folder to ``final`` (atomic). When another run stored the
     same key first, its entry is kept (it is as good), unless ``replace``."""
-    if replace:
-        _remove(final)
+    if replace or (final.is_symlink() or (final.exists() and not final.is_dir())):
+        _remove(final)  # a file or link with the entry's name is no entry: replaced
     try:
         staging.rename(final)
     except OSError:
@@ -739,6 +745,7 @@ class PruneResult:
     image_gone: int  # of them, whose image no longer exists
     kept: int
     freed_bytes: int  # files not linked from anywhere else (stored runs share the others)
+    failed: tuple[str, ...] = ()  # what could not be removed (a read-only folder): why
 
 
 def prune(
@@ -751,23 +758,41 @@ def prune(
     runs = folder / RUNS_DIR
     limit = time.time() - older_than_days * 86400
     reasons: list[str] = []
+    failed: list[str] = []
     freed = kept = 0
     for path in sorted(runs.iterdir()) if runs.is_dir() else []:
         reason = _prune_reason(path, limit if not everything else math.inf, image_exists)
         if reason is None:
             kept += 1
             continue
-        freed += _unshared_bytes(path)
-        _remove(path)
+        size = _unshared_bytes(path)
+        try:
+            _remove(path)
+        except OSError as exc:  # a read-only cache folder: left, said once by the caller
+            failed.append(f"{path.name}: {exc.strerror or exc}")
+            kept += 1
+            continue
+        freed += size
         if not path.name.startswith("."):
             reasons.append(reason)
-    if everything:
-        (folder / HASHES_FILE).unlink(missing_ok=True)
-    else:
-        FileHashes(folder / HASHES_FILE).prune()
+    hashes = folder / HASHES_FILE
+    try:
+        if everything or (hashes.exists() and not hashes.is_file()):
+            _remove_file_or_folder(hashes)  # a folder or FIFO in its place: repaired
+        else:
+            FileHashes(hashes).prune()
+    except OSError as exc:
+        failed.append(f"{HASHES_FILE}: {exc.strerror or exc}")
     return PruneResult(removed=len(reasons), damaged=reasons.count("damaged"),
                        image_gone=reasons.count("image_gone"), kept=kept,
-                       freed_bytes=freed)  # fmt: skip
+                       freed_bytes=freed, failed=tuple(failed))  # fmt: skip
+
+
+def _remove_file_or_folder(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        _remove(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _prune_reason(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -334,7 +335,7 @@ def _repeat(
 
 def _write_asked(target: Path, data: bytes, repeated: Path) -> None:
     """A report file named on the command line (never one of the repeated run's own)."""
-    if target.resolve().parent == repeated:
+    if target.resolve().is_relative_to(repeated):
         raise ConfigError(f"{target} is a file of run {repeated.name}, whose reports stand",
                           fix="name a file outside that run's folder")  # fmt: skip
     try:
@@ -603,10 +604,17 @@ def cache_group() -> None:
     """The result cache: environment runs reused while nothing they depend on changes."""
 
 
+def _a_number(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if math.isnan(value):
+        raise click.BadParameter("nan is not a number of days")
+    return value
+
+
 @cache_group.command("prune")
 @config_option
 @click.option("--all", "everything", is_flag=True, help="Remove every entry.")
-@click.option("--older-than", "days", type=click.FloatRange(min=0), default=DEFAULT_PRUNE_DAYS,
+@click.option("--older-than", "days", type=click.FloatRange(min=0), callback=_a_number,
+              default=DEFAULT_PRUNE_DAYS,
               show_default=True, help="Remove entries not used for this many days.")  # fmt: skip
 @handled
 def cache_prune(config_path: Path | None, everything: bool, days: float) -> None:
@@ -628,6 +636,9 @@ def cache_prune(config_path: Path | None, everything: bool, days: float) -> None
     if drawn := picture_cache.prune(pictures, older_than_days=days, everything=everything):
         why = "" if everything else f" not used for {days:g} days"
         out.print(f"removed {drawn} kept pictures{why} from {pictures}")
+    if done.failed:
+        raise ConfigError(f"cannot remove {len(done.failed)} item(s) of the cache {folder} "
+                          f"({done.failed[0]})", fix="make the folder writable")  # fmt: skip
 
 
 def _image_check(config: RunConfig) -> Callable[[str], bool] | None:

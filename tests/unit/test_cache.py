@@ -655,6 +655,51 @@ def test_prune(make_project, fake_engine) -> None:
     assert not (folder / HASHES_FILE).exists()
 
 
+def test_a_hash_memory_that_is_a_folder_costs_its_hits_and_prune_repairs_it(
+    make_project, fake_engine, caplog
+) -> None:
+    config = _config(make_project)
+    folder = config.reports_dir / ".cache"
+    (folder / HASHES_FILE).mkdir(parents=True)
+    (folder / HASHES_FILE / "x").write_text("x")
+    run = _run(config, fake_engine, "run-1")  # keyed, stored: only the memory is not kept
+    assert [e.status for e in run.environments] == ["ok", "ok"] and len(_entries(config)) == 2
+    assert "cannot remember file hashes" in caplog.text
+    done = prune(folder)
+    assert done.failed == ()
+    assert not (folder / HASHES_FILE).exists()
+    _run(config, fake_engine, "run-2")
+    assert (folder / HASHES_FILE).is_file()
+
+
+def test_a_file_in_an_entrys_place_is_replaced_by_the_entry(make_project, fake_engine) -> None:
+    config = _config(make_project)
+    _run(config, fake_engine, "run-1")
+    first, second = _entries(config)
+    shutil.rmtree(first)
+    first.write_text("x")  # a file where the entry was: a miss, then stored again
+    _run(config, fake_engine, "run-2")
+    assert first.is_dir() and second.is_dir()
+    runs = len(fake_engine.runs)
+    _run(config, fake_engine, "run-3")
+    assert len(fake_engine.runs) == runs  # both restored
+
+
+def test_prune_says_what_it_could_not_remove(make_project, fake_engine, monkeypatch) -> None:
+    """A read-only cache folder: every entry left, counted as kept, and named (the CLI makes
+    it one error line, exit 2)."""
+    config = _config(make_project)
+    _run(config, fake_engine, "run-1")
+
+    def read_only(path: Path) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(cache_module, "_remove", read_only)
+    done = prune(config.reports_dir / ".cache", everything=True)
+    assert (done.removed, done.kept, len(done.failed)) == (0, 2, 2)
+    assert "Read-only file system" in done.failed[0]
+
+
 def test_masking_keys_what_it_hides_not_the_folders_it_names(make_project) -> None:
     """A folder hidden from the container leaves the key with its files; which folders are
     hidden is not keyed ('baseline save' makes a baselines/ folder: nothing is run again)."""

@@ -358,3 +358,30 @@ def test_out_folders_in_the_project_are_hidden_and_no_input_of_the_next_run(
     assert done.exit_code == 0 and len(fake_engine.runs) == 2, done.output
     recorded = json.loads((project.reports_dir / ".cache" / "run-folders.json").read_text())
     assert recorded["folders"] == [str((project.root / "split" / "two").resolve())]
+
+
+def test_cache_prune_on_a_read_only_cache_is_one_error_line(
+    project: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reprocheck import cache as cache_module
+
+    _run()
+
+    def read_only(path: Path) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(cache_module, "_remove", read_only)
+    done = CliRunner().invoke(cli.main, ["cache", "prune", "--all"], catch_exceptions=False)
+    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+    assert "error: cannot remove 2 item(s) of the cache" in done.output
+    assert "Read-only file system" in done.output and "make the folder writable" in done.output
+    nan = CliRunner().invoke(cli.main, ["cache", "prune", "--older-than", "nan"])
+    assert nan.exit_code == 2 and "nan is not a number of days" in nan.output
+
+
+def test_a_report_asked_into_a_standing_runs_folder_is_refused(project: RunConfig) -> None:
+    _, _, run_id = _full_then_repeated(project)
+    inside = project.reports_dir / run_id / "environments" / "x.html"
+    done = _run("--html", str(inside))
+    assert done.exit_code == 2, done.output
+    assert f"is a file of run {run_id}" in done.output and not inside.exists()
