@@ -487,10 +487,8 @@ def _create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "security_opt": ["no-new-privileges"],
         "tmpfs": {"/tmp": "rw,exec,size=2g"} | dict.fromkeys(spec.masked, "ro,size=4k"),
         "labels": {LABEL: "1", **spec.labels},
-        "volumes": {
-            str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-            for m in spec.mounts
-        },
+        # a list, not a dict by source: the project folder may also be the fixtures folder
+        "volumes": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
         "platform": spec.platform,
         "detach": True,
     }

@@ -91,7 +91,7 @@ class _Output:
 class Transfer:
     """What one container run got: its volumes and the figures of the copies."""
 
-    volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # for containers.create
+    volumes: list[str] = field(default_factory=list)  # NAME:TARGET:MODE, for containers.create
     env: dict[str, str] = field(default_factory=dict)
     outputs: list[_Output] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
@@ -135,9 +135,9 @@ class VolumePlane:
                 "hash_seconds": round(hashed - started, 3),
                 "copy_in_seconds": round(filled - hashed, 3),
             }
-            transfer.volumes = {i.volume: {"bind": i.target, "mode": "ro"} for i in inputs}
-            transfer.volumes |= {o.volume: {"bind": o.mount.target, "mode": "rw"}
-                                 for o in outputs}  # fmt: skip
+            # a list, not a dict by volume: two mounts of the same content are one volume
+            transfer.volumes = [f"{i.volume}:{i.target}:ro" for i in inputs]
+            transfer.volumes += [f"{o.volume}:{o.mount.target}:rw" for o in outputs]
             if outputs:
                 roots = ":".join(o.mount.target for o in outputs)
                 manifest = posixpath.join(outputs[-1].mount.target, MANIFEST_NAME)

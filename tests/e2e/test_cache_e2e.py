@@ -187,3 +187,16 @@ def test_a_run_that_changed_nothing_repeats_the_earlier_one(
     third = reprocheck(root, "run")
     assert third.returncode == 1 and "nothing changed" not in third.stderr, third.stderr[-2000:]
     assert len([p for p in (root / "reports").iterdir() if p.name[0].isdigit()]) == 2
+
+
+def test_fixtures_in_the_project_folder_itself(debian_bases, tmp_path) -> None:
+    """[fixtures] path = "." mounts one folder at /project and at /fixtures: both are there
+    (the engine's volumes were a dict by source folder, which kept only one)."""
+    root = tmp_path / "project"
+    config = CONFIG.replace('path = "inputs"', 'path = "."\ninclude = ["*.bin"]')
+    write_project(root, config + toml_environments("bookworm"),
+                  {"a.bin": "abc", "pipelines/p.py": PIPELINE})  # fmt: skip
+    done = reprocheck(root, "run")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((root / "reports" / "latest" / "report.json").read_text())
+    assert [e["status"] for e in report["environments"]] == ["ok"]
