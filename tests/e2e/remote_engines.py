@@ -508,6 +508,10 @@ log_driver = "k8s-file"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "{folder}/events.log"
+# Locks as files under this service's --tmpdir: the default, one shared-memory segment for
+# every Podman on the machine (2048 locks), kept the locks of services killed mid-run, and
+# after a few such runs every volume create failed ("exceeded num_locks (2048)").
+lock_type = "file"
 """
 
 REGISTRIES_CONF = """\
