@@ -57,7 +57,7 @@ from reprocheck.images import EnvironmentImage
 from reprocheck.plan import Plan
 from reprocheck.run_model import META_FILE_BYTES, EnvironmentResult, FixtureResult
 from reprocheck.safe_files import open_regular, read_json_object
-from reprocheck.store import write_bytes_atomic
+from reprocheck.store import remembered_paths, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ _SPEC_UNKEYED = frozenset({"mounts", "labels", "masked"})  # keyed by content, o
 _TEMP_PREFIX = ".tmp-"
 ENTRY_BYTES = 256 << 20  # entry.json, written by a run (its fixtures listed: a plan's size)
 REPORT_FILES_FILE = "report-files.json"  # report files runs were asked to write
-REPORT_FILES_KEPT = 256
 _TRASH_PREFIX = ".trash-"
 
 
@@ -354,21 +353,10 @@ def _host_path(spec: ContainerSpec, container_path: str) -> Path | None:
 
 def _report_files(folder: Path, asked: list[Path]) -> list[Path]:
     """The report files earlier runs were asked to write (``--json report.json`` in the
-    project, then ``--md summary.md``: the first is no input of the second run either), with
-    ``asked`` added to the record for the runs after this one. A record that cannot be read
-    or written only costs those runs their hits."""
-    record = folder / REPORT_FILES_FILE
-    try:
-        listed = read_json_object(record, 1 << 20).get("files")
-    except (OSError, UnsafeFileError, ValueError, RecursionError):
-        listed = None
-    known = [str(f) for f in listed if isinstance(f, str)] if isinstance(listed, list) else []
-    kept = [name for name in known if Path(name).exists()][-REPORT_FILES_KEPT:]
-    wanted = list(dict.fromkeys([*kept, *map(str, asked)]))
-    if wanted != known:
-        with contextlib.suppress(OSError):
-            write_bytes_atomic(record, json.dumps({"files": wanted}).encode())
-    return [Path(name) for name in kept]
+    project, then ``--md summary.md``: the first is no input of the second run either), and
+    ``asked``, recorded for the runs after this one. A record that cannot be read or written
+    only costs those runs their hits."""
+    return remembered_paths(folder / REPORT_FILES_FILE, "files", Path.exists, asked)
 
 
 def _foreign_settings(source: Path) -> str | None:

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar, get_args
@@ -95,7 +96,26 @@ def check_run_folder(folder: Path, project: Path, option: str = "--out") -> None
 
 
 RUN_FOLDERS_FILE = "run-folders.json"  # under the reports folder's cache: --out folders
-_RUN_FOLDERS_KEPT = 256
+_REMEMBERED = 256  # paths a record keeps, the newest
+
+
+def remembered_paths(
+    record: Path, field: str, keep: Callable[[Path], bool], add: Iterable[Path] = ()
+) -> list[Path]:
+    """The paths the JSON file ``record`` lists under ``field`` that ``keep`` still accepts
+    (the newest :data:`_REMEMBERED`), then ``add``; written back when that changed. A record
+    that cannot be read is empty; one that cannot be written is only not updated."""
+    try:
+        listed = read_json_object(record, 1 << 20).get(field)
+    except (OSError, UnsafeFileError, ValueError, RecursionError):
+        listed = None
+    known = [f for f in listed if isinstance(f, str)] if isinstance(listed, list) else []
+    found = [Path(f) for f in known if keep(Path(f))][-_REMEMBERED:]
+    found += [path for path in dict.fromkeys(add) if path not in found]
+    if [str(f) for f in found] != known:
+        with contextlib.suppress(OSError):
+            write_atomic(record, json.dumps({field: [str(f) for f in found]}))
+    return found
 
 
 def run_folders(cache: Path, project: Path, add: Path | None = None) -> list[Path]:
@@ -104,21 +124,14 @@ def run_folders(cache: Path, project: Path, add: Path | None = None) -> list[Pat
     containers like the reports folder, so one environment's pipeline cannot read another's
     outputs and an earlier run's files are no input of the next (``--out split/ENV`` per
     environment in a kept CI workspace). A record that cannot be read or written is empty."""
-    record = cache / RUN_FOLDERS_FILE
-    try:
-        listed = read_json_object(record, 1 << 20).get("folders")
-    except (OSError, UnsafeFileError, ValueError, RecursionError):
-        listed = None
-    known = [f for f in listed if isinstance(f, str)] if isinstance(listed, list) else []
     project = project.resolve()
-    found = [Path(f) for f in known if Path(f).is_relative_to(project) and Path(f) != project]
-    found = [f for f in found if f.is_dir()][-_RUN_FOLDERS_KEPT:]
-    if add is not None and add.is_relative_to(project) and add not in found:
-        found.append(add)
-    if [str(f) for f in found] != known:
-        with contextlib.suppress(OSError):
-            write_atomic(record, json.dumps({"folders": [str(f) for f in found]}))
-    return found
+
+    def inside(path: Path) -> bool:
+        return path.is_relative_to(project) and path != project
+
+    return remembered_paths(cache / RUN_FOLDERS_FILE, "folders",
+                            lambda path: inside(path) and path.is_dir(),
+                            [add] if add is not None and inside(add) else [])  # fmt: skip
 
 
 def _env_json(env: EnvironmentResult, run_dir: Path) -> dict[str, Any]:
