@@ -759,7 +759,7 @@ class OutputFolders:
         loading it; None as :meth:`load` would give None."""
         store = self._store(folder)
         row = store.find(output)
-        layout = None if row < 0 or store.error_at(row) else store.layout_at(row)
+        layout = None if row < 0 else store.layout_at(row)  # None for an output in error
         digest = None if layout is None else store.table["digest"][row].as_py()
         if layout is None or digest is None:
             return None

@@ -17,7 +17,7 @@ from html import escape
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -60,6 +60,7 @@ from reprocheck.report.pictures import (
     ulp_histogram,
 )
 
+T = TypeVar("T")
 MAX_IMAGE_OUTPUTS = 40  # drifting outputs that get pictures; the rest get metrics only
 MAX_DECISION_LINES = 50
 # Drifting outputs with a detail section (metrics per pair, ULP histogram), worst first; the
@@ -98,21 +99,18 @@ class _Arrays:
         self.pictures = PictureCache(pictures)
 
     def load(self, environment: str, output: str) -> np.ndarray | None:
-        folder = self._dirs.get(environment)
-        if folder is None:
-            return None
-        try:
-            return self._folders.load(folder, output)
-        except (ReprocheckError, OSError):
-            return None
+        return self._ask(environment, lambda folder: self._folders.load(folder, output))
 
     def describe(self, environment: str, output: str) -> Described | None:
         """The output's digest, dtype and shape from its store, without loading it."""
+        return self._ask(environment, lambda folder: self._folders.describe(folder, output))
+
+    def _ask(self, environment: str, ask: Callable[[Path], T | None]) -> T | None:
         folder = self._dirs.get(environment)
         if folder is None:
             return None
         try:
-            return self._folders.describe(folder, output)
+            return ask(folder)
         except (ReprocheckError, OSError):
             return None
 
