@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -613,7 +614,9 @@ class RunCache:
     def failed_store(self, environment: str, exc: BaseException) -> None:
         """A result that could not be stored: a warning. When the cache folder itself failed
         (full, read-only) it is the only one: nothing more is stored in this run."""
-        ours = _within(exc, self.folder)
+        ours = _within(exc, self.folder) or (
+            isinstance(exc, OSError) and exc.errno in _CACHE_DISK_ERRORS
+        )
         self.unsettled()
         with self._lock:
             if self._store_failed:
@@ -625,9 +628,18 @@ class RunCache:
 
 
 def _within(exc: BaseException, folder: Path) -> bool:
-    """Whether ``exc`` is an OSError about a path inside ``folder``."""
-    name = exc.filename if isinstance(exc, OSError) else None
-    return isinstance(name, str | bytes) and Path(os.fsdecode(name)).is_relative_to(folder)
+    """Whether ``exc`` is an OSError about a path inside ``folder`` (either of its two: a copy
+    names the file read first, the file written second)."""
+    if not isinstance(exc, OSError):
+        return False
+    names = (exc.filename, exc.filename2)
+    return any(isinstance(name, str | bytes) and Path(os.fsdecode(name)).is_relative_to(folder)
+               for name in names)  # fmt: skip
+
+
+# A store that fails with these failed on the cache's own disk, whatever file it names (a
+# write that fails names none): the disk is full or read-only for every later store too.
+_CACHE_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def _expect_fixtures(manifest: _Manifest, plan: Plan) -> None:

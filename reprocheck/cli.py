@@ -29,7 +29,13 @@ from reprocheck.cache import prune as prune_cache
 from reprocheck.config import EXPLAIN_MAX_EXPERIMENTS, RunConfig, load_config, registry_prefix
 from reprocheck.engine import BUILD_ENGINE, ContainerEngine, ImageInfo, get_engine
 from reprocheck.engine.targets import connect_target, target_of
-from reprocheck.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReprocheckError
+from reprocheck.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    ReprocheckError,
+)
 from reprocheck.images import (
     LABEL_COMPOSE,
     LABEL_CONTEXT,
@@ -85,7 +91,6 @@ if TYPE_CHECKING:
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_INTERRUPTED = 130
 ERROR_LOG = "error.log"
 
 

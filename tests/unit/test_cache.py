@@ -5,6 +5,7 @@ engine is the fake one (fakes.py): a container that runs is one more entry in ``
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -557,6 +558,36 @@ def test_a_store_that_fails_warns_once(make_project, fake_engine, caplog) -> Non
         )
     assert [e.status for e in result.environments] == ["ok"] * 3
     assert len(caplog.records) == 1 and "cannot store" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["copy", "write"])
+def test_a_full_disk_warns_once(make_project, fake_engine, caplog, monkeypatch,
+                                named: bool) -> None:  # fmt: skip
+    """A full cache disk as shutil reports it (the file read in ``filename``, the file in the
+    cache it was writing in ``filename2``) or as a write reports it (no file named). One
+    warning for the run, nothing more stored."""
+    config = _config(make_project, names=("one", "two", "three"))
+    for env in config.environments:
+        fake_engine.add(env.image)
+    cache = RunCache.open(config)
+    copies: list[Path] = []
+
+    def disk_full(source: Path, target: Path) -> None:
+        copies.append(source)
+        error = OSError(errno.ENOSPC, "No space left on device")
+        if named:
+            error.filename, error.filename2 = str(source / "outputs" / "a.npy"), str(target)
+        raise error
+
+    monkeypatch.setattr(cache_module, "copy_tree", disk_full)
+    with caplog.at_level(logging.WARNING, logger="reprocheck"):
+        result = Runner(fake_engine, make_plan(config), run_id="r", cache=cache).run(
+            config.reports_dir / "r"
+        )
+    assert [e.status for e in result.environments] == ["ok"] * 3
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "No space left" in warning and "rest of this run" in warning
+    assert len(copies) == 1 and _entries(config) == []
 
 
 def test_outputs_that_cannot_be_copied_cost_only_their_own_entry(
