@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -21,13 +22,30 @@ def _json_float(value: float | None) -> float | str | None:
 
 def _to_json(value: object) -> object:
     """A result as JSON data: nested results as objects, tuples as lists, floats made safe."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if value is None or type(value) in _PLAIN:
+        return value
     if isinstance(value, float):
         return _json_float(value)
     if isinstance(value, tuple | list):
+        if all(type(item) is int for item in value):  # an index or a shape
+            return list(value)
         return [_to_json(item) for item in value]
+    names = _field_names(type(value))
+    if names is not None:
+        return {name: _to_json(getattr(value, name)) for name in names}
     return value
+
+
+_PLAIN = frozenset({int, str, bool})
+
+
+@functools.cache
+def _field_names(kind: type) -> tuple[str, ...] | None:
+    """A result class's fields (None for anything else); looked up once per class, as the
+    report lists thousands of results."""
+    if not dataclasses.is_dataclass(kind):
+        return None
+    return tuple(f.name for f in dataclasses.fields(kind))
 
 
 def _as_json(result: object) -> dict[str, object]:
