@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -37,15 +36,16 @@ def _to_json(value: object) -> object:
 
 
 _PLAIN = frozenset({int, str, bool})
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
 
 
-@functools.cache
 def _field_names(kind: type) -> tuple[str, ...] | None:
     """A result class's fields (None for anything else); looked up once per class, as the
     report lists thousands of results."""
-    if not dataclasses.is_dataclass(kind):
-        return None
-    return tuple(f.name for f in dataclasses.fields(kind))
+    if kind not in _FIELDS:
+        found = dataclasses.fields(kind) if dataclasses.is_dataclass(kind) else None
+        _FIELDS[kind] = None if found is None else tuple(f.name for f in found)
+    return _FIELDS[kind]
 
 
 def _as_json(result: object) -> dict[str, object]:
