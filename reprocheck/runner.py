@@ -184,14 +184,14 @@ class Runner:
             for env in envs
         ]
         stopped = False
-        try:
-            with _sigterm_as_interrupt():
+        with _interrupt_once():
+            try:
                 outcomes = [future.result() for future in futures]
                 for finishing in self._finishing:  # never raises (failures are warnings)
                     finishing.result()
-        except KeyboardInterrupt:
-            stopped = True
-            outcomes = self._interrupt(pool, futures, run_dir)
+            except KeyboardInterrupt:
+                stopped = True
+                outcomes = self._interrupt(pool, futures, run_dir)
         pool.shutdown(wait=False)
         with self._lock:  # what is still to finish after a stop is dropped (stores are atomic)
             self._finisher.shutdown(wait=False, cancel_futures=stopped)
@@ -519,16 +519,26 @@ def raise_interrupt(_signum: int, _frame: object) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI job cancelled, ``kill``) stops a run like Ctrl-C does."""
+def _interrupt_once() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a CI job cancelled, ``kill``) stop a run, once: a second signal
+    while the run stops its containers is ignored, or it would end the stop half-way and
+    leave the process waiting at exit for a container nobody stops."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    stopping = threading.Event()
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _masked_paths(config: RunConfig, extra: tuple[Path, ...]) -> tuple[str, ...]:

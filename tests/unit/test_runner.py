@@ -281,6 +281,48 @@ def test_a_stop_while_stores_are_being_built_is_a_stop(
     assert [env.status for env in result.environments] == ["ok", "ok"]
 
 
+@pytest.mark.parametrize("again", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_second_signal_while_the_run_stops_is_ignored(
+    make_project, fake_engine, tmp_path, monkeypatch, again: signal.Signals
+) -> None:
+    """Ctrl-C, then another signal while the run is stopping its containers (a user pressing
+    twice, a CI runner sending SIGTERM after SIGINT): the stop completes and the run returns
+    as stopped. Before, the second signal ended the stop half-way and the process waited at
+    exit for a container nobody stopped."""
+    config = _config(make_project)
+    for env in config.environments:
+        fake_engine.add(env.image)
+    main = threading.get_ident()
+    stopped = threading.Event()
+
+    def runs_until_stopped(box: Mounted) -> Any:
+        stopped.wait(timeout=30)
+        return all_ok(box)
+
+    fake_engine.behaviours["one"] = fake_engine.behaviours["two"] = runs_until_stopped
+    real_stop = fake_engine.stop
+
+    def stop(labels: Any) -> int:
+        if not fake_engine.stops:
+            signal.pthread_kill(main, again)  # arrives while the containers are being stopped
+            time.sleep(0.05)
+        stopped.set()
+        return real_stop(labels)
+
+    monkeypatch.setattr(fake_engine, "stop", stop)
+
+    def ctrl_c_soon() -> None:
+        time.sleep(0.3)  # both containers run
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_soon).start()
+    started = time.monotonic()
+    result = Runner(fake_engine, make_plan(config), run_id="r").run(tmp_path / "r", jobs=2)
+    assert result.stopped and result.interrupted
+    assert len(fake_engine.stops) >= 1 and time.monotonic() - started < 10
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
 def test_what_comparing_imports_is_preloaded_once_after_the_first_store(
     make_project, fake_engine, tmp_path
 ) -> None:
