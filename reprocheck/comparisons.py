@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from reprocheck.compare import ArrayComparison, DecisionComparison, RowMatch, Verdict
 from reprocheck.safe_files import utf8_text
 from reprocheck.store import write_bytes_atomic
-from reprocheck.vocabulary import FAILING
+from reprocheck.vocabulary import SEVERITY
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,25 +207,29 @@ class Comparisons(Sequence[OutputComparison]):
 
 
 def severity_order(table: pa.Table) -> pa.Array:
-    """Row indices, worst first: failing, decisions changed, a NaN or Inf mismatch, max
-    relative difference, max |diff| (the outputs' own units; ULP counts never rank: across
-    a sign or a NaN they are astronomic for a tiny change); ties keep report order.
+    """Row indices, worst first: the verdict's rank (:data:`vocabulary.SEVERITY`: errors,
+    then failing verdicts, then new and nondeterministic outputs), decisions changed, a NaN
+    or Inf mismatch, max relative difference, max |diff| (the outputs' own units; ULP counts
+    never rank: across a sign or a NaN they are astronomic for a tiny change); ties keep
+    report order.
 
     A relative difference that is infinite (some baseline element is exactly 0) ranks by
     max |diff| instead, i.e. relative to 1 there: 0 -> 1e-30 is not worse than 1 -> 2."""
-    failing = pc.is_in(table["verdict"], pa.array(sorted(FAILING), type=pa.string()))
+    verdicts = pa.array(list(SEVERITY), type=pa.string())
+    ranks = pa.array(list(SEVERITY.values()), type=pa.int8())
+    rank = pc.fill_null(pc.take(ranks, pc.index_in(table["verdict"], value_set=verdicts)), 0)
     changed = pc.fill_null(pc.struct_field(table["decision"], "decisions_changed"), 0)
     special = pc.greater(pc.add(pc.fill_null(table["nan_mismatch"], 0),
                                 pc.fill_null(table["inf_mismatch"], 0)), 0)  # fmt: skip
     keyed = pa.table({
-        "failing": pc.cast(failing, pa.int8()),
+        "rank": rank,
         "changed": changed,
         "special": pc.cast(special, pa.int8()),
         "rel": _sortable(_finite_rel(table["max_rel"], table["max_abs"])),
         "abs": _sortable(table["max_abs"]),
         "index": pa.array(range(table.num_rows), type=pa.int64()),
     })  # fmt: skip
-    keys = [("failing", "descending"), ("changed", "descending"), ("special", "descending"),
+    keys = [("rank", "descending"), ("changed", "descending"), ("special", "descending"),
             ("rel", "descending"), ("abs", "descending"), ("index", "ascending")]  # fmt: skip
     return pc.sort_indices(keyed, sort_keys=keys)
 

@@ -407,9 +407,9 @@ class EnvironmentRegression:
 
 
 def _failing() -> frozenset[str]:
-    from reprocheck.vocabulary import FAILING
+    from reprocheck.vocabulary import PROBLEMS
 
-    return FAILING | {"error"}
+    return PROBLEMS
 
 
 def _listing(lines: list[str]) -> str:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from reprocheck.comparisons import Comparisons, item_of
-from reprocheck.vocabulary import FAILING
+from reprocheck.vocabulary import PROBLEMS
 
 # Comparisons, groups and agreement entries listed in report.json; every comparison is in
 # comparisons.parquet. At this size report.json stays around a few MB.
@@ -67,7 +67,7 @@ def groups(
     if not len(comparisons):
         return []
     rank = pa.array(_ranks(comparisons.order))
-    failing = pc.is_in(table["verdict"], pa.array(sorted(FAILING | {"error"})))
+    failing = pc.is_in(table["verdict"], pa.array(sorted(PROBLEMS)))
     keyed = pa.table({
         "key": group_keys(table["output"], fixtures), "baseline": table["baseline"],
         "candidate": table["candidate"], "rank": rank, "failing": pc.cast(failing, pa.int64()),
@@ -95,7 +95,7 @@ def groups(
             "key": g["key"], "baseline": g["baseline"], "candidate": g["candidate"],
             "outputs": g["rank_count"],
             "verdicts": dict(Counter(verdict for _, verdict in entries)),
-            "failing": [o for o, v in entries if v in FAILING | {"error"}][:OUTPUTS_NAMED],
+            "failing": [o for o, v in entries if v in PROBLEMS][:OUTPUTS_NAMED],
             "failing_count": g["failing_sum"],
             "worst": worst,
         })  # fmt: skip

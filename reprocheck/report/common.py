@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reprocheck.vocabulary import FAILING, pattern
+from reprocheck.vocabulary import FAILING, PROBLEMS, SEVERITY, pattern
 
-__all__ = ["FAILING"]  # and everything defined below
+__all__ = ["FAILING", "PROBLEMS"]  # and everything defined below
 
 Report = Mapping[str, Any]
 Comparison = Mapping[str, Any]
@@ -31,8 +31,6 @@ VERDICTS: tuple[str, ...] = (
     "within_tolerance",
     "identical",
 )
-# FAILING: the verdicts that make a run exit 1; PROBLEMS adds errors.
-PROBLEMS: frozenset[str] = FAILING | {"error"}
 VERSION_KEYS: tuple[str, ...] = ("os", "glibc", "python", "numpy", "cv2")
 # Integers from here on are shown in scientific notation (ULP distances across signs).
 BIG_INT = 10**9
@@ -169,15 +167,15 @@ def _as_float(value: Any) -> float:
 
 
 def severity(item: Comparison) -> tuple[int, int, int, float, float]:
-    """Sort key, larger is worse: failing, decisions changed, a NaN or Inf mismatch, max
-    relative difference (max |diff| where it is infinite), max |diff| (as
-    comparisons.severity_order; never ULP)."""
+    """Sort key, larger is worse: the verdict's rank (vocabulary.SEVERITY), decisions
+    changed, a NaN or Inf mismatch, max relative difference (max |diff| where it is
+    infinite), max |diff| (as comparisons.severity_order; never ULP)."""
     decision = item.get("decision")
     changed = int(decision.get("decisions_changed") or 0) if isinstance(decision, Mapping) else 0
     special = int(bool(item.get("nan_mismatch") or item.get("inf_mismatch")))
     max_abs = _as_float(item.get("max_abs"))
     return (
-        int(item.get("verdict") in FAILING),
+        SEVERITY.get(str(item.get("verdict")), 0),
         changed,
         special,
         rel if (rel := _as_float(item.get("max_rel"))) != math.inf else max_abs,

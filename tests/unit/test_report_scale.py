@@ -74,6 +74,31 @@ def test_large_matrix_lists_the_worst_and_counts_all(make_project, tmp_path, mon
     assert first == matrix.comparisons[0]
 
 
+def test_what_made_the_run_fail_is_listed_first_among_many(make_project, tmp_path, monkeypatch):
+    """More comparisons than are listed, one output that cannot be read (the run exits 2)
+    and one only the candidate made: the error is the first comparison and group listed and
+    is named in every report, the new output comes before the identical ones."""
+    monkeypatch.setattr(aggregate, "LISTED", 7)
+    run_dir = tmp_path / "run"
+    base = {"x": {f"k{k:02d}": np.zeros(2) for k in range(30)} | {"z": np.array(["s"])}}
+    cand = {"x": {**base["x"], "w": np.ones(2)}}
+    run = stored_run(run_dir, (stored_env(run_dir, "a", base), stored_env(run_dir, "b", cand)))
+    config = load_config(make_project(CONFIG))  # new outputs pass (the default)
+    matrix = build_matrix(config, run)
+    report = json.loads(json.dumps(report_dict(run, matrix), allow_nan=False))
+    assert report["summary"] == {"error": 1, "identical": 30, "new": 1}
+    listed = [(c["output"], c["verdict"]) for c in report["comparisons"]]
+    assert listed[:2] == [("x/z", "error"), ("x/w", "new")] and len(listed) == 7
+    assert report["groups"][0]["key"] == "*/z" and report["groups"][0]["failing"] == ["x/z"]
+    assert "x/z" in render_markdown(report)
+    suite = ET.fromstring(render_junit(report)).find("testsuite")
+    assert suite is not None and suite.get("errors") == "1"
+    (error,) = suite.iter("error")
+    assert "x/z" in (error.text or "")
+    write_reports(report, run_dir, ReportPaths())
+    assert "x/z" in (run_dir / "report.html").read_text()
+
+
 def test_group_keys_match_output_key() -> None:
     fixtures = ["a.png", "dir/b.png", "dir"]
     outputs = ["a.png/x/y", "dir/b.png/z", "dir/c.png/z", "other/q", "a.png", "a.pngx/y"]
