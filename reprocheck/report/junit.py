@@ -10,6 +10,7 @@ every other verdict passes (``nondeterministic`` with a note in system-out).
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -149,5 +150,27 @@ def render_junit(report: Report) -> str:
     root.extend(suites)
     for key in ("tests", "failures", "errors"):
         root.set(key, str(sum(int(s.get(key, "0")) for s in suites)))
+    _xml_safe(root)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# Characters XML 1.0 has no place for, even escaped (C0 controls but tab and newlines,
+# surrogates, U+FFFE/U+FFFF): ElementTree writes them as they are, and a parser (a CI server)
+# then rejects the whole file.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _shown(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _xml_safe(root: ET.Element) -> None:
+    """Every text and attribute of ``root`` with such characters shown as escapes (an
+    output named ``a\x01b`` is the test case ``a\\x01b``)."""
+    for element in root.iter():
+        for name, value in element.attrib.items():
+            element.set(name, _NOT_XML.sub(_shown, value))
+        if element.text:
+            element.text = _NOT_XML.sub(_shown, element.text)

@@ -92,3 +92,19 @@ def _schema_1(report: dict) -> None:
     for key in ("summary", "pair_summary", "groups", "listed", "agreement_patterns"):
         report.pop(key, None)
     report["schema_version"] = 1
+
+
+def test_names_with_characters_xml_cannot_hold_still_parse() -> None:
+    """Output names are any bytes a pipeline wrote: C0 controls, an ANSI colour, a
+    surrogate-escaped byte. They are shown as escapes; the file stays well-formed."""
+    report = json.loads((DATA / "report_v1.json").read_text())
+    names = ["ctl\x01name", "esc\x1b[31mred", "byte\udcff", "fine\tüñí😀"]
+    for item, name in zip(report["comparisons"], names, strict=False):
+        item["output"] = name
+        item["note"] = f"about {name}"
+        item["verdict"] = "drift"
+    root = _parse(report)
+    cases = {c.get("name") for c in root.iter("testcase")}
+    assert {"ctl\\x01name", "esc\\x1b[31mred", "byte\\udcff", "fine\tüñí😀"} <= cases
+    messages = [f.get("message") or "" for f in root.iter("failure")]
+    assert any("about ctl\\x01name" in message for message in messages)
