@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from reprocheck.report.common import (
@@ -35,10 +37,41 @@ PROBLEMS_SHOWN = 20
 STATUS_MARK = {"CONSISTENT": "✅", "DRIFT": "❌", "ERROR": "⚠️"}
 
 
+@dataclass(frozen=True)
+class _Code:
+    """A name (an output, an agreement pattern) shown as a code span: as it was written."""
+
+    text: str
+
+
+# What a reader cannot see: C0 and C1 controls (an ANSI colour), surrogate-escaped bytes.
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _visible(text: str) -> str:
+    """Whitespace runs (newlines too) as one space, invisible characters as escapes."""
+    folded = " ".join(text.split())
+    return _INVISIBLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                          else f"\\u{ord(m.group()):04x}", folded)  # fmt: skip
+
+
+def _code_span(text: str) -> str:
+    """``text`` as a code span: shown literally (no HTML escaping: a span shows ``<`` and
+    ``&`` as they are), fenced by one backtick more than its longest run of them, pipes
+    escaped for tables."""
+    body = _visible(text).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
 def _cell(value: Any) -> str:
     """Table cell text: HTML tags and entities, and pipes escaped (user text may hold any),
-    newlines folded. ``>`` alone starts no tag and stays readable ("a -> b")."""
-    text = " ".join(str(value).split()).replace("&", "&amp;").replace("<", "&lt;")
+    newlines folded, invisible characters as escapes. ``>`` alone starts no tag and stays
+    readable ("a -> b"). A :class:`_Code` is a code span."""
+    if isinstance(value, _Code):
+        return _code_span(value.text)
+    text = _visible(str(value)).replace("&", "&amp;").replace("<", "&lt;")
     return text.replace("|", "\\|")
 
 
@@ -83,7 +116,7 @@ def _top(report: Report) -> list[str]:
     header = ["output", "pair", "verdict", "max_abs", "max_rel", "mismatched", "ULP", "decisions"]
     rows = [
         [
-            f"`{item['output']}`",
+            _Code(item["output"]),
             pair_label(item["baseline"], item["candidate"]),
             item["verdict"],
             number(item.get("max_abs")),
@@ -106,7 +139,7 @@ def _agreement(report: Report) -> list[str]:
     groups = agreement_groups(report)
     if not groups:
         return []
-    rows = [[count, f"`{pattern}`"] for pattern, count in groups]
+    rows = [[count, _Code(pattern)] for pattern, count in groups]
     return [
         "### Agreement classes",
         "",
@@ -121,7 +154,7 @@ def _noise(report: Report) -> list[str]:
     if not noise:
         return []
     rows = [
-        [f"`{n['output']}`", n["environment"], n["repeats"], number(n.get("max_abs")),
+        [_Code(n["output"]), n["environment"], n["repeats"], number(n.get("max_abs")),
          number(n.get("max_ulp"))]
         for n in noise
     ]  # fmt: skip
@@ -159,7 +192,7 @@ def _metrics(report: Report) -> list[str]:
     if not rows:
         return []
     header = ["metric", *metric_environments(report)]
-    return ["### Metrics", "", *_table(header, [[f"`{o}`", *cells] for o, cells in rows])]
+    return ["### Metrics", "", *_table(header, [[_Code(o), *cells] for o, cells in rows])]
 
 
 SECTIONS = (

@@ -64,3 +64,19 @@ def _schema_1(report: dict) -> None:
     for key in ("summary", "pair_summary", "groups", "listed", "agreement_patterns"):
         report.pop(key, None)
     report["schema_version"] = 1
+
+
+def test_output_names_show_as_written_in_code_spans() -> None:
+    """A name goes into a code span as it is (a span shows ``<`` and ``&`` literally, so
+    escaping them there would show ``&lt;``); backticks get a longer fence, pipes stay
+    escaped for the table, controls (an ANSI colour) become visible escapes."""
+    report = json.loads((DATA / "report_v1.json").read_text())
+    drift = next(c for c in report["comparisons"] if c["verdict"] == "drift")
+    _schema_1(report)
+    names = ["j/<script>", "amp&name", "tick`name", "`edge", "pipe|name", "esc\x1b[31mred"]
+    report["comparisons"] = [dict(drift, output=name) for name in names]
+    text = render_markdown(report)
+    for shown in ["`j/<script>`", "`amp&name`", "``tick`name``", "`` `edge ``",
+                  "`pipe\\|name`", "`esc\\x1b[31mred`"]:  # fmt: skip
+        assert shown in text
+    assert "\x1b" not in text and "&lt;" not in text
