@@ -35,6 +35,14 @@ def save_baseline(config: RunConfig, run_dir: Path, name: str, *, replace: bool 
     replaced only with ``replace`` (``baseline save --force``)."""
     if not _BASELINE_NAME.fullmatch(name):  # match() lets "name\n" through ($)
         raise ConfigError(f"baseline name {name!r} is not valid", fix="use letters, digits, . _ -")
+    unfinished = [f"{env.name} ({env.status})" for env in load_run(run_dir).environments
+                  if env.status != "ok"]  # fmt: skip
+    if unfinished:
+        raise ConfigError(
+            f"run {run_dir.name} cannot be a baseline: {', '.join(unfinished)} did not finish "
+            "ok, and every later run would compare against what is missing",
+            fix="save a run whose environments all finished: baseline save NAME --run RUN_ID",
+        )
     target = baselines_dir(config) / name
     if (target.exists() or target.is_symlink()) and not replace:
         raise ConfigError(

@@ -109,6 +109,18 @@ def test_saving_a_baseline_again_needs_force_and_then_replaces_it(config: RunCon
     assert [p.name for p in baselines_dir(config).iterdir()] == ["nightly"]  # no staging left
 
 
+@pytest.mark.parametrize("status", ["interrupted", "error", "partial"])
+def test_a_run_that_did_not_finish_is_no_baseline(config: RunConfig, status: str) -> None:
+    """A baseline missing an environment's outputs would make every later run against it
+    fail: saving one is refused (one line naming the environment), nothing is written."""
+    run = _saved_run(config, "run-1", "bullseye", "bookworm")
+    broken = dataclasses.replace(run.environments[1], status=status, error="stopped")
+    save_run(dataclasses.replace(run, environments=(run.environments[0], broken)))
+    with pytest.raises(ConfigError, match=f"bookworm \\({status}\\) did not finish ok"):
+        save_baseline(config, run.run_dir, "golden")
+    assert not baselines_dir(config).exists()
+
+
 @pytest.mark.parametrize(
     "name", ["", "../escape", "a/b", ".hidden", "-flag", "two words", "nightly\n"]
 )
