@@ -283,8 +283,9 @@ class PipelineConfig(_Model):
             "`{inputs}` in an argument becomes the fixtures folder and `{outputs}` the folder "
             "to write outputs into; no other braces are touched. Outputs: arrays in `.npz` files "
             "(`<file without .npz>/<key>`), `.npy` files (`<file without .npy>`) and numbers in "
-            "flat `.json` objects (`<file without .json>/<key>`). A non-zero exit status is "
-            "that environment's error."
+            "`.json` objects (`<file without .json>/<key>`, `<key>/<key>` for nested objects; "
+            "lists of numbers are arrays; `3` and `3.0` are one number, null is NaN). A non-zero "
+            "exit status is that environment's error."
         ),
     )
 

@@ -57,7 +57,7 @@ from reprocheck.store import write_bytes_atomic
 
 STORE_FILE = "outputs.arrow"
 _DEFAULTS = OutputsConfig()  # the limits live in the config model
-STORE_VERSION = "3"
+STORE_VERSION = "4"  # 4: JSON numbers are float64 (3 and 3.0 are one number)
 DIGEST_BYTES = 16
 
 SCHEMA = pa.schema(

@@ -4,7 +4,11 @@ Naming (the same for callables and commands, since the harness writes a callable
 results as ``<fixture>.npz``):
 - ``x.npz``: one output per array, ``x/<key>``;
 - ``x.npy``: one output ``x``;
-- ``x.json``: a flat object of numbers, one output per key, ``x/<key>``.
+- ``x.json``: an object of numbers, one output per key, ``x/<key>``; nested objects give
+  ``x/<key>/<key>``, lists of numbers arrays. JSON numbers have no dtype (``3`` and ``3.0``
+  are one number): they are float64, as JSON readers take them, except integers past 2**53
+  (float64's exact range), which stay exact as int64/uint64; null is NaN. Strings and lists
+  of them (labels) are not outputs.
 
 The output folder is written by an untrusted pipeline and read by the host (often as root).
 So nothing here trusts it: the folder is walked without following links, files are opened
@@ -23,7 +27,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -134,23 +138,87 @@ def _archive_refs(handle: IO[bytes], path: Path, stem: str, limit: int) -> Itera
 
 
 def _json_refs(path: Path, stem: str) -> Iterator[OutputRef]:
-    for key, value in _read_json_numbers(path).items():
+    for key, value in read_json_outputs(path).items():
         name = f"{stem}/{key}"
-        error = bad_name(name) or (None if _fits(value) else "an integer beyond 64 bits")
+        error = bad_name(name) or (value if isinstance(value, str) else None)
         yield OutputRef(name=name, file=path, kind="json", key=key, error=error)
 
 
-def _read_json_numbers(path: Path) -> dict[str, float | int | bool]:
+_EXACT = 2**53  # integers up to this are exact in float64
+
+
+def read_json_outputs(path: Path) -> dict[str, np.ndarray | str]:
+    """The outputs of a .json file by key (``a/b`` for ``{"a": {"b": 1}}``): each an array,
+    or the text of what is wrong with it. Walked without recursion (nesting is as deep as
+    the file's)."""
     try:
         data = safe_files.read_json_object(path)
     except UnsafeFileError as exc:
-        raise OutputError(f"{exc} (outputs in .json files are flat objects of numbers)") from exc
-    return {k: v for k, v in data.items() if isinstance(v, int | float | bool)}
+        raise OutputError(f"{exc} (outputs in .json files are objects of numbers)") from exc
+    found: dict[str, np.ndarray | str] = {}
+    pending: list[tuple[str, dict[str, Any]]] = [("", data)]
+    while pending:
+        prefix, table = pending.pop()
+        for key, value in table.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                pending.append((f"{name}/", value))
+                continue
+            array = _json_array(value)
+            if array is None:
+                continue  # a string, a list of strings, an empty list: not numbers
+            found[name] = f"{name} is given twice in the file" if name in found else array
+    return found
 
 
-def _fits(value: float | int | bool) -> bool:
-    """Whether a JSON number becomes a numeric array (an int beyond 64 bits would not)."""
-    return not isinstance(value, int) or -(2**63) <= value < 2**64
+def _json_array(value: object) -> np.ndarray | str | None:
+    """A JSON number (or list of them) as an array, an error text, or None (not numbers).
+    null is NaN: JSON has no NaN, and many writers (pandas, JavaScript) write it as null."""
+    if value is None:
+        return np.asarray(np.nan)
+    if isinstance(value, bool):
+        return np.asarray(value)
+    if isinstance(value, int):
+        if -_EXACT <= value <= _EXACT:
+            return np.asarray(float(value))
+        if -(2**63) <= value < 2**64:
+            return np.asarray(value, dtype=np.int64 if value < 2**63 else np.uint64)
+        return "an integer beyond 64 bits"
+    if isinstance(value, float):
+        return np.asarray(value)
+    if not isinstance(value, list) or not value:
+        return None
+    return _json_list(value)
+
+
+def _json_list(value: list[Any]) -> np.ndarray | str | None:
+    """A (nested, rectangular) list of numbers and nulls as a float64 array, of true/false
+    as a bool one; a list of strings (labels, names) is no output."""
+    leaves: list[object] = []
+    pending: list[object] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        else:
+            leaves.append(item)
+    bools = sum(isinstance(leaf, bool) for leaf in leaves)
+    numbers = sum(isinstance(leaf, int | float) for leaf in leaves) - bools
+    nulls = sum(leaf is None for leaf in leaves)
+    if bools == len(leaves) and bools:
+        dtype: type[np.generic] = np.bool_
+    elif numbers + nulls == len(leaves) and numbers + nulls:
+        if any(isinstance(leaf, int) and abs(leaf) > _EXACT for leaf in leaves):
+            return "a list with integers past 2**53 (float64 would round them)"
+        dtype = np.float64
+    elif not numbers and not bools:
+        return None  # strings (and nulls): labels, not numbers
+    else:
+        return "a list that mixes numbers with other values"
+    try:
+        return np.array(value, dtype=dtype)
+    except ValueError:  # ragged: [[1, 2], [3]]
+        return "a list whose rows differ in length"
 
 
 def _refs_for(path: Path, rel: str, limit: int) -> Iterator[OutputRef]:
@@ -294,6 +362,7 @@ class OutputReader:
     def __init__(self, max_array_bytes: int = _LIMITS.max_array_bytes) -> None:
         self._files: dict[Path, IO[bytes]] = {}
         self._archives: dict[Path, zipfile.ZipFile] = {}  # only for compressed members
+        self._jsons: dict[Path, dict[str, np.ndarray | str]] = {}
         self._limit = max_array_bytes
 
     def __enter__(self) -> OutputReader:
@@ -309,6 +378,7 @@ class OutputReader:
             handle.close()  # a ZipFile does not close a file object it was given
         self._archives.clear()
         self._files.clear()
+        self._jsons.clear()
 
     def load(self, ref: OutputRef) -> np.ndarray:
         if ref.error:
@@ -328,7 +398,10 @@ class OutputReader:
             with self._archive(ref.file).open(f"{ref.key}.npy") as member:
                 return read_npy(member, self._limit)
         if ref.kind == "json":
-            return np.asarray(_read_json_numbers(ref.file)[str(ref.key)])
+            value = self._json(ref.file).get(str(ref.key))
+            if not isinstance(value, np.ndarray):
+                raise OutputError(value or f"{ref.file} no longer has {ref.key}")
+            return value
         raise OutputError(f"output {ref.name} cannot be read")
 
     def _read_located(self, path: Path, where: Located) -> np.ndarray:
@@ -356,6 +429,12 @@ class OutputReader:
         if path not in self._files:
             self._files[path] = open_regular(path)
         return self._files[path]
+
+    def _json(self, path: Path) -> dict[str, np.ndarray | str]:
+        """The outputs of a .json file, read once for all its keys."""
+        if path not in self._jsons:
+            self._jsons[path] = read_json_outputs(path)
+        return self._jsons[path]
 
     def _archive(self, path: Path) -> zipfile.ZipFile:
         """The zip directory of ``path``, parsed only when a compressed member is read (the

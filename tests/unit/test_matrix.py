@@ -72,6 +72,20 @@ def test_repeats_that_vary_make_drift_nondeterministic(make_project, tmp_path) -
     assert noise.max_abs == 0.25
 
 
+def test_json_metrics_compare_as_numbers(make_project, tmp_path) -> None:
+    """A metric one environment writes as 3 and another as 3.0 (an int from one library
+    version, a float from the next) is the same number; a nested metric is compared too."""
+    run_dir = tmp_path / "run"
+    a, b = stored_env(run_dir, "a", {}), stored_env(run_dir, "b", {})
+    (a.outputs_dir / "eval.json").write_text('{"count": 3, "m": {"acc": 0.91, "n": null}}')
+    (b.outputs_dir / "eval.json").write_text('{"count": 3.0, "m": {"acc": 0.97, "n": null}}')
+    config = load_config(make_project(CONFIG + '[[environments]]\nname = "b"\nimage = "j"\n'))
+    matrix = build_matrix(config, stored_run(run_dir, (a, b)))
+    verdicts = {c.output: c.verdict for c in matrix.comparisons}
+    assert verdicts == {"eval/count": "identical", "eval/m/acc": "drift",
+                        "eval/m/n": "identical"}  # fmt: skip
+
+
 def test_environment_pairs() -> None:
     names = ["a", "b", "c"]
     assert environment_pairs(names, "baseline") == (("a", "b"), ("a", "c"))

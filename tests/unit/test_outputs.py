@@ -130,6 +130,57 @@ def test_json_must_be_a_flat_object(tmp_path: Path, text: str) -> None:
     assert "x.json" in the_error(tmp_path, "x")
 
 
+def _json_outputs(folder: Path, data: object) -> dict[str, object]:
+    """Each output of ``x.json`` holding ``data``: its array, or its error."""
+    folder.mkdir(exist_ok=True)
+    (folder / "x.json").write_text(json.dumps(data))
+    found: dict[str, object] = {}
+    for name, ref in index_outputs(folder).items():
+        found[name] = the_error(folder, name) if ref.error else load_output(ref)
+    return found
+
+
+def test_json_numbers_have_no_dtype(tmp_path: Path) -> None:
+    """3 and 3.0 are one JSON number: both float64, bit for bit the same array. Integers
+    past 2**53 stay exact; past 64 bits they are an error; null is NaN."""
+    ints = _json_outputs(tmp_path / "a", {"m": 3, "big": 2**60, "neg": -(2**63), "u": 2**64 - 1})
+    floats = _json_outputs(tmp_path / "b", {"m": 3.0, "big": 2.0**60})
+    assert ints["x/m"].dtype == floats["x/m"].dtype == np.float64  # type: ignore[union-attr]
+    assert ints["x/m"].tobytes() == floats["x/m"].tobytes()  # type: ignore[union-attr]
+    assert ints["x/big"].dtype == np.int64 and ints["x/big"] == 2**60  # type: ignore[union-attr]
+    assert ints["x/neg"].dtype == np.int64 and ints["x/u"].dtype == np.uint64  # type: ignore[union-attr]
+    assert "beyond 64 bits" in str(_json_outputs(tmp_path / "c", {"h": 2**64})["x/h"])
+    assert np.isnan(_json_outputs(tmp_path / "d", {"n": None})["x/n"])  # type: ignore[call-overload]
+    assert _json_outputs(tmp_path / "e", {"t": True})["x/t"].dtype == np.bool_  # type: ignore[union-attr]
+
+
+def test_json_objects_nest_and_lists_are_arrays(tmp_path: Path) -> None:
+    found = _json_outputs(tmp_path, {
+        "metrics": {"top1": 0.9, "per_class": [0.5, None, 1], "deeper": {"x": 1}},
+        "grid": [[1, 2], [3, 4]], "flags": [True, False],
+        "name": "resnet", "labels": ["cat", "dog"], "empty": [], "nothing": {},
+        "ragged": [[1], [2, 3]], "mixed": [1, "a"], "bigs": [2**60],
+        "a/b": 1, "a": {"b": 2},
+    })  # fmt: skip
+    arrays = {k: v for k, v in found.items() if isinstance(v, np.ndarray)}
+    errors = {k: v for k, v in found.items() if isinstance(v, str)}
+    assert sorted(arrays) == ["x/flags", "x/grid", "x/metrics/deeper/x", "x/metrics/per_class",
+                              "x/metrics/top1"]  # fmt: skip
+    np.testing.assert_array_equal(arrays["x/metrics/per_class"], [0.5, np.nan, 1.0])
+    assert arrays["x/grid"].shape == (2, 2) and arrays["x/flags"].dtype == np.bool_
+    assert sorted(errors) == ["x/a/b", "x/bigs", "x/mixed", "x/ragged"]
+    assert "given twice" in errors["x/a/b"] and "differ in length" in errors["x/ragged"]
+
+
+def test_json_nested_thousands_deep_is_walked_without_recursion(tmp_path: Path) -> None:
+    depth = 5000
+    text = '{"k": ' * depth + "1" + "}" * depth
+    (tmp_path / "x.json").write_text(text)
+    refs = index_outputs(tmp_path)
+    (name,) = refs  # or the parser's own "nested too deeply" error, as one output
+    assert name.startswith("x")
+
+
 def test_links_are_outputs_with_an_error_and_never_followed(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.mkdir()
