@@ -130,8 +130,24 @@ def run_folders(cache: Path, project: Path, add: Path | None = None) -> list[Pat
         return path.is_relative_to(project) and path != project
 
     return remembered_paths(cache / RUN_FOLDERS_FILE, "folders",
-                            lambda path: inside(path) and path.is_dir(),
+                            lambda path: inside(path) and _still_a_run(path),
                             [add] if add is not None and inside(add) else [])  # fmt: skip
+
+
+def _still_a_run(path: Path) -> bool:
+    """Whether ``path`` is still a run's folder: empty (a run about to start), or holding
+    its manifest or environments. A folder put in its place with other files is an input
+    again (and drops out of the record)."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return False
+        return (
+            next(path.iterdir(), None) is None
+            or (path / MANIFEST).is_file()
+            or (path / "environments").is_dir()
+        )
+    except OSError:
+        return False
 
 
 def _env_json(env: EnvironmentResult, run_dir: Path) -> dict[str, Any]:

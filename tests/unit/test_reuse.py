@@ -358,6 +358,16 @@ def test_out_folders_in_the_project_are_hidden_and_no_input_of_the_next_run(
     assert done.exit_code == 0 and len(fake_engine.runs) == 2, done.output
     recorded = json.loads((project.reports_dir / ".cache" / "run-folders.json").read_text())
     assert recorded["folders"] == [str((project.root / "split" / "two").resolve())]
+    # The folder replaced by one of the user's files: an input again, and in the key.
+    shutil.rmtree(project.root / "split" / "two")
+    (project.root / "split" / "two").mkdir()
+    (project.root / "split" / "two" / "v.txt").write_text("5")
+    done = _run("--env", "one")
+    assert done.exit_code == 0 and len(fake_engine.runs) == 3, done.output
+    assert "/project/split/two" not in fake_engine.runs[-1].masked
+    (project.root / "split" / "two" / "v.txt").write_text("7")
+    done = _run("--env", "one")
+    assert done.exit_code == 0 and len(fake_engine.runs) == 4, done.output  # ran again
 
 
 def test_cache_prune_on_a_read_only_cache_is_one_error_line(
