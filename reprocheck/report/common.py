@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from reprocheck.vocabulary import FAILING, PROBLEMS, SEVERITY, pattern
@@ -340,18 +340,42 @@ def metric_rows(report: Report) -> list[tuple[str, list[str]]]:
         values = entry.get("values") or {}
         scale, unit = float(entry.get("scale") or 1.0), str(entry.get("unit") or "")
         names = list(values)
-        first = _as_number(values.get(names[0])) if names else None
+        numbers = [_as_number(values.get(name), exact=scale == 1.0) for name in names]
+        shown = _distinct_format(numbers, scale)
+        suffix = f" {unit}" if unit else ""
+        delta_unit = "pp" if unit == "%" else unit
         cells = []
-        for name in names:
-            value = _as_number(values.get(name))
-            cell = "-" if value is None else f"{value * scale:.6g}{(' ' + unit) if unit else ''}"
-            if value is not None and first is not None and name != names[0] and value != first:
-                delta_unit = "pp" if unit == "%" else unit
-                delta = (value - first) * scale
+        for k, value in enumerate(numbers):
+            first = numbers[0]
+            cell = "-" if value is None else shown(value) + suffix
+            if value is not None and first is not None and k and not _same(value, first):
+                delta = value - first if isinstance(value, int) and isinstance(first, int) else (
+                    float(value) - float(first)) * scale  # fmt: skip
                 cell += f" ({delta:+.3g}{(' ' + delta_unit) if delta_unit else ''})"
             cells.append(cell)
         rows.append((str(entry.get("output")), cells))
     return rows
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _distinct_format(values: list[float | None], scale: float) -> Callable[[float], str]:
+    """How a row's values are shown: 6 significant digits, or as many more as it takes for
+    values that differ to look different (2**53 and 2**53 + 1; 0.1 and 0.1 + 1e-17)."""
+    present = [v for v in values if v is not None]
+    for digits in range(6, 18):
+
+        def shown(value: float, digits: int = digits) -> str:
+            return str(value) if isinstance(value, int) else f"{value * scale:.{digits}g}"
+
+        texts: dict[str, list[float]] = {}
+        for value in present:
+            texts.setdefault(shown(value), []).append(value)
+        if all(all(_same(v, group[0]) for v in group) for group in texts.values()):
+            return shown
+    return shown
 
 
 def metric_environments(report: Report) -> list[str]:
@@ -359,11 +383,15 @@ def metric_environments(report: Report) -> list[str]:
     return list((entries[0].get("values") or {}).keys()) if entries else []
 
 
-def _as_number(value: Any) -> float | None:
+def _as_number(value: Any, exact: bool = False) -> float | None:
+    """A metric's value as a number; with ``exact``, an int stays an int (2**53 + 1 is not
+    2**53)."""
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, int | float):
-        return float(value)
+    if isinstance(value, int):
+        return value if exact else float(value)
+    if isinstance(value, float):
+        return value
     if value in ("nan", "inf", "-inf"):
         return float(value)
     return None

@@ -165,6 +165,25 @@ def test_scalar_metrics_in_their_own_units(make_project, tmp_path) -> None:
     assert "97.16 % (+0.04 pp)" in render_markdown(report)
 
 
+def test_metric_values_that_differ_look_different() -> None:
+    """The metrics table: a NaN in both is no change, and values that differ get as many
+    digits as it takes to tell them apart (an int past 2**53 exactly)."""
+    from reprocheck.report.common import metric_rows
+
+    report = {"metrics": [
+        {"output": "nan", "values": {"a": "nan", "b": "nan"}},
+        {"output": "count", "values": {"a": 2**53, "b": 2**53 + 1}},
+        {"output": "close", "values": {"a": 0.1, "b": 0.1 + 1e-16}},
+        {"output": "same", "values": {"a": 1.5, "b": 1.5}},
+    ]}  # fmt: skip
+    assert metric_rows(report) == [
+        ("nan", ["nan", "nan"]),
+        ("count", ["9007199254740992", "9007199254740993 (+1)"]),
+        ("close", ["0.1", "0.1000000000000001 (+9.71e-17)"]),
+        ("same", ["1.5", "1.5"]),
+    ]
+
+
 def test_an_infinite_relative_difference_ranks_by_its_absolute_one() -> None:
     """0 -> 1e-30 has max_rel inf but is the smallest drift; 0 -> 5 is the largest. The Arrow
     order (report listing, history) and the dict order (renderers) agree."""
