@@ -470,6 +470,17 @@ class EnvironmentConfig(_Model):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
         return value
 
+    @field_validator("env")
+    @classmethod
+    def _valid_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not name or "=" in name or "\0" in name:
+                raise ValueError(f"{name!r} is no variable name (not empty, no '=', no NUL)")
+            if "\0" in text:
+                raise ValueError(f"the value of {name} holds a NUL character, which no process "
+                                 "environment can carry")  # fmt: skip
+        return value
+
     @field_validator("host")
     @classmethod
     def _valid_host(cls, value: str | None) -> str | None:

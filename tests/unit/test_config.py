@@ -602,3 +602,14 @@ def test_missing_folder_lists_visible_folders_next_to_it(make_project) -> None:
     message = str(_error(source))
     assert f"no folder {source.parent / 'trixie'} to build from" in message
     assert message.endswith(f"(folders in {source.parent}: images)")
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [('{ "A=B" = "1" }', "'A=B' is no variable name"), ('{ "" = "1" }', "'' is no variable name"),
+     ('{ A = "x\\u0000y" }', "the value of A holds a NUL")],
+)  # fmt: skip
+def test_environment_variables_a_process_can_carry(make_project, env: str, says: str) -> None:
+    text = '[pipeline]\ncallable = "p.py:run"\n[[environments]]\nname = "a"\nimage = "i"\n'
+    error = _error(make_project(text + f"env = {env}\n"))
+    assert "field 'environments.0.env'" in str(error) and says in str(error)
