@@ -262,26 +262,44 @@ def tree_digest(root: Path, hashes: FileHashes, excluded: frozenset[Path] = froz
 def tree_listing(root: Path) -> str:
     """Names, kinds, sizes and modification times under ``root`` (no byte read): what an
     entry held when it was stored, to tell a complete, unchanged copy of it."""
-    found = []
+    listing = _Listing()
+    prefix = len(str(root)) + 1
     for path, info in _entries(root):
-        rel = os.fsdecode(path.relative_to(root))
+        listing.add(str(path)[prefix:], path, info)
+    return listing.digest()
+
+
+class _Listing:
+    """:func:`tree_listing`, built one entry at a time."""
+
+    def __init__(self) -> None:
+        self._found: list[list[Any]] = []
+
+    def add(self, rel: str, path: Path, info: os.stat_result) -> None:
         if stat.S_ISREG(info.st_mode):
-            found.append([rel, "file", info.st_size, info.st_mtime_ns])
+            self._found.append([rel, "file", info.st_size, info.st_mtime_ns])
         elif stat.S_ISLNK(info.st_mode):
-            found.append([rel, "link", os.fsdecode(path.readlink())])
+            self._found.append([rel, "link", os.fsdecode(path.readlink())])
         elif stat.S_ISDIR(info.st_mode):
-            found.append([rel, "dir"])
-    return json_digest(sorted(found, key=lambda item: str(item[0])))
+            self._found.append([rel, "dir"])
+
+    def digest(self) -> str:
+        return json_digest(sorted(self._found, key=lambda item: str(item[0])))
 
 
-def copy_tree(source: Path, target: Path) -> None:
+def copy_tree(source: Path, target: Path) -> str:
     """Copy the folder ``source`` to the new folder ``target``: regular files hard-linked (or
     copied when linking fails, say across file systems), links recreated as links and never
-    followed, FIFOs, sockets and devices skipped; permission bits kept."""
+    followed, FIFOs, sockets and devices skipped; permission bits kept. Returns the copy's
+    :func:`tree_listing`, taken from what was copied in the same pass (a hard link is the
+    same file; a copy keeps size and modification time)."""
     target.mkdir()
     modes = [(target, stat.S_IMODE(source.stat().st_mode))]
+    listing = _Listing()
+    prefix = len(str(source)) + 1  # entries are source/<rel>: sliced, not relative_to
     for path, info in _entries(source):
-        to = target / path.relative_to(source)
+        rel = str(path)[prefix:]
+        to = target / rel
         if stat.S_ISDIR(info.st_mode):
             to.mkdir()
             modes.append((to, stat.S_IMODE(info.st_mode)))
@@ -289,8 +307,10 @@ def copy_tree(source: Path, target: Path) -> None:
             to.symlink_to(path.readlink())
         elif stat.S_ISREG(info.st_mode):
             _link_or_copy(path, to)
+        listing.add(rel, path, info)
     for folder, mode in reversed(modes):  # last: a read-only folder must be filled first
         folder.chmod(mode)
+    return listing.digest()
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -566,8 +586,7 @@ class RunCache:
         try:
             manifest = _read_manifest(entry / ENTRY_FILE, key)
             _expect_fixtures(manifest, plan)
-            copy_tree(entry / ENTRY_TREE, staging)
-            if tree_listing(staging) != manifest.listing:
+            if copy_tree(entry / ENTRY_TREE, staging) != manifest.listing:
                 raise _DamagedError("its files changed after it was stored")
         except (_DamagedError, OSError) as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -601,8 +620,8 @@ class RunCache:
         staging = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{entry.key[:SHORT_KEY]}-",
                                         dir=self.runs))  # fmt: skip
         try:
-            copy_tree(folder, staging / ENTRY_TREE)
-            manifest = _manifest_json(entry.key, result, tree_listing(staging / ENTRY_TREE))
+            listing = copy_tree(folder, staging / ENTRY_TREE)
+            manifest = _manifest_json(entry.key, result, listing)
             (staging / ENTRY_FILE).write_text(json.dumps(manifest, indent=1))
             _publish(staging, self.runs / entry.key, replace=not self._read)
         finally:

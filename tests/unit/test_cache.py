@@ -30,6 +30,7 @@ from reprocheck.cache import (
     files_digest,
     prune,
     tree_digest,
+    tree_listing,
 )
 from reprocheck.config import RunConfig, load_config
 from reprocheck.engine import ContainerSpec, Mount
@@ -765,3 +766,22 @@ def test_a_pyprojects_other_tables_are_keyed_and_reprochecks_are_not(make_projec
     assert _key(config) == before  # compared again, not run again
     source.write_text(PYPROJECT.replace("factor = 1", "factor = 1000"))
     assert _key(config) != before
+
+
+def test_a_copy_lists_as_what_it_copied(tmp_path: Path) -> None:
+    """copy_tree returns the listing a second walk of the copy gives (so a restore does not
+    walk the copy again): files, folders, links, a FIFO (skipped), odd names."""
+    source = tmp_path / "source"
+    (source / "sub" / "deeper").mkdir(parents=True)
+    (source / "a.npy").write_bytes(b"a" * 10)
+    (source / "sub" / "deeper" / "b c\u00e9.json").write_text("{}")
+    (source / "link").symlink_to("sub/deeper")
+    os.mkfifo(source / "fifo")
+    (source / "sub").chmod(0o555)
+    try:
+        listing = copy_tree(source, tmp_path / "copy")
+        assert listing == tree_listing(tmp_path / "copy") == tree_listing(source)
+        assert not (tmp_path / "copy" / "fifo").exists()
+    finally:
+        (source / "sub").chmod(0o755)
+        (tmp_path / "copy" / "sub").chmod(0o755)
