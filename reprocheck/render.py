@@ -35,6 +35,7 @@ from reprocheck.report.common import (
     metric_environments,
     metric_rows,
     mismatch_text,
+    nothing_compared,
     number,
     ordered_verdicts,
     pair_counts,
@@ -230,7 +231,7 @@ def _metric_table(report: Report) -> Table | None:
 def print_summary(console: Console, report: Report, *, quiet: bool) -> None:
     """The run's summary, from the report (the model every report file renders from too)."""
     counts = total_counts(report)
-    verdict = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "nothing compared"
+    verdict = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or nothing_compared(report)
     if not quiet:
         _print_environments(console, report)
         _print_outputs(console, report)

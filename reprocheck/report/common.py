@@ -109,7 +109,16 @@ def headline(report: Report) -> tuple[str, str]:
     else:
         status = "CONSISTENT"
     text = ", ".join(f"{counts[v]} {v}" for v in ordered_verdicts(counts))
-    return status, text or "nothing compared"
+    return status, text or nothing_compared(report)
+
+
+def nothing_compared(report: Report) -> str:
+    """The counts text of a run with no comparison: saying why when every environment ran
+    (a pipeline writing where reprocheck does not read passes no silent green run)."""
+    environments = report.get("environments") or []
+    if environments and all(e.get("status") == "ok" for e in environments):
+        return "nothing compared: no environment wrote an output"
+    return "nothing compared"
 
 
 def number(value: Any) -> str:

@@ -130,9 +130,15 @@ def test_every_stage_takes_degenerate_matrices(make_project, tmp_path, kind) -> 
     write_reports(report, run_dir, ReportPaths(junit=tmp_path / "junit.xml"))
     matrix.comparisons.write_parquet(run_dir / "comparisons.parquet")
     assert len(rows(run, matrix)) >= 0
-    print_summary(Console(file=io.StringIO()), report, quiet=False)
+    console = Console(file=io.StringIO(), width=200)
+    print_summary(console, report, quiet=False)
     assert pq.read_table(run_dir / "comparisons.parquet").num_rows == len(matrix.comparisons)
     assert sum(report["summary"].values()) == len(matrix.comparisons)
+    if kind == "nothing made":  # every environment ran and wrote nothing: said, not a bare pass
+        why = "nothing compared: no environment wrote an output"
+        assert headline(report) == ("CONSISTENT", why)
+        assert why in console.file.getvalue()  # type: ignore[attr-defined]
+        assert why in render_markdown(report)
 
 
 def test_scalar_metrics_in_their_own_units(make_project, tmp_path) -> None:
