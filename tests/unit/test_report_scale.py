@@ -130,15 +130,23 @@ def test_every_stage_takes_degenerate_matrices(make_project, tmp_path, kind) -> 
     write_reports(report, run_dir, ReportPaths(junit=tmp_path / "junit.xml"))
     matrix.comparisons.write_parquet(run_dir / "comparisons.parquet")
     assert len(rows(run, matrix)) >= 0
-    console = Console(file=io.StringIO(), width=200)
-    print_summary(console, report, quiet=False)
+    print_summary(Console(file=io.StringIO()), report, quiet=False)
     assert pq.read_table(run_dir / "comparisons.parquet").num_rows == len(matrix.comparisons)
     assert sum(report["summary"].values()) == len(matrix.comparisons)
-    if kind == "nothing made":  # every environment ran and wrote nothing: said, not a bare pass
-        why = "nothing compared: no environment wrote an output"
-        assert headline(report) == ("CONSISTENT", why)
-        assert why in console.file.getvalue()  # type: ignore[attr-defined]
-        assert why in render_markdown(report)
+
+
+def test_a_run_that_wrote_nothing_says_so(make_project, tmp_path) -> None:
+    """Every environment ran and wrote no output (a pipeline writing where reprocheck does
+    not read): the headline says why nothing was compared, rather than a bare pass."""
+    run_dir = tmp_path / "run"
+    run = stored_run(run_dir, (stored_env(run_dir, "a", {}), stored_env(run_dir, "b", {})))
+    report = report_dict(run, build_matrix(load_config(make_project(CONFIG)), run))
+    why = "nothing compared: no environment wrote an output"
+    assert headline(report) == ("CONSISTENT", why)
+    console = Console(file=io.StringIO(), width=200)
+    print_summary(console, report, quiet=True)
+    assert why in console.file.getvalue()  # type: ignore[attr-defined]
+    assert why in render_markdown(report)
 
 
 def test_scalar_metrics_in_their_own_units(make_project, tmp_path) -> None:
