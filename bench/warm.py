@@ -4,7 +4,9 @@ The floor is the slowest environment's bare container: the same harness, image, 
 limits (the runner's own container spec) started, waited for and removed through the engine
 with nothing else around it (no config, no image resolution, no comparing, no reports).
 The warm run is the whole `reprocheck run` of the example with every image built and the
-result cache off, environments in parallel as by default. Prints both and the ratio.
+result cache off, environments in parallel as by default. Prints both and the ratio, and
+the CPU the bare containers cost the machine (``/proc/stat``): divided by the cores, that is
+the least any run of them can take, whatever it does around them.
 
 Then the run that changed nothing (every environment cached, the earlier run's reports
 standing: reprocheck.reuse), as a user starts it (the installed console script when there is
@@ -40,7 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class Floor:
     alone: dict[str, float]  # each environment's bare container, one at a time
+    cpu: dict[str, float]  # the CPU-seconds the machine spent on each of them (alone)
     together: float  # all of them as the run starts them (jobs at a time), to the last
+
+
+def busy_seconds() -> float:
+    """CPU-seconds every core of the machine has spent not idle since boot (/proc/stat):
+    a container's own processes, the engine's and the kernel's work for it."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def floor_seconds(jobs: int) -> Floor:
@@ -66,13 +77,17 @@ def floor_seconds(jobs: int) -> Floor:
         return time.perf_counter() - started
 
     with tempfile.TemporaryDirectory(dir=ROOT / "reports") as tmp:
-        alone = {env.name: bare(env, Path(tmp) / "alone" / env.name) for env in plan.environments}
+        alone, cpu = {}, {}
+        for env in plan.environments:
+            before = busy_seconds()
+            alone[env.name] = bare(env, Path(tmp) / "alone" / env.name)
+            cpu[env.name] = busy_seconds() - before
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(lambda env: bare(env, Path(tmp) / "together" / env.name),
                           plan.environments))  # fmt: skip
         together = time.perf_counter() - started
-    return Floor(alone=alone, together=together)
+    return Floor(alone=alone, cpu=cpu, together=together)
 
 
 def run_seconds() -> float:
@@ -136,6 +151,11 @@ def main() -> None:
         print(f"  bare container {name:16} {seconds:6.2f} s")
     print(f"  floor: slowest bare container    {slowest:6.2f} s")
     print(f"  floor: all bare containers, {jobs} at a time {together:6.2f} s")
+    cpu = {name: min(f.cpu[name] for f in floors) for name in floors[0].cpu}
+    cores = os.cpu_count() or 1
+    print(f"  CPU the bare containers cost (/proc/stat): {sum(cpu.values()):.2f} CPU-s, at "
+          f"best {sum(cpu.values()) / cores:.2f} s on {cores} cores = "
+          f"{sum(cpu.values()) / cores / slowest:.2f}x the slowest container")  # fmt: skip
     print(f"  reprocheck run (warm, no cache)  {run:6.2f} s = {run / slowest:.2f}x the slowest "
           f"container, {run / together:.2f}x all of them")  # fmt: skip
     repeated, python = repeated_seconds(max(args.rounds, 5))

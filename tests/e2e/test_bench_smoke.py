@@ -34,6 +34,7 @@ def test_warm_bench_prints_its_figures(docker_engine, debian_bases) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "floor: slowest bare container" in proc.stdout
     assert "x the slowest container" in proc.stdout
+    assert "CPU the bare containers cost" in proc.stdout
     assert "(repeated run)" in proc.stdout and "x the interpreter's start" in proc.stdout
 
 
