@@ -529,7 +529,7 @@ def _metric_values(
             if name not in chosen and len(chosen) < METRICS_LISTED:
                 chosen.append(name)
     found = []
-    chosen.sort()
+    chosen.sort(key=lambda name: (not declared.for_output(name).pattern, name))  # declared first
     rows = {name: side.store.rows_of(chosen).tolist() for name, side in sides.items()}
     for k, output in enumerate(chosen):
         rule = declared.for_output(output).pattern
@@ -550,7 +550,8 @@ def _scalar(side: _Side, output: str, row: int) -> float | None:
         return None
     if array is None or array.size != 1 or array.dtype.kind not in "biuf":
         return None
-    return float(array.reshape(-1)[0])
+    value = array.reshape(-1)[0]
+    return int(value) if array.dtype.kind in "iu" else float(value)  # an int past 2**53 exact
 
 
 def _mark_noise(item: OutputComparison, noisy: Mapping[tuple[str, str], Noise]) -> OutputComparison:

@@ -137,8 +137,8 @@ def _archive_refs(handle: IO[bytes], path: Path, stem: str, limit: int) -> Itera
                 archive.close()
 
 
-def _json_refs(path: Path, stem: str) -> Iterator[OutputRef]:
-    for key, value in read_json_outputs(path).items():
+def _json_refs(path: Path, stem: str, limit: int) -> Iterator[OutputRef]:
+    for key, value in read_json_outputs(path, limit).items():
         name = f"{stem}/{key}"
         error = bad_name(name) or (value if isinstance(value, str) else None)
         yield OutputRef(name=name, file=path, kind="json", key=key, error=error)
@@ -147,12 +147,24 @@ def _json_refs(path: Path, stem: str) -> Iterator[OutputRef]:
 _EXACT = 2**53  # integers up to this are exact in float64
 
 
-def read_json_outputs(path: Path) -> dict[str, np.ndarray | str]:
-    """The outputs of a .json file by key (``a/b`` for ``{"a": {"b": 1}}``): each an array,
-    or the text of what is wrong with it. Walked without recursion (nesting is as deep as
-    the file's)."""
+class _Twice:
+    """A key an object gives twice (json.loads would keep the last value silently)."""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        found[key] = _Twice() if key in found else value
+    return found
+
+
+def read_json_outputs(path: Path, limit: int = _LIMITS.max_array_bytes) -> dict[str, Any]:
+    """The outputs of a .json file by key (``a/b`` for ``{"a": {"b": 1}}``, ``a/0/b`` for
+    ``{"a": [{"b": 1}]}``): each an array, or the text of what is wrong with it (a key given
+    twice, an array past ``limit`` bytes, ...). Walked without recursion (nesting is as deep
+    as the file's)."""
     try:
-        data = safe_files.read_json_object(path)
+        data = safe_files.read_json_object(path, pairs_hook=_pairs)
     except UnsafeFileError as exc:
         raise OutputError(f"{exc} (outputs in .json files are objects of numbers)") from exc
     found: dict[str, np.ndarray | str] = {}
@@ -164,9 +176,14 @@ def read_json_outputs(path: Path) -> dict[str, np.ndarray | str]:
             if isinstance(value, dict):
                 pending.append((f"{name}/", value))
                 continue
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                pending.extend((f"{name}/{i}/", item) for i, item in enumerate(value))
+                continue  # a list of objects (per fold, per class): each by its index
             array = _json_array(value)
             if array is None:
                 continue  # a string, a list of strings, an empty list: not numbers
+            if isinstance(array, np.ndarray) and array.nbytes > limit:
+                array = f"an array of {array.nbytes:,} bytes, more than max_array_bytes ({limit:,})"
             found[name] = f"{name} is given twice in the file" if name in found else array
     return found
 
@@ -174,6 +191,8 @@ def read_json_outputs(path: Path) -> dict[str, np.ndarray | str]:
 def _json_array(value: object) -> np.ndarray | str | None:
     """A JSON number (or list of them) as an array, an error text, or None (not numbers).
     null is NaN: JSON has no NaN, and many writers (pandas, JavaScript) write it as null."""
+    if isinstance(value, _Twice):
+        return "given twice in its object"
     if value is None:
         return np.asarray(np.nan)
     if isinstance(value, bool):
@@ -192,8 +211,9 @@ def _json_array(value: object) -> np.ndarray | str | None:
 
 
 def _json_list(value: list[Any]) -> np.ndarray | str | None:
-    """A (nested, rectangular) list of numbers and nulls as a float64 array, of true/false
-    as a bool one; a list of strings (labels, names) is no output."""
+    """A (nested, rectangular) list of numbers and nulls as a float64 array (int64 when all
+    are integers and some are past 2**53), of true/false as a bool one; a list of strings
+    (labels, names) is no output."""
     leaves: list[object] = []
     pending: list[object] = [value]
     while pending:
@@ -203,18 +223,24 @@ def _json_list(value: list[Any]) -> np.ndarray | str | None:
         else:
             leaves.append(item)
     bools = sum(isinstance(leaf, bool) for leaf in leaves)
-    numbers = sum(isinstance(leaf, int | float) for leaf in leaves) - bools
+    ints = sum(isinstance(leaf, int) for leaf in leaves) - bools
+    numbers = sum(isinstance(leaf, float) for leaf in leaves) + ints
     nulls = sum(leaf is None for leaf in leaves)
+    dtype: type[np.generic]
     if bools == len(leaves) and bools:
-        dtype: type[np.generic] = np.bool_
+        dtype = np.bool_
+    elif ints == len(leaves) and any(abs(leaf) > _EXACT for leaf in leaves):  # type: ignore[arg-type]
+        if not all(-(2**63) <= leaf < 2**63 for leaf in leaves):  # type: ignore[operator]
+            return "a list with integers beyond 64 bits"
+        dtype = np.int64
     elif numbers + nulls == len(leaves) and numbers + nulls:
         if any(isinstance(leaf, int) and abs(leaf) > _EXACT for leaf in leaves):
-            return "a list with integers past 2**53 (float64 would round them)"
+            return "a list of integers past 2**53 and other numbers (float64 would round them)"
         dtype = np.float64
-    elif not numbers and not bools:
+    elif not numbers and not bools and not any(isinstance(leaf, dict) for leaf in leaves):
         return None  # strings (and nulls): labels, not numbers
     else:
-        return "a list that mixes numbers with other values"
+        return "a list that mixes numbers or objects with other values"
     try:
         return np.array(value, dtype=dtype)
     except ValueError:  # ragged: [[1, 2], [3]]
@@ -230,7 +256,7 @@ def _refs_for(path: Path, rel: str, limit: int) -> Iterator[OutputRef]:
             check_header(npy_header(handle), limit)
         yield OutputRef(name=stem, file=path, kind="npy", error=bad_name(stem))
     elif suffix == "json":
-        yield from _json_refs(path, stem)
+        yield from _json_refs(path, stem, limit)
 
 
 def walk(folder: Path) -> Iterator[tuple[Path, os.stat_result | OSError]]:
@@ -433,7 +459,7 @@ class OutputReader:
     def _json(self, path: Path) -> dict[str, np.ndarray | str]:
         """The outputs of a .json file, read once for all its keys."""
         if path not in self._jsons:
-            self._jsons[path] = read_json_outputs(path)
+            self._jsons[path] = read_json_outputs(path, self._limit)
         return self._jsons[path]
 
     def _archive(self, path: Path) -> zipfile.ZipFile:

@@ -41,6 +41,7 @@ from reprocheck.report.common import (
     pair_counts,
     pair_label,
     pairs,
+    problems,
     total_counts,
     ulp_text,
     version,
@@ -228,6 +229,9 @@ def _metric_table(report: Report) -> Table | None:
     return table
 
 
+PROBLEMS_SHOWN = 10  # output errors named in the terminal
+
+
 def print_summary(console: Console, report: Report, *, quiet: bool) -> None:
     """The run's summary, from the report (the model every report file renders from too)."""
     counts = total_counts(report)
@@ -269,6 +273,20 @@ def _print_outputs(console: Console, report: Report) -> None:
         spread = f"max_abs {number(noise.get('max_abs'))}, max_ulp {number(noise.get('max_ulp'))}"
         console.print(f"[blue]nondeterministic[/] {escape(str(noise.get('output')))} in "
                       f"{escape(str(noise.get('environment')))}: spread {spread}")  # fmt: skip
+    _print_output_errors(console, report)
+
+
+def _print_output_errors(console: Console, report: Report) -> None:
+    """Outputs in error, missing or incomparable, grouped by cause (an error is what made
+    the run exit 2); failed environments are named with the environments."""
+    failed = sum(1 for env in report.get("environments") or [] if env.get("status") != "ok")
+    lines = problems(report)[failed:]
+    if lines:
+        console.print("outputs in error, missing or incomparable:")
+    for line in lines[:PROBLEMS_SHOWN]:
+        console.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+    if len(lines) > PROBLEMS_SHOWN:
+        console.print(f"  …and {len(lines) - PROBLEMS_SHOWN} more (report.json lists them)")
 
 
 def print_images(

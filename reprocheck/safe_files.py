@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,11 +56,15 @@ def read_regular_bytes(path: Path, limit: int | None = None) -> bytes:
     return data
 
 
-def read_json_object(path: Path, limit: int | None = None) -> dict[str, Any]:
-    """The JSON object stored in ``path`` (read as :func:`read_regular_bytes` does)."""
+def read_json_object(
+    path: Path, limit: int | None = None,
+    pairs_hook: Callable[[list[tuple[str, Any]]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The JSON object stored in ``path`` (read as :func:`read_regular_bytes` does); each
+    object built by ``pairs_hook`` when given (json's ``object_pairs_hook``)."""
     data = read_regular_bytes(path, limit)
     try:
-        value = json.loads(data)
+        value = json.loads(data, object_pairs_hook=pairs_hook)
     except RecursionError as exc:  # "[[[[..." deeper than the parser's stack
         raise UnsafeFileError(f"{path} is not valid JSON: nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer with too many digits

@@ -117,7 +117,7 @@ def nothing_compared(report: Report) -> str:
     (a pipeline writing where reprocheck does not read passes no silent green run)."""
     environments = report.get("environments") or []
     if environments and all(e.get("status") == "ok" for e in environments):
-        return "nothing compared: no environment wrote an output"
+        return "nothing compared: no outputs in any environment"
     return "nothing compared"
 
 

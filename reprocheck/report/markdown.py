@@ -197,6 +197,7 @@ def _metrics(report: Report) -> list[str]:
 
 SECTIONS = (
     _headline,
+    _problems,  # what made the run exit 2, before anything long
     _metrics,
     _decisions,
     _image_changes,
@@ -206,7 +207,6 @@ SECTIONS = (
     _advice,
     _agreement,
     _noise,
-    _problems,
 )
 
 

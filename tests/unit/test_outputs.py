@@ -164,12 +164,36 @@ def test_json_objects_nest_and_lists_are_arrays(tmp_path: Path) -> None:
     })  # fmt: skip
     arrays = {k: v for k, v in found.items() if isinstance(v, np.ndarray)}
     errors = {k: v for k, v in found.items() if isinstance(v, str)}
-    assert sorted(arrays) == ["x/flags", "x/grid", "x/metrics/deeper/x", "x/metrics/per_class",
-                              "x/metrics/top1"]  # fmt: skip
+    assert sorted(arrays) == ["x/bigs", "x/flags", "x/grid", "x/metrics/deeper/x",
+                              "x/metrics/per_class", "x/metrics/top1"]  # fmt: skip
+    assert arrays["x/bigs"].dtype == np.int64  # integers past 2**53, kept exact
     np.testing.assert_array_equal(arrays["x/metrics/per_class"], [0.5, np.nan, 1.0])
     assert arrays["x/grid"].shape == (2, 2) and arrays["x/flags"].dtype == np.bool_
-    assert sorted(errors) == ["x/a/b", "x/bigs", "x/mixed", "x/ragged"]
+    assert sorted(errors) == ["x/a/b", "x/mixed", "x/ragged"]
     assert "given twice" in errors["x/a/b"] and "differ in length" in errors["x/ragged"]
+
+
+def test_json_lists_of_objects_are_by_index_and_duplicates_are_errors(tmp_path: Path) -> None:
+    """Per-fold metrics as a list of objects are outputs by index; a key an object gives
+    twice (which json.loads would keep the last of, silently) is an error, not a value."""
+    (tmp_path / "x.json").write_text(
+        '{"folds": [{"acc": 0.9}, {"acc": 0.8}], "acc": 0.5, "acc": 0.9,'
+        ' "m": {"x": 1}, "m": {"y": 2}, "ids": [9007199254740993, 1], "big": [2, 1e300, 2e300]}'
+    )  # fmt: skip
+    found = {name: (the_error(tmp_path, name) if ref.error else load_output(ref))
+             for name, ref in index_outputs(tmp_path).items()}  # fmt: skip
+    assert found["x/folds/0/acc"] == 0.9 and found["x/folds/1/acc"] == 0.8
+    assert "given twice" in str(found["x/acc"]) and "given twice" in str(found["x/m"])
+    ids = found["x/ids"]
+    assert isinstance(ids, np.ndarray) and ids.dtype == np.int64 and ids[0] == 2**53 + 1
+    assert isinstance(found["x/big"], np.ndarray)
+
+
+def test_json_arrays_keep_to_max_array_bytes(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text(json.dumps({"long": list(range(1000)), "short": [1, 2]}))
+    refs = index_outputs(tmp_path, max_array_bytes=4000)
+    assert "more than max_array_bytes" in str(refs["x/long"].error)
+    assert refs["x/short"].error is None
 
 
 def test_json_nested_thousands_deep_is_walked_without_recursion(tmp_path: Path) -> None:

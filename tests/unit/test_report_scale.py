@@ -90,7 +90,11 @@ def test_what_made_the_run_fail_is_listed_first_among_many(make_project, tmp_pat
     listed = [(c["output"], c["verdict"]) for c in report["comparisons"]]
     assert listed[:2] == [("x/z", "error"), ("x/w", "new")] and len(listed) == 7
     assert report["groups"][0]["key"] == "*/z" and report["groups"][0]["failing"] == ["x/z"]
-    assert "x/z" in render_markdown(report)
+    markdown = render_markdown(report)
+    assert "x/z" in markdown and markdown.index("### Errors") < markdown.index("### Environments")
+    console = Console(file=io.StringIO(), width=200)
+    print_summary(console, report, quiet=False)
+    assert "x/z (a->b): error: cannot compare" in console.file.getvalue()  # type: ignore[attr-defined]
     suite = ET.fromstring(render_junit(report)).find("testsuite")
     assert suite is not None and suite.get("errors") == "1"
     (error,) = suite.iter("error")
@@ -141,7 +145,7 @@ def test_a_run_that_wrote_nothing_says_so(make_project, tmp_path) -> None:
     run_dir = tmp_path / "run"
     run = stored_run(run_dir, (stored_env(run_dir, "a", {}), stored_env(run_dir, "b", {})))
     report = report_dict(run, build_matrix(load_config(make_project(CONFIG)), run))
-    why = "nothing compared: no environment wrote an output"
+    why = "nothing compared: no outputs in any environment"
     assert headline(report) == ("CONSISTENT", why)
     console = Console(file=io.StringIO(), width=200)
     print_summary(console, report, quiet=True)
@@ -177,6 +181,25 @@ def test_scalar_metrics_in_their_own_units(make_project, tmp_path) -> None:
     print_summary(console, report, quiet=False)
     assert "97.16 % (+0.04 pp)" in console.file.getvalue()  # type: ignore[attr-defined]
     assert "97.16 % (+0.04 pp)" in render_markdown(report)
+
+
+def test_declared_metrics_come_first_and_ints_stay_exact(make_project, tmp_path) -> None:
+    """Among many scalar outputs, the ones [metrics] declares are listed first (the terminal
+    shows the first 20); an integer past 2**53 is its exact value in report.json."""
+    run_dir = tmp_path / "run"
+    many = {f"k{i:03d}": np.float64(i) for i in range(30)}
+    a = stored_env(run_dir, "a", {"e": {**many, "zacc": np.float64(0.91),
+                                        "seed": np.int64(2**53 + 1)}})  # fmt: skip
+    b = stored_env(run_dir, "b", {"e": {**many, "zacc": np.float64(0.80),
+                                        "seed": np.int64(2**53 + 3)}})  # fmt: skip
+    config = load_config(
+        make_project(CONFIG + '[metrics]\n"*/zacc" = { unit = "%", scale = 100 }\n')
+    )
+    run = stored_run(run_dir, (a, b))
+    metrics = build_matrix(config, run).metrics
+    assert metrics[0].output == "e/zacc"
+    seed = next(m for m in metrics if m.output == "e/seed")
+    assert seed.values == {"a": 2**53 + 1, "b": 2**53 + 3}
 
 
 def test_metric_values_that_differ_look_different() -> None:
