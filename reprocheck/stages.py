@@ -5,6 +5,7 @@ report files) fails on its own and is handed to the caller's ``on_failure``."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ T = TypeVar("T")
 OnFailure = Callable[[str, Exception], None]
 
 
+logger = logging.getLogger(__name__)
+
+
 def matrix_for(
     config: RunConfig, result: RunResult, golden: RunResult | None = None, name: str | None = None
 ) -> Matrix:
@@ -38,8 +42,13 @@ def matrix_for(
         return build_matrix(config, result)
     references = renamed(golden, name)
     own = environment_pairs([e.name for e in result.environments], config.compare.mode)
-    pairs = own + reference_pairs(references, result, name)
-    return build_matrix(config, result, references=references, pairs=pairs)
+    against = reference_pairs(references, result, name)
+    unmatched = [e.name for e in result.environments if e.name not in {c for _, c in against}]
+    if unmatched:
+        logger.warning("baseline %s holds no %s (it holds %s): not compared with the baseline",
+                       name, ", ".join(unmatched),
+                       ", ".join(e.name for e in golden.environments) or "nothing")  # fmt: skip
+    return build_matrix(config, result, references=references, pairs=own + against)
 
 
 def derived_run(config: RunConfig, result: RunResult) -> RunResult:

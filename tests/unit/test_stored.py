@@ -340,3 +340,20 @@ def test_run_and_merge_refuse_the_project_folder_as_out(
         assert "--out" in done.output and "is the project folder" in done.output, done.output
         assert "Traceback" not in done.output
     assert notes.read_text() == "the project's own"
+
+
+def test_a_baseline_without_an_environment_says_so(config: RunConfig, caplog) -> None:
+    """run --baseline with a baseline saved from fewer environments: the others are compared
+    with nothing there, and a warning says which (before, they were left out silently)."""
+    import logging
+
+    from reprocheck.stages import matrix_for
+
+    save_baseline(config, _saved_run(config, "run-1", "bullseye", "bookworm").run_dir, "sub")
+    run = _saved_run(config, "run-2", "bullseye", "bookworm", "trixie")
+    with caplog.at_level(logging.WARNING, logger="reprocheck"):
+        matrix = matrix_for(config, run, load_baseline(config, "sub"), "sub")
+    assert ("sub/bookworm", "bookworm") in matrix.pairs
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning == ("baseline sub holds no trixie (it holds bullseye, bookworm): not "
+                       "compared with the baseline")  # fmt: skip
