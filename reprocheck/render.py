@@ -30,6 +30,7 @@ from reprocheck.report.common import (
     agreement_groups,
     decision_lines,
     decisions_text,
+    escaped,
     image_change_lines,
     listing_note,
     metric_environments,
@@ -58,7 +59,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def escape(text: str) -> str:
     """User text for rich: markup escaped and control characters shown as ``\\x1b``."""
-    return escape_markup(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+    return escape_markup(escaped(_CONTROL, text))
 
 
 VERDICT_STYLE = {

@@ -9,6 +9,7 @@ list only the worst (schema 2). A schema 1 report (all comparisons listed) is re
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -110,6 +111,17 @@ def headline(report: Report) -> tuple[str, str]:
         status = "CONSISTENT"
     text = ", ".join(f"{counts[v]} {v}" for v in ordered_verdicts(counts))
     return status, text or nothing_compared(report)
+
+
+def escaped(characters: re.Pattern[str], text: str) -> str:
+    """``text`` with each character ``characters`` matches shown as an escape (``\\x1b``,
+    ``\\udcff``): user text (output names, errors) in a terminal, Markdown or XML."""
+    return characters.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def nothing_compared(report: Report) -> str:

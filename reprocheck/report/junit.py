@@ -20,6 +20,7 @@ from reprocheck.report.common import (
     FAILING,
     Comparison,
     Report,
+    escaped,
     fixtures_of,
     groups_of,
     mismatch_text,
@@ -161,16 +162,11 @@ def render_junit(report: Report) -> str:
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _shown(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
 def _xml_safe(root: ET.Element) -> None:
     """Every text and attribute of ``root`` with such characters shown as escapes (an
     output named ``a\x01b`` is the test case ``a\\x01b``)."""
     for element in root.iter():
         for name, value in element.attrib.items():
-            element.set(name, _NOT_XML.sub(_shown, value))
+            element.set(name, escaped(_NOT_XML, value))
         if element.text:
-            element.text = _NOT_XML.sub(_shown, element.text)
+            element.text = escaped(_NOT_XML, element.text)

@@ -15,6 +15,7 @@ from reprocheck.report.common import (
     agreement_groups,
     decision_lines,
     decisions_text,
+    escaped,
     headline,
     image_change_lines,
     metric_environments,
@@ -50,9 +51,7 @@ _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 def _visible(text: str) -> str:
     """Whitespace runs (newlines too) as one space, invisible characters as escapes."""
-    folded = " ".join(text.split())
-    return _INVISIBLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                          else f"\\u{ord(m.group()):04x}", folded)  # fmt: skip
+    return escaped(_INVISIBLE, " ".join(text.split()))
 
 
 def _code_span(text: str) -> str:
