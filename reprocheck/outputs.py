@@ -158,7 +158,9 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def read_json_outputs(path: Path, limit: int = _LIMITS.max_array_bytes) -> dict[str, Any]:
+def read_json_outputs(
+    path: Path, limit: int = _LIMITS.max_array_bytes
+) -> dict[str, np.ndarray | str]:
     """The outputs of a .json file by key (``a/b`` for ``{"a": {"b": 1}}``, ``a/0/b`` for
     ``{"a": [{"b": 1}]}``): each an array, or the text of what is wrong with it (a key given
     twice, an array past ``limit`` bytes, ...). Walked without recursion (nesting is as deep
@@ -223,18 +225,19 @@ def _json_list(value: list[Any]) -> np.ndarray | str | None:
         else:
             leaves.append(item)
     bools = sum(isinstance(leaf, bool) for leaf in leaves)
-    ints = sum(isinstance(leaf, int) for leaf in leaves) - bools
-    numbers = sum(isinstance(leaf, float) for leaf in leaves) + ints
+    ints = [leaf for leaf in leaves if isinstance(leaf, int) and not isinstance(leaf, bool)]
+    numbers = sum(isinstance(leaf, float) for leaf in leaves) + len(ints)
     nulls = sum(leaf is None for leaf in leaves)
+    big = any(abs(leaf) > _EXACT for leaf in ints)  # not exact in float64
     dtype: type[np.generic]
     if bools == len(leaves) and bools:
         dtype = np.bool_
-    elif ints == len(leaves) and any(abs(leaf) > _EXACT for leaf in leaves):  # type: ignore[arg-type]
-        if not all(-(2**63) <= leaf < 2**63 for leaf in leaves):  # type: ignore[operator]
+    elif big and len(ints) == len(leaves):
+        if not all(-(2**63) <= leaf < 2**63 for leaf in ints):
             return "a list with integers beyond 64 bits"
         dtype = np.int64
     elif numbers + nulls == len(leaves) and numbers + nulls:
-        if any(isinstance(leaf, int) and abs(leaf) > _EXACT for leaf in leaves):
+        if big:
             return "a list of integers past 2**53 and other numbers (float64 would round them)"
         dtype = np.float64
     elif not numbers and not bools and not any(isinstance(leaf, dict) for leaf in leaves):
