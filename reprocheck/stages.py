@@ -43,7 +43,8 @@ def matrix_for(
     references = renamed(golden, name)
     own = environment_pairs([e.name for e in result.environments], config.compare.mode)
     against = reference_pairs(references, result, name)
-    unmatched = [e.name for e in result.environments if e.name not in {c for _, c in against}]
+    compared = {cand for _base, cand in against}
+    unmatched = [e.name for e in result.environments if e.name not in compared]
     if unmatched:
         logger.warning("baseline %s holds no %s (it holds %s): not compared with the baseline",
                        name, ", ".join(unmatched),

@@ -365,9 +365,9 @@ def metric_rows(report: Report) -> list[tuple[str, list[str]]]:
         shown = _distinct_format(numbers, scale)
         suffix = f" {unit}" if unit else ""
         delta_unit = "pp" if unit == "%" else unit
+        first = numbers[0] if numbers else None
         cells = []
         for k, value in enumerate(numbers):
-            first = numbers[0]
             cell = "-" if value is None else shown(value) + suffix
             if value is not None and first is not None and k and not _same(value, first):
                 delta = value - first if isinstance(value, int) and isinstance(first, int) else (
